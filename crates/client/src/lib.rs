@@ -1,0 +1,209 @@
+//! A Rust client for Bavard's JSON protocol v1.
+//!
+//! [`Connection`] is one WebSocket: connect (reading `welcome`), request/reply matched
+//! by id, and events in arrival order (events that arrive while a reply is awaited are
+//! kept, not lost). [`Resilient`] wraps it with reconnection: it rejoins its rooms with
+//! `since`, drops what it has already seen, and resends unacknowledged messages with
+//! the same `key`, so a flaky network neither loses nor duplicates messages.
+
+mod resilient;
+
+use std::{collections::VecDeque, time::Duration};
+
+use bavard_protocol::{
+    ClientFrame, ErrorBody, HistoryReply, HistoryRequest, JoinReply, JoinRequest, ReplyFrame, Request, RequestId,
+    RoomName, SendReply, SendRequest, ServerFrame, Welcome,
+};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{tungstenite, MaybeTlsStream, WebSocketStream};
+
+pub use bavard_protocol as protocol;
+pub use resilient::Resilient;
+pub use tungstenite::Message as WsMessage;
+
+/// What can go wrong talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The WebSocket failed (connect, read or write).
+    #[error("websocket error: {0}")]
+    WebSocket(#[from] tungstenite::Error),
+    /// The server closed the connection.
+    #[error("connection closed by the server (code {code}: {reason})")]
+    Closed {
+        /// The close code (1005 when the server sent none).
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+    /// The server sent something this client does not understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The server answered the request with an error.
+    #[error("request failed: {0}")]
+    Server(ErrorBody),
+    /// No answer within the time allowed.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+impl ClientError {
+    /// The WebSocket close code, if the server closed the connection.
+    pub fn close_code(&self) -> Option<u16> {
+        match self {
+            Self::Closed { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// One connection speaking the JSON protocol.
+pub struct Connection {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    welcome: Welcome,
+    events: VecDeque<ServerFrame>,
+    next_id: i64,
+    timeout: Duration,
+}
+
+impl Connection {
+    /// Connects to a `ws://host:port/ws?name=...` URL and reads the `welcome` frame.
+    pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        let timeout = Duration::from_secs(10);
+        let (socket, _) = tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url))
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))??;
+        let mut connection =
+            Self { socket, welcome: placeholder_welcome(), events: VecDeque::new(), next_id: 1, timeout };
+        match connection.read_frame().await? {
+            ServerFrame::Welcome(welcome) => connection.welcome = welcome,
+            other => return Err(ClientError::Protocol(format!("expected welcome, got {other:?}"))),
+        }
+        Ok(connection)
+    }
+
+    /// The server's `welcome` frame.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Sets how long [`Connection::request`] and [`Connection::next_event`] wait (default 10 s).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Sends a request with a fresh id without waiting; returns the id.
+    pub async fn submit(&mut self, request: Request) -> Result<RequestId, ClientError> {
+        let id = RequestId::Int(self.next_id);
+        self.next_id += 1;
+        let frame = ClientFrame { id: Some(id.clone()), request };
+        self.send_text(frame.to_json()).await?;
+        Ok(id)
+    }
+
+    /// Sends a request and waits for its reply (ok or not). Events that arrive
+    /// meanwhile are kept for [`Connection::next_event`].
+    pub async fn request(&mut self, request: Request) -> Result<ReplyFrame, ClientError> {
+        let id = self.submit(request).await?;
+        self.reply_to(&id).await
+    }
+
+    /// Waits for the reply to `id`, keeping other frames as events.
+    pub async fn reply_to(&mut self, id: &RequestId) -> Result<ReplyFrame, ClientError> {
+        loop {
+            match self.read_frame().await? {
+                ServerFrame::Reply(reply) if reply.id == *id => return Ok(reply),
+                other => self.events.push_back(other),
+            }
+        }
+    }
+
+    /// Sends a request and returns its typed result, or the server's error.
+    pub async fn call<T: serde::de::DeserializeOwned>(&mut self, request: Request) -> Result<T, ClientError> {
+        let reply = self.request(request).await?;
+        if !reply.ok {
+            let error = reply.error.unwrap_or_else(|| {
+                ErrorBody::new(bavard_protocol::ErrorCode::Internal, "error reply without an error body")
+            });
+            return Err(ClientError::Server(error));
+        }
+        reply.result_as().map_err(|e| ClientError::Protocol(format!("unexpected reply fields: {e}")))
+    }
+
+    /// Joins `room`, recovering everything after `since` when given.
+    pub async fn join(&mut self, room: &RoomName, since: Option<u64>) -> Result<JoinReply, ClientError> {
+        self.call(Request::Join(JoinRequest { room: room.clone(), since, limit: None })).await
+    }
+
+    /// Sends `text` to `room` (optionally idempotent with `key`) and waits for the ack.
+    pub async fn send(&mut self, room: &RoomName, text: &str, key: Option<&str>) -> Result<SendReply, ClientError> {
+        let request = SendRequest { room: room.clone(), text: text.into(), key: key.map(Into::into), reply_to: None };
+        self.call(Request::Send(request)).await
+    }
+
+    /// Reads a page of history.
+    pub async fn history(&mut self, request: HistoryRequest) -> Result<HistoryReply, ClientError> {
+        self.call(Request::History(request)).await
+    }
+
+    /// The next event (anything but a reply to a pending request).
+    pub async fn next_event(&mut self) -> Result<ServerFrame, ClientError> {
+        match self.events.pop_front() {
+            Some(event) => Ok(event),
+            None => self.read_frame().await,
+        }
+    }
+
+    /// Sends a raw text frame (for testing how the server takes bad input).
+    pub async fn send_text(&mut self, text: String) -> Result<(), ClientError> {
+        self.socket.send(WsMessage::Text(text.into())).await?;
+        Ok(())
+    }
+
+    /// Sends any WebSocket message as is.
+    pub async fn send_message(&mut self, message: WsMessage) -> Result<(), ClientError> {
+        self.socket.send(message).await?;
+        Ok(())
+    }
+
+    /// Reads the next JSON frame from the socket, answering pings on the way.
+    async fn read_frame(&mut self) -> Result<ServerFrame, ClientError> {
+        let timeout = self.timeout;
+        // One deadline for the whole read: skipped control frames (pings) must not extend it.
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .map_err(|_| ClientError::Timeout(timeout))?;
+            match message {
+                Some(Ok(WsMessage::Text(text))) => {
+                    return serde_json::from_str(&text)
+                        .map_err(|e| ClientError::Protocol(format!("cannot read {text}: {e}")));
+                }
+                Some(Ok(WsMessage::Close(frame))) => {
+                    let (code, reason) = frame.map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
+                    return Err(ClientError::Closed { code, reason });
+                }
+                Some(Ok(WsMessage::Binary(_))) => return Err(ClientError::Protocol("unexpected binary frame".into())),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(ClientError::Closed { code: 1006, reason: "connection lost".into() }),
+            }
+        }
+    }
+
+    /// Closes the connection normally.
+    pub async fn close(mut self) {
+        let _already_closed = self.socket.close(None).await;
+    }
+}
+
+fn placeholder_welcome() -> Welcome {
+    Welcome {
+        protocol: 0,
+        server: String::new(),
+        user: bavard_protocol::User { id: String::new(), name: String::new() },
+        session: String::new(),
+        limits: bavard_protocol::Limits { max_frame_bytes: 0, max_text_chars: 0 },
+    }
+}

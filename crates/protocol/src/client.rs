@@ -1,0 +1,286 @@
+//! Frames a client sends on `/ws`: `{"op": ..., "id"?: ...}` and how they are parsed,
+//! including the error a malformed frame earns (with its `id` when one could be read).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{ErrorBody, ErrorCode, RoomName, MAX_HISTORY_LIMIT, MAX_KEY_CHARS};
+
+/// A request id chosen by the client: a string or an integer, echoed in the reply.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RequestId {
+    /// An integer id.
+    Int(i64),
+    /// A string id.
+    Str(String),
+}
+
+impl From<i64> for RequestId {
+    fn from(value: i64) -> Self {
+        Self::Int(value)
+    }
+}
+
+impl From<&str> for RequestId {
+    fn from(value: &str) -> Self {
+        Self::Str(value.to_owned())
+    }
+}
+
+/// `join`: subscribe to a room, optionally recovering everything after `since`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The room to join.
+    pub room: RoomName,
+    /// The last seq the client has; the reply holds every message after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    /// Without `since`: how many of the latest messages to return (default 50, at most 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `send`: append a message to a room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendRequest {
+    /// The room to post in.
+    pub room: RoomName,
+    /// The message text, 1 to `max_text_chars` characters.
+    pub text: String,
+    /// Idempotency key (at most 64 characters): a repeat from the same user in the same
+    /// room replies with the original seq and sends nothing new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The seq of the message this one answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+}
+
+/// `history`: page through a room's stored messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryRequest {
+    /// The room to read.
+    pub room: RoomName,
+    /// Only messages with a seq below this one (the page nearest to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
+    /// Only messages with a seq above this one (the page nearest to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    /// Page size, at most 200 (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// One operation of protocol v1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Subscribe to a room.
+    Join(JoinRequest),
+    /// Unsubscribe from a room.
+    Leave {
+        /// The room to leave.
+        room: RoomName,
+    },
+    /// Post a message.
+    Send(SendRequest),
+    /// Read stored messages.
+    History(HistoryRequest),
+    /// Tell the room this user is typing.
+    Typing {
+        /// The room the user types in.
+        room: RoomName,
+    },
+    /// A no-op whose reply proves the connection is alive.
+    Ping,
+}
+
+impl Request {
+    /// The ops this version understands.
+    pub const OPS: [&'static str; 6] = ["join", "leave", "send", "history", "typing", "ping"];
+
+    /// The wire name of this request's op.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::Join(_) => "join",
+            Self::Leave { .. } => "leave",
+            Self::Send(_) => "send",
+            Self::History(_) => "history",
+            Self::Typing { .. } => "typing",
+            Self::Ping => "ping",
+        }
+    }
+
+    /// Range checks that the types alone do not express.
+    pub fn validate(&self, max_text_chars: usize) -> Result<(), ErrorBody> {
+        let bad = |message: String| Err(ErrorBody::new(ErrorCode::BadRequest, message));
+        match self {
+            Self::Send(send) => {
+                if send.text.is_empty() {
+                    return bad("text must not be empty".into());
+                }
+                let chars = send.text.chars().count();
+                if chars > max_text_chars {
+                    return Err(ErrorBody::new(
+                        ErrorCode::TooLarge,
+                        format!("text has {chars} characters; the limit is {max_text_chars}"),
+                    ));
+                }
+                if let Some(key) = &send.key {
+                    let key_chars = key.chars().count();
+                    if key_chars == 0 || key_chars > MAX_KEY_CHARS {
+                        return bad(format!("key must have 1 to {MAX_KEY_CHARS} characters"));
+                    }
+                }
+                Ok(())
+            }
+            Self::History(HistoryRequest { limit: Some(limit), .. })
+            | Self::Join(JoinRequest { limit: Some(limit), .. })
+                if *limit > MAX_HISTORY_LIMIT =>
+            {
+                bad(format!("limit must be at most {MAX_HISTORY_LIMIT}"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A parsed client frame: the optional request id and the request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientFrame {
+    /// The id to echo in the reply, if the client wants one.
+    pub id: Option<RequestId>,
+    /// What the client asks for.
+    pub request: Request,
+}
+
+/// A frame that could not be understood, with the id to reply to when it was readable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParseError {
+    /// The frame's `id`, if it had a valid one.
+    pub id: Option<RequestId>,
+    /// What was wrong.
+    pub error: ErrorBody,
+}
+
+impl ClientFrame {
+    /// Parses one text frame. Unknown fields are ignored.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let fail = |id: Option<RequestId>, code: ErrorCode, message: String| ParseError {
+            id,
+            error: ErrorBody::new(code, message),
+        };
+        let mut object: Map<String, Value> = match serde_json::from_str(text) {
+            Ok(Value::Object(object)) => object,
+            Ok(_) => return Err(fail(None, ErrorCode::BadRequest, "a frame must be a JSON object".into())),
+            Err(e) => return Err(fail(None, ErrorCode::BadRequest, format!("invalid JSON: {e}"))),
+        };
+        let id = match object.remove("id") {
+            None | Some(Value::Null) => None,
+            Some(value) => match RequestId::deserialize(value) {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    let message = "id must be a string or an integer".into();
+                    return Err(fail(None, ErrorCode::BadRequest, message));
+                }
+            },
+        };
+        match object.get("op") {
+            Some(Value::String(op)) if Request::OPS.contains(&op.as_str()) => {}
+            Some(Value::String(op)) => {
+                let message = format!("unknown op {op:?}; this server knows {}", Request::OPS.join(", "));
+                return Err(fail(id, ErrorCode::UnknownOp, message));
+            }
+            Some(_) => return Err(fail(id, ErrorCode::BadRequest, "op must be a string".into())),
+            None => return Err(fail(id, ErrorCode::BadRequest, "missing field `op`".into())),
+        }
+        match Request::deserialize(Value::Object(object)) {
+            Ok(request) => Ok(Self { id, request }),
+            Err(e) => Err(fail(id, ErrorCode::BadRequest, e.to_string())),
+        }
+    }
+
+    /// Encodes this frame as the client sends it.
+    pub fn to_json(&self) -> String {
+        let mut value = serde_json::to_value(&self.request).unwrap_or(Value::Null);
+        if let (Value::Object(object), Some(id)) = (&mut value, &self.id) {
+            object.insert("id".into(), serde_json::to_value(id).unwrap_or(Value::Null));
+        }
+        value.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(text: &str) -> ParseError {
+        match ClientFrame::parse(text) {
+            Err(e) => e,
+            Ok(frame) => panic!("{text} parsed as {frame:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_each_op_with_and_without_id() {
+        let frame = ClientFrame::parse(r#"{"op":"send","id":7,"room":"general","text":"hi","key":"c-1","extra":true}"#)
+            .unwrap();
+        assert_eq!(frame.id, Some(RequestId::Int(7)));
+        assert!(matches!(frame.request, Request::Send(SendRequest { ref text, .. }) if text == "hi"));
+        let frame = ClientFrame::parse(r#"{"op":"ping","id":"a"}"#).unwrap();
+        assert_eq!(frame.id, Some(RequestId::Str("a".into())));
+        let frame = ClientFrame::parse(r#"{"op":"join","room":"x","since":3}"#).unwrap();
+        assert_eq!(frame.id, None);
+        assert!(matches!(frame.request, Request::Join(JoinRequest { since: Some(3), .. })));
+    }
+
+    #[test]
+    fn round_trips_through_to_json() {
+        let frame = ClientFrame {
+            id: Some(RequestId::Int(3)),
+            request: Request::History(HistoryRequest {
+                room: RoomName::new("r").unwrap(),
+                before: Some(10),
+                after: None,
+                limit: Some(5),
+            }),
+        };
+        assert_eq!(ClientFrame::parse(&frame.to_json()).unwrap(), frame);
+    }
+
+    #[test]
+    fn explains_what_is_wrong_and_keeps_the_id() {
+        assert_eq!(parse_err("not json").error.code, ErrorCode::BadRequest);
+        assert_eq!(parse_err("[1]").error.code, ErrorCode::BadRequest);
+        let e = parse_err(r#"{"op":"dance","id":1}"#);
+        assert_eq!((e.id, e.error.code), (Some(RequestId::Int(1)), ErrorCode::UnknownOp));
+        let e = parse_err(r#"{"op":"send","id":2,"room":"r"}"#);
+        assert_eq!((e.id.clone(), e.error.code), (Some(RequestId::Int(2)), ErrorCode::BadRequest));
+        assert!(e.error.message.contains("text"), "{}", e.error.message);
+        let e = parse_err(r#"{"op":"send","id":2,"room":"r","text":5}"#);
+        assert_eq!(e.error.code, ErrorCode::BadRequest);
+        let e = parse_err(r#"{"op":"join","id":"j","room":"bad room"}"#);
+        assert!(e.error.message.contains("invalid room name"), "{}", e.error.message);
+        assert_eq!(parse_err(r#"{"op":"ping","id":{"x":1}}"#).id, None);
+    }
+
+    #[test]
+    fn validation_checks_text_key_and_limits() {
+        let send = |text: &str, key: Option<&str>| {
+            Request::Send(SendRequest {
+                room: RoomName::new("r").unwrap(),
+                text: text.into(),
+                key: key.map(Into::into),
+                reply_to: None,
+            })
+        };
+        assert!(send("hé", None).validate(2).is_ok());
+        assert_eq!(send("", None).validate(2).unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(send("abc", None).validate(2).unwrap_err().code, ErrorCode::TooLarge);
+        assert!(send("a", Some(&"k".repeat(65))).validate(2).is_err());
+        let history = ClientFrame::parse(r#"{"op":"history","room":"r","limit":201}"#).unwrap();
+        assert!(history.request.validate(10).is_err());
+    }
+}

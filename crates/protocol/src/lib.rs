@@ -1,0 +1,30 @@
+//! The Bavard wire contract in Rust: every frame a client or the server may send on
+//! `/ws` (JSON protocol v1) and the two texts of the plain-text protocol of `/ws/chat`.
+//!
+//! This crate owns shapes and validation rules only; it performs no I/O and knows
+//! nothing about rooms, storage or sockets. The server, the client SDK and the
+//! AsyncAPI document all agree with it (a test deserializes the document's examples).
+
+mod client;
+mod error;
+mod limits;
+pub mod plain;
+mod room;
+mod server;
+mod timestamp;
+
+pub use client::{ClientFrame, HistoryRequest, JoinRequest, ParseError, Request, RequestId, SendRequest};
+pub use error::{ErrorBody, ErrorCode};
+pub use limits::{close_code, Limits, MAX_HISTORY_LIMIT, MAX_KEY_CHARS};
+pub use room::{RoomName, RoomNameError, MAX_ROOM_NAME_CHARS};
+pub use server::{
+    encode_error, encode_ok_reply, Empty, HistoryReply, JoinReply, Message, PresenceEvent, ReplyFrame, SendReply,
+    ServerFrame, TypingEvent, User, Welcome,
+};
+pub use timestamp::Timestamp;
+
+/// The protocol version this crate describes, announced in `welcome`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The AsyncAPI 3.0 description of the JSON protocol, served at `/asyncapi.json`.
+pub const ASYNCAPI_JSON: &str = include_str!("../asyncapi.json");

@@ -1,0 +1,80 @@
+//! HTTP surface: the WebSocket endpoints, health and readiness, the machine-readable
+//! protocol description, and the embedded web client. Handlers stay thin: they parse,
+//! call the hub or store, and map errors to status codes.
+
+mod origin;
+mod upgrade;
+
+use std::sync::Arc;
+
+use axum::{
+    http::{header, StatusCode},
+    response::IntoResponse,
+    routing::get,
+    Router,
+};
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use origin::OriginPolicy;
+
+use crate::{hub::Hub, session::SessionSettings, web};
+
+/// Socket buffer sizes for every WebSocket.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketSettings {
+    /// Read buffer allocated per connection (kept small: most connections are idle).
+    pub read_buffer_bytes: usize,
+    /// Bytes buffered before a write reaches the socket; a flush sends them at once.
+    pub write_buffer_bytes: usize,
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Rooms and fan-out.
+    pub hub: Arc<Hub>,
+    /// Per-session limits.
+    pub sessions: Arc<SessionSettings>,
+    /// Socket buffers.
+    pub socket: SocketSettings,
+    /// Allowed browser origins.
+    pub origins: Arc<OriginPolicy>,
+    /// One permit per open WebSocket.
+    pub connections: Arc<Semaphore>,
+    /// Fires at shutdown.
+    pub shutdown: CancellationToken,
+    /// Where session tasks are spawned, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// The whole HTTP router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/ws", get(upgrade::json))
+        .route("/ws/chat", get(upgrade::plain_default))
+        .route("/ws/chat/{room}", get(upgrade::plain_room))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/asyncapi.json", get(asyncapi))
+        .merge(web::router())
+        .with_state(state)
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the store answers.
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    match state.hub.store().ping().await {
+        Ok(()) => (StatusCode::OK, "ready".to_owned()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")),
+    }
+}
+
+/// The AsyncAPI 3.0 description of the JSON protocol.
+async fn asyncapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], bavard_protocol::ASYNCAPI_JSON)
+}

@@ -1,0 +1,150 @@
+//! The WebSocket upgrade: origin and handshake checks, identity from the query string,
+//! the connection limit, and handing the upgraded socket to a tracked session task.
+//!
+//! The handshake is done here rather than through axum's extractor so the session gets
+//! tungstenite's own types and buffer settings (a small read buffer per idle connection).
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::{Path, Query, Request, State},
+    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    response::{IntoResponse, Response},
+};
+use bavard_protocol::{plain, RoomName, User};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::{Role, WebSocketConfig};
+
+use super::AppState;
+use crate::session::{self, Mode, SessionContext};
+
+/// The longest nickname accepted with `?name=`, in characters.
+const MAX_NAME_CHARS: usize = 32;
+
+/// Query parameters of a WebSocket upgrade.
+#[derive(Debug, Default, Deserialize)]
+pub struct ConnectParams {
+    /// Nickname in open mode.
+    pub name: Option<String>,
+}
+
+/// `GET /ws`: the JSON protocol.
+pub async fn json(State(state): State<AppState>, Query(params): Query<ConnectParams>, request: Request) -> Response {
+    upgrade(state, params, request, Mode::Json)
+}
+
+/// `GET /ws/chat`: the plain-text protocol in room `chat`.
+pub async fn plain_default(
+    State(state): State<AppState>,
+    Query(params): Query<ConnectParams>,
+    request: Request,
+) -> Response {
+    match RoomName::new(plain::DEFAULT_ROOM) {
+        Ok(room) => upgrade(state, params, request, Mode::Plain(room)),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// `GET /ws/chat/{room}`: the plain-text protocol in `room`.
+pub async fn plain_room(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    Query(params): Query<ConnectParams>,
+    request: Request,
+) -> Response {
+    match RoomName::new(&room) {
+        Ok(room) => upgrade(state, params, request, Mode::Plain(room)),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, message.into()).into_response()
+}
+
+fn upgrade(state: AppState, params: ConnectParams, mut request: Request, mode: Mode) -> Response {
+    if !state.origins.allows(request.headers()) {
+        return refuse(StatusCode::FORBIDDEN, "this Origin may not open WebSockets here (see --allowed-origins)");
+    }
+    let accept = match handshake_key(request.method(), request.headers()) {
+        Ok(accept) => accept,
+        Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
+    };
+    let user = match identity(params) {
+        Ok(user) => user,
+        Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
+    };
+    let Ok(permit) = Arc::clone(&state.connections).try_acquire_owned() else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections; retry later");
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(state.socket.read_buffer_bytes)
+        .write_buffer_size(state.socket.write_buffer_bytes)
+        .max_message_size(Some(state.sessions.limits.max_frame_bytes))
+        .max_frame_size(Some(state.sessions.limits.max_frame_bytes));
+    let context = SessionContext {
+        hub: Arc::clone(&state.hub),
+        settings: Arc::clone(&state.sessions),
+        shutdown: state.shutdown.clone(),
+        user,
+    };
+    state.tracker.spawn(async move {
+        let _permit = permit;
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                session::run(socket, context, mode).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    response
+}
+
+/// Checks the RFC 6455 handshake headers and computes `Sec-WebSocket-Accept`.
+fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, &'static str> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
+    };
+    if method != Method::GET {
+        return Err("a WebSocket upgrade must be a GET");
+    }
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return Err("this endpoint speaks WebSocket: send Connection: Upgrade and Upgrade: websocket");
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        return Err("unsupported Sec-WebSocket-Version: use 13");
+    }
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).ok_or("missing Sec-WebSocket-Key")?;
+    HeaderValue::from_str(&tungstenite::handshake::derive_accept_key(key.as_bytes()))
+        .map_err(|_| "invalid Sec-WebSocket-Key")
+}
+
+/// The user of a connection in open mode: `?name=` or a generated guest name.
+fn identity(params: ConnectParams) -> Result<User, String> {
+    let name = match params.name.map(|n| n.trim().to_owned()) {
+        Some(name) if !name.is_empty() => {
+            let chars = name.chars().count();
+            if chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+                return Err(format!("invalid name: use 1 to {MAX_NAME_CHARS} printable characters"));
+            }
+            name
+        }
+        _ => format!("guest-{:04x}", rand::random::<u16>()),
+    };
+    Ok(User { id: format!("g_{name}"), name })
+}

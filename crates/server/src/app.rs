@@ -1,0 +1,125 @@
+//! Composition root: the only place that names concrete backends. [`start`] builds the
+//! store, hub and router exactly as `main` does, serves until told to stop, and shuts
+//! down in order: stop accepting, close every session (1001), commit what is queued.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::{ensure, Context};
+use bavard_protocol::Limits;
+use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    api::{self, AppState, OriginPolicy, SocketSettings},
+    config::ServeConfig,
+    hub::{Hub, HubSettings},
+    session::SessionSettings,
+    store::{MessageStore, SqliteStore},
+};
+
+/// Commit batches that may wait for the dispatcher before the store writer waits.
+const COMMIT_STREAM_DEPTH: usize = 1024;
+/// Sends a connection may have awaiting their commit before it stops reading.
+const MAX_PENDING_SENDS: usize = 256;
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    finished: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// The address it listens on (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Shuts down gracefully and waits until everything queued is committed.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.finished.await.context("the server task failed")?
+    }
+}
+
+fn check(config: &ServeConfig) -> anyhow::Result<()> {
+    ensure!(config.max_frame_bytes >= 256, "--max-frame-bytes must be at least 256");
+    ensure!(config.max_text_chars >= 1, "--max-text-chars must be at least 1");
+    ensure!(config.outbox_frames >= 16, "--outbox-frames must be at least 16");
+    ensure!(config.recovery_limit >= 1, "--recovery-limit must be at least 1");
+    ensure!(config.rate_strikes >= 1, "--rate-strikes must be at least 1");
+    ensure!(config.max_connections >= 1, "--max-connections must be at least 1");
+    ensure!(config.heartbeat_secs > 0.0, "--heartbeat-secs must be positive");
+    ensure!(
+        config.idle_timeout_secs > config.heartbeat_secs,
+        "--idle-timeout-secs must be longer than --heartbeat-secs"
+    );
+    Ok(())
+}
+
+/// Binds, opens the store and starts serving.
+pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
+    check(&config)?;
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let (commits, commit_stream) = mpsc::channel(COMMIT_STREAM_DEPTH);
+    let store: Arc<dyn MessageStore> = Arc::new(
+        SqliteStore::open(&config.db, commits)
+            .with_context(|| format!("cannot open the database {}", config.db.display()))?,
+    );
+    let hub = Arc::new(Hub::new(
+        Arc::clone(&store),
+        HubSettings { recovery_limit: config.recovery_limit, typing_interval: std::time::Duration::from_secs(2) },
+    ));
+    let dispatcher = tokio::spawn({
+        let hub = Arc::clone(&hub);
+        async move { hub.run_dispatcher(commit_stream).await }
+    });
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let state = AppState {
+        hub,
+        sessions: Arc::new(SessionSettings {
+            server_name: format!("bavard {}", env!("CARGO_PKG_VERSION")),
+            limits: Limits { max_frame_bytes: config.max_frame_bytes, max_text_chars: config.max_text_chars },
+            outbox_frames: config.outbox_frames,
+            rate_per_second: config.rate_per_second,
+            rate_burst: config.rate_burst,
+            rate_strikes: config.rate_strikes,
+            heartbeat: config.heartbeat(),
+            idle_timeout: config.idle_timeout(),
+            max_pending_sends: MAX_PENDING_SENDS,
+            shutdown_grace: config.shutdown_grace(),
+        }),
+        socket: SocketSettings { read_buffer_bytes: 4096, write_buffer_bytes: 64 * 1024 },
+        origins: Arc::new(OriginPolicy::new(&config.allowed_origins)),
+        connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+    };
+    let grace = config.shutdown_grace();
+    let serve = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let stop = shutdown.clone();
+    let finished = tokio::spawn(async move {
+        let serving = tokio::spawn(async move { serve.await });
+        shutdown.cancelled().await;
+        tracker.close();
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within {grace:?}");
+        }
+        store.close().await;
+        if tokio::time::timeout(grace, dispatcher).await.is_err() {
+            tracing::warn!("the dispatcher did not stop within {grace:?}");
+        }
+        match tokio::time::timeout(grace, serving).await {
+            Ok(Ok(served)) => served.context("the HTTP server failed"),
+            Ok(Err(e)) => Err(e).context("the HTTP server task failed"),
+            Err(_) => {
+                tracing::warn!("HTTP connections still open after {grace:?}; leaving them");
+                Ok(())
+            }
+        }
+    });
+    Ok(Server { addr, shutdown: stop, finished })
+}

@@ -1,0 +1,164 @@
+//! Settings: command-line flags, each with a `BAVARD_*` environment equivalent.
+//! Defaults make `bavard` alone a working local server.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Bavard: a self-hosted real-time chat server.
+#[derive(Debug, Parser)]
+#[command(name = "bavard", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server settings, used when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeConfig,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the chat server (the default).
+    Serve(ServeConfig),
+    /// Chat in a room from the terminal, or from a script.
+    ///
+    /// Sends each non-empty line read from standard input to the room, and prints the
+    /// room's messages as `[room #seq] name: text`, arrivals and departures as
+    /// `* name joined` / `* name left`, and `* name is typing`. At the end of input it
+    /// waits until the server has stored every line it sent, then exits 0, so
+    /// `printf 'hello\n' | bavard chat --room general --name bot` works in a pipe.
+    /// It reconnects after a network failure or a server restart without losing or
+    /// repeating messages. Status lines and errors go to standard error.
+    Chat(ChatArgs),
+}
+
+/// Everything `bavard chat` can be told.
+#[derive(Debug, Clone, Args)]
+pub struct ChatArgs {
+    /// The server's JSON WebSocket endpoint (`http://` and `https://` are accepted too;
+    /// a URL without a path gets `/ws`).
+    #[arg(default_value = "ws://127.0.0.1:8000/ws")]
+    pub url: String,
+
+    /// The room to join (1 to 64 characters from `A-Z a-z 0-9 . _ -`).
+    #[arg(long, short, env = "BAVARD_ROOM", default_value = "general")]
+    pub room: String,
+
+    /// Your nickname (on an open server; without one the server picks `guest-XXXX`).
+    #[arg(long, short, env = "BAVARD_NAME")]
+    pub name: Option<String>,
+
+    /// How many earlier messages of the room to print after joining (at most 200).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=200))]
+    pub history: u32,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything `bavard serve` can be told.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on (use port 0 for any free port).
+    #[arg(long, env = "BAVARD_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+
+    /// SQLite database file holding the history; created with its schema on first start.
+    #[arg(long, env = "BAVARD_DB", default_value = "bavard.db")]
+    pub db: PathBuf,
+
+    /// Log format.
+    #[arg(long, env = "BAVARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Largest WebSocket frame accepted, in bytes; larger ones close the connection with 1009.
+    #[arg(long, env = "BAVARD_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Longest message text, in characters.
+    #[arg(long, env = "BAVARD_MAX_TEXT_CHARS", default_value_t = 4000)]
+    pub max_text_chars: usize,
+
+    /// Origins allowed to open WebSockets, comma-separated (`*` allows any). The server's
+    /// own origin and localhost are always allowed; clients that send no Origin header
+    /// (not browsers) are allowed too.
+    #[arg(long, env = "BAVARD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Frames queued for one connection before it counts as a slow consumer and is
+    /// closed with 4008.
+    #[arg(long, env = "BAVARD_OUTBOX_FRAMES", default_value_t = 4096)]
+    pub outbox_frames: usize,
+
+    /// Most messages a `join` with `since` returns before `recovered` is false.
+    #[arg(long, env = "BAVARD_RECOVERY_LIMIT", default_value_t = 1000)]
+    pub recovery_limit: u32,
+
+    /// Frames a connection may send per second, on average (0: no limit).
+    #[arg(long, env = "BAVARD_RATE_PER_SECOND", default_value_t = 20.0)]
+    pub rate_per_second: f64,
+
+    /// Frames a connection may send in a burst above the average rate.
+    #[arg(long, env = "BAVARD_RATE_BURST", default_value_t = 40)]
+    pub rate_burst: u32,
+
+    /// Rejected frames in a row after which the connection is closed with 4029.
+    #[arg(long, env = "BAVARD_RATE_STRIKES", default_value_t = 10)]
+    pub rate_strikes: u32,
+
+    /// Seconds of silence from a client before the server pings it.
+    #[arg(long, env = "BAVARD_HEARTBEAT_SECS", default_value_t = 30.0)]
+    pub heartbeat_secs: f64,
+
+    /// Seconds without any frame from a client (pongs included) before it is closed as dead.
+    #[arg(long, env = "BAVARD_IDLE_TIMEOUT_SECS", default_value_t = 75.0)]
+    pub idle_timeout_secs: f64,
+
+    /// Seconds given to connections to close and to the store to commit at shutdown.
+    #[arg(long, env = "BAVARD_SHUTDOWN_GRACE_SECS", default_value_t = 10.0)]
+    pub shutdown_grace_secs: f64,
+
+    /// Most simultaneous WebSocket connections; further upgrades get 503.
+    #[arg(long, env = "BAVARD_MAX_CONNECTIONS", default_value_t = 19_000)]
+    pub max_connections: usize,
+}
+
+impl ServeConfig {
+    /// Heartbeat interval as a duration.
+    pub fn heartbeat(&self) -> Duration {
+        secs(self.heartbeat_secs)
+    }
+
+    /// Idle timeout as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        secs(self.idle_timeout_secs)
+    }
+
+    /// Shutdown grace as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        secs(self.shutdown_grace_secs)
+    }
+
+    /// The defaults with another database and listen address (for tests and embedding).
+    pub fn with(listen: SocketAddr, db: PathBuf) -> Self {
+        let mut config = match Cli::try_parse_from(["bavard"]) {
+            Ok(cli) => cli.serve,
+            Err(e) => unreachable!("the defaults parse: {e}"),
+        };
+        config.listen = listen;
+        config.db = db;
+        config
+    }
+}
+
+fn secs(value: f64) -> Duration {
+    Duration::try_from_secs_f64(value.max(0.0)).unwrap_or(Duration::MAX)
+}

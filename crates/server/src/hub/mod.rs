@@ -1,0 +1,269 @@
+//! Rooms, membership, presence, typing and fan-out.
+//!
+//! The hub never assigns seqs and never touches sockets: the store reports commits in
+//! order on the commit stream, and [`Hub::run_dispatcher`] turns each one into a frame
+//! encoded once per protocol and pushed, as shared bytes, onto every member's bounded
+//! outbox. A member whose outbox is full is flagged (its session closes with 4008)
+//! rather than skipped. Joining a room is ordered against that stream through a store
+//! barrier, so a join's reply and the live events that follow it meet without a gap
+//! or an overlap.
+
+mod outbox;
+mod room;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, RwLock,
+    },
+    time::Duration,
+};
+
+use bavard_protocol::{JoinReply, Message, RoomName, SendRequest, User};
+use tokio::sync::mpsc;
+
+pub use outbox::{Frame, Outbox};
+use room::Room;
+
+use crate::store::{CommitEvent, MessageStore, NewMessage, Page, PageQuery, PendingAppend, StoreError};
+
+/// Which protocol a member speaks, which decides how events are encoded for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// JSON protocol v1 (`/ws`).
+    Json,
+    /// The original plain-text protocol (`/ws/chat`).
+    Plain,
+}
+
+/// Identifies one connection for the hub's lifetime.
+pub type SessionId = u64;
+
+/// One connection as the rooms see it: who, which protocol, and where its frames go.
+#[derive(Debug)]
+pub struct Subscriber {
+    /// Unique per connection.
+    pub session: SessionId,
+    /// The connection's user.
+    pub user: User,
+    /// How to encode events for it.
+    pub protocol: Protocol,
+    /// Its bounded outbound queue.
+    pub outbox: Outbox,
+}
+
+/// Hub settings.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// The most messages a `join` with `since` returns.
+    pub recovery_limit: u32,
+    /// The shortest interval between two `typing` events of one user in one room.
+    pub typing_interval: Duration,
+}
+
+/// Why a hub operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The session has not joined the room.
+    #[error("you are not a member of room {0}: join it first")]
+    NotMember(RoomName),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The result of [`Hub::join`] before its messages are read.
+#[derive(Debug)]
+struct Joined {
+    last_seq: u64,
+    members: Vec<User>,
+}
+
+/// Rooms and their members; see the module docs.
+pub struct Hub {
+    /// Rooms that have at least one member (or a join under way). Read on every
+    /// delivery, written only when a room appears or empties.
+    rooms: RwLock<HashMap<RoomName, Arc<Room>>>,
+    store: Arc<dyn MessageStore>,
+    settings: HubSettings,
+    next_session: AtomicU64,
+}
+
+impl Hub {
+    /// A hub over `store`.
+    pub fn new(store: Arc<dyn MessageStore>, settings: HubSettings) -> Self {
+        Self { rooms: RwLock::new(HashMap::new()), store, settings, next_session: AtomicU64::new(1) }
+    }
+
+    /// The store behind the hub.
+    pub fn store(&self) -> &Arc<dyn MessageStore> {
+        &self.store
+    }
+
+    /// A fresh session id.
+    pub fn next_session_id(&self) -> SessionId {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Consumes the store's commit stream until it ends, delivering each committed
+    /// message to the members of its room, in order.
+    pub async fn run_dispatcher(&self, mut commits: mpsc::Receiver<CommitEvent>) {
+        while let Some(event) = commits.recv().await {
+            match event {
+                CommitEvent::Committed(messages) => {
+                    for message in &messages {
+                        if let Some(room) = self.room(&message.room) {
+                            room.deliver(message);
+                        }
+                    }
+                }
+                CommitEvent::Barrier { room, last_seq, done } => {
+                    let room = {
+                        let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
+                        Arc::clone(rooms.entry(room.clone()).or_insert_with(|| Arc::new(Room::new(room))))
+                    };
+                    room.catch_up_to(last_seq);
+                    let _joiner_gone = done.send(());
+                }
+            }
+        }
+        tracing::debug!("commit stream ended; dispatcher stopped");
+    }
+
+    fn room(&self, name: &RoomName) -> Option<Arc<Room>> {
+        self.rooms.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// Subscribes `subscriber` to `room` and returns the join reply: with `since`, every
+    /// message after it (up to the recovery limit); without, the latest `limit`.
+    pub async fn join(
+        &self,
+        subscriber: &Arc<Subscriber>,
+        room: &RoomName,
+        since: Option<u64>,
+        limit: u32,
+    ) -> Result<JoinReply, HubError> {
+        let joined = self.subscribe(subscriber, room).await?;
+        let (query, recovery) = match since {
+            Some(since) => {
+                let limit = self.settings.recovery_limit;
+                (PageQuery::After { after: since, before: Some(joined.last_seq + 1), limit }, true)
+            }
+            None => (PageQuery::Before { before: Some(joined.last_seq + 1), limit }, false),
+        };
+        let page = if query_is_empty(query) {
+            Page { messages: Vec::new(), has_more: false }
+        } else {
+            self.store.page(room.clone(), query).await?
+        };
+        Ok(JoinReply {
+            room: room.clone(),
+            seq: joined.last_seq,
+            members: joined.members,
+            messages: page.messages,
+            recovered: recovery.then_some(!page.has_more),
+        })
+    }
+
+    /// Adds the subscriber to the room once the room is in step with the commit stream.
+    async fn subscribe(&self, subscriber: &Arc<Subscriber>, name: &RoomName) -> Result<Joined, HubError> {
+        loop {
+            let room = match self.room(name) {
+                Some(room) => room,
+                None => {
+                    self.store.barrier(name.clone()).await?;
+                    continue;
+                }
+            };
+            if let Some((last_seq, members)) = room.add(subscriber) {
+                return Ok(Joined { last_seq, members });
+            }
+            // The room emptied and was dropped between the lookup and the add: retry.
+        }
+    }
+
+    /// Unsubscribes the session from `room`; false when it was not a member.
+    pub fn leave(&self, session: SessionId, name: &RoomName) -> bool {
+        let Some(room) = self.room(name) else { return false };
+        let left = room.remove(session, false);
+        if room.is_empty() {
+            self.drop_room(name, &room);
+        }
+        left
+    }
+
+    /// Removes the session from every room in `rooms`, telling the others it left.
+    pub fn disconnect(&self, session: SessionId, rooms: impl IntoIterator<Item = RoomName>) {
+        for name in rooms {
+            if let Some(room) = self.room(&name) {
+                room.remove(session, true);
+                if room.is_empty() {
+                    self.drop_room(&name, &room);
+                }
+            }
+        }
+    }
+
+    fn drop_room(&self, name: &RoomName, room: &Arc<Room>) {
+        let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
+        if rooms.get(name).is_some_and(|current| Arc::ptr_eq(current, room)) && room.retire_if_empty() {
+            rooms.remove(name);
+        }
+    }
+
+    /// Queues a message for the next commit, in this call's order. The member must have
+    /// joined the room. The returned future resolves once the message is durable; its
+    /// delivery to the room happens through the commit stream either way.
+    pub async fn publish(&self, subscriber: &Subscriber, send: SendRequest) -> Result<PendingAppend, HubError> {
+        let member = self.room(&send.room).is_some_and(|room| room.has_member(subscriber.session));
+        if !member {
+            return Err(HubError::NotMember(send.room));
+        }
+        let message = NewMessage {
+            room: send.room,
+            from: subscriber.user.clone(),
+            text: send.text,
+            key: send.key,
+            reply_to: send.reply_to,
+        };
+        Ok(self.store.append(message).await?)
+    }
+
+    /// Tells the room's other JSON members that the subscriber types, at most once per
+    /// typing interval per user and room.
+    pub fn typing(&self, subscriber: &Subscriber, name: &RoomName) -> Result<(), HubError> {
+        let room = self.room(name).filter(|room| room.has_member(subscriber.session));
+        let room = room.ok_or_else(|| HubError::NotMember(name.clone()))?;
+        room.typing(&subscriber.user, self.settings.typing_interval);
+        Ok(())
+    }
+
+    /// Reads a page of history (no membership needed: rooms are public in this version).
+    pub async fn history(&self, room: &RoomName, query: PageQuery) -> Result<Page, HubError> {
+        Ok(self.store.page(room.clone(), query).await?)
+    }
+
+    /// Users online in `room`.
+    pub fn members(&self, room: &RoomName) -> Vec<User> {
+        self.room(room).map(|room| room.online()).unwrap_or_default()
+    }
+
+    /// How many connections are subscribed to some room, summed over rooms.
+    pub fn subscriptions(&self) -> usize {
+        let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
+        rooms.values().map(|room| room.member_count()).sum()
+    }
+}
+
+fn query_is_empty(query: PageQuery) -> bool {
+    match query {
+        PageQuery::Before { before, limit } => limit == 0 || before == Some(1),
+        PageQuery::After { after, before, limit } => limit == 0 || before.is_some_and(|b| b <= after + 1),
+    }
+}
+
+/// Encodes a message as the `message` event of the JSON protocol.
+pub fn encode_message_event(message: &Message) -> Frame {
+    Frame::from(bavard_protocol::ServerFrame::Message(message.clone()).to_json())
+}

@@ -1,0 +1,163 @@
+//! One room's live state: its members, who is online, typing throttles, and the seq
+//! of the last message delivered. Every method takes the room's lock once and never
+//! awaits while holding it.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use bavard_protocol::{plain, Message, PresenceEvent, RoomName, ServerFrame, TypingEvent, User};
+
+use super::{encode_message_event, Frame, Protocol, SessionId, Subscriber};
+
+pub(super) struct Room {
+    name: RoomName,
+    state: Mutex<RoomState>,
+}
+
+#[derive(Default)]
+struct RoomState {
+    /// The seq of the last message fanned out; every later one reaches current members.
+    delivered: u64,
+    members: HashMap<SessionId, Arc<Subscriber>>,
+    /// Online users and how many of their connections are members.
+    online: HashMap<String, (User, usize)>,
+    /// When each user last had a `typing` event sent.
+    typing_sent: HashMap<String, Instant>,
+    /// Set when the room emptied and left the hub's map; joins must look again.
+    retired: bool,
+}
+
+impl RoomState {
+    /// Pushes `frame` to every member matching `to`; encodes nothing per member.
+    fn broadcast(&self, frame: &Frame, to: impl Fn(&Subscriber) -> bool) {
+        for member in self.members.values().filter(|m| to(m)) {
+            member.outbox.push(frame.clone());
+        }
+    }
+
+    fn presence(&self, room: &RoomName, user: &User, joined: bool, skip: SessionId) {
+        let (joined, left) = if joined { (vec![user.clone()], vec![]) } else { (vec![], vec![user.clone()]) };
+        let event = ServerFrame::Presence(PresenceEvent { room: room.clone(), joined, left });
+        let frame = Frame::from(event.to_json());
+        self.broadcast(&frame, |m| m.protocol == Protocol::Json && m.session != skip);
+    }
+}
+
+impl Room {
+    pub(super) fn new(name: RoomName) -> Self {
+        Self { name, state: Mutex::new(RoomState::default()) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RoomState> {
+        // A panic while holding the lock cannot leave the state half-updated in a way
+        // that matters more than stopping delivery would, so keep going.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that every seq up to `last_seq` is committed and needs no delivery.
+    pub(super) fn catch_up_to(&self, last_seq: u64) {
+        let mut state = self.lock();
+        state.delivered = state.delivered.max(last_seq);
+    }
+
+    /// Fans a committed message out to the members, encoding it at most once per protocol.
+    pub(super) fn deliver(&self, message: &Message) {
+        let mut state = self.lock();
+        if message.seq <= state.delivered {
+            return;
+        }
+        state.delivered = message.seq;
+        let (mut json, mut text) = (None, None);
+        for member in state.members.values() {
+            let frame = match member.protocol {
+                Protocol::Json => json.get_or_insert_with(|| encode_message_event(message)),
+                Protocol::Plain => text.get_or_insert_with(|| Frame::from(plain::received(&message.text))),
+            };
+            member.outbox.push(frame.clone());
+        }
+    }
+
+    /// Adds a member; returns the last delivered seq and the users online, or None if
+    /// the room was retired (the caller looks the room up again).
+    pub(super) fn add(&self, subscriber: &Arc<Subscriber>) -> Option<(u64, Vec<User>)> {
+        let mut state = self.lock();
+        if state.retired {
+            return None;
+        }
+        let previous = state.members.insert(subscriber.session, Arc::clone(subscriber));
+        if previous.is_none() {
+            let user = &subscriber.user;
+            let entry = state.online.entry(user.id.clone()).or_insert_with(|| (user.clone(), 0));
+            entry.1 += 1;
+            if entry.1 == 1 {
+                state.presence(&self.name, user, true, subscriber.session);
+            }
+        }
+        let online = state.online.values().map(|(user, _)| user.clone()).collect();
+        Some((state.delivered, online))
+    }
+
+    /// Removes a member; `disconnected` says the connection ended (plain-text clients
+    /// then tell the room). Returns whether it was a member.
+    pub(super) fn remove(&self, session: SessionId, disconnected: bool) -> bool {
+        let mut state = self.lock();
+        let Some(member) = state.members.remove(&session) else { return false };
+        let user = &member.user;
+        let went_offline = match state.online.get_mut(&user.id) {
+            Some(entry) => {
+                entry.1 -= 1;
+                entry.1 == 0
+            }
+            None => false,
+        };
+        if went_offline {
+            state.online.remove(&user.id);
+            state.typing_sent.remove(&user.id);
+            state.presence(&self.name, user, false, session);
+        }
+        if disconnected && member.protocol == Protocol::Plain {
+            let notice = Frame::from_static(plain::DISCONNECTED);
+            state.broadcast(&notice, |m| m.protocol == Protocol::Plain);
+        }
+        true
+    }
+
+    pub(super) fn has_member(&self, session: SessionId) -> bool {
+        self.lock().members.contains_key(&session)
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.lock().members.is_empty()
+    }
+
+    /// Marks an empty room retired; returns false (and changes nothing) if it has members.
+    pub(super) fn retire_if_empty(&self) -> bool {
+        let mut state = self.lock();
+        state.retired = state.members.is_empty();
+        state.retired
+    }
+
+    pub(super) fn member_count(&self) -> usize {
+        self.lock().members.len()
+    }
+
+    pub(super) fn online(&self) -> Vec<User> {
+        self.lock().online.values().map(|(user, _)| user.clone()).collect()
+    }
+
+    /// Sends a `typing` event to the other users' JSON connections, throttled per user.
+    pub(super) fn typing(&self, user: &User, interval: Duration) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        if state.typing_sent.get(&user.id).is_some_and(|last| now.duration_since(*last) < interval) {
+            return;
+        }
+        state.typing_sent.insert(user.id.clone(), now);
+        let event = ServerFrame::Typing(TypingEvent { room: self.name.clone(), user: user.clone() });
+        let frame = Frame::from(event.to_json());
+        state.broadcast(&frame, |m| m.protocol == Protocol::Json && m.user.id != user.id);
+    }
+}

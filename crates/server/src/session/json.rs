@@ -1,0 +1,147 @@
+//! The JSON protocol v1 side of a session: `welcome`, one handler per op, replies
+//! with the request's `id`, and errors that keep the connection open.
+
+use bavard_protocol::{
+    encode_ok_reply, ClientFrame, Empty, ErrorBody, ErrorCode, HistoryReply, HistoryRequest, JoinRequest, Request,
+    RequestId, SendReply, SendRequest, ServerFrame, Welcome, PROTOCOL_VERSION,
+};
+use futures_util::{Sink, Stream};
+use tungstenite::Message as WsMessage;
+
+use super::{End, SentOutcome, Session};
+use crate::{hub::HubError, store::PageQuery};
+
+/// How many messages `join` and `history` return when the client names no limit.
+const DEFAULT_PAGE: u32 = 50;
+
+/// The event sent just before closing with 1001.
+pub(super) fn closing_event() -> String {
+    ServerFrame::Closing { reason: "the server is shutting down; reconnect and join with since".into() }.to_json()
+}
+
+fn hub_error(error: HubError) -> ErrorBody {
+    match error {
+        HubError::NotMember(_) => ErrorBody::new(ErrorCode::Forbidden, error.to_string()),
+        HubError::Store(e) => {
+            tracing::error!(error = %e, "store failure");
+            ErrorBody::new(ErrorCode::Internal, format!("{e}; retry later (with the same key for a send)"))
+        }
+    }
+}
+
+impl<S> Session<S>
+where
+    S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
+{
+    pub(super) async fn json_open(&mut self) -> Result<(), End> {
+        let welcome = ServerFrame::Welcome(Welcome {
+            protocol: PROTOCOL_VERSION,
+            server: self.settings.server_name.clone(),
+            user: self.me.user.clone(),
+            session: format!("s_{:x}", self.me.session),
+            limits: self.settings.limits,
+        });
+        self.feed_text(welcome.to_json()).await
+    }
+
+    pub(super) async fn json_text(&mut self, text: &str) -> Result<(), End> {
+        let allowed = self.rate.try_take();
+        let frame = match ClientFrame::parse(text) {
+            Ok(frame) => frame,
+            Err(e) if allowed => return self.feed_error(e.id.as_ref(), &e.error).await,
+            Err(e) => return self.rate_limited(e.id).await,
+        };
+        if !allowed {
+            return self.rate_limited(frame.id).await;
+        }
+        self.strikes = 0;
+        if let Err(error) = frame.request.validate(self.settings.limits.max_text_chars) {
+            return self.feed_error(frame.id.as_ref(), &error).await;
+        }
+        let id = frame.id;
+        match frame.request {
+            Request::Join(join) => self.join(id, join).await,
+            Request::Leave { room } => {
+                if self.rooms.remove(&room) && self.hub.leave(self.me.session, &room) {
+                    self.reply(id, &Empty {}).await
+                } else {
+                    let error = ErrorBody::new(ErrorCode::NotFound, format!("you are not in room {room}"));
+                    self.feed_error(id.as_ref(), &error).await
+                }
+            }
+            Request::Send(send) => self.send(id, send).await,
+            Request::History(history) => self.history(id, history).await,
+            Request::Typing { room } => match self.hub.typing(&self.me, &room) {
+                Ok(()) => self.reply(id, &Empty {}).await,
+                Err(e) => self.feed_error(id.as_ref(), &hub_error(e)).await,
+            },
+            Request::Ping => self.reply(id, &Empty {}).await,
+        }
+    }
+
+    async fn rate_limited(&mut self, id: Option<RequestId>) -> Result<(), End> {
+        self.strikes += 1;
+        if self.strikes >= self.settings.rate_strikes {
+            return Err(End::RateLimited);
+        }
+        let message = format!(
+            "too many frames: at most {} per second (bursts of {}); slow down",
+            self.settings.rate_per_second, self.settings.rate_burst
+        );
+        self.feed_error(id.as_ref(), &ErrorBody::new(ErrorCode::RateLimited, message)).await
+    }
+
+    /// Replies `ok` with `result`'s fields, when the request had an id.
+    async fn reply<T: serde::Serialize>(&mut self, id: Option<RequestId>, result: &T) -> Result<(), End> {
+        match id {
+            Some(id) => self.feed_text(encode_ok_reply(&id, result)).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn join(&mut self, id: Option<RequestId>, join: JoinRequest) -> Result<(), End> {
+        let limit = join.limit.unwrap_or(DEFAULT_PAGE);
+        match self.hub.join(&self.me, &join.room, join.since, limit).await {
+            Ok(reply) => {
+                self.rooms.insert(join.room);
+                self.reply(id, &reply).await
+            }
+            Err(e) => self.feed_error(id.as_ref(), &hub_error(e)).await,
+        }
+    }
+
+    async fn send(&mut self, id: Option<RequestId>, send: SendRequest) -> Result<(), End> {
+        let room = send.room.clone();
+        match self.hub.publish(&self.me, send).await {
+            Ok(pending) => {
+                self.pending.push_back(Box::pin(async move { SentOutcome { id, room, outcome: pending.await } }));
+                Ok(())
+            }
+            Err(e) => self.feed_error(id.as_ref(), &hub_error(e)).await,
+        }
+    }
+
+    /// Answers a send once its commit is known.
+    pub(super) async fn json_sent(&mut self, sent: SentOutcome) -> Result<(), End> {
+        match sent.outcome {
+            Ok(appended) => {
+                let reply =
+                    SendReply { room: sent.room, seq: appended.seq, ts: appended.ts, duplicate: appended.duplicate };
+                self.reply(sent.id, &reply).await
+            }
+            Err(e) => self.feed_error(sent.id.as_ref(), &hub_error(HubError::Store(e))).await,
+        }
+    }
+
+    async fn history(&mut self, id: Option<RequestId>, history: HistoryRequest) -> Result<(), End> {
+        let limit = history.limit.unwrap_or(DEFAULT_PAGE);
+        let query = match history.after {
+            Some(after) => PageQuery::After { after, before: history.before, limit },
+            None => PageQuery::Before { before: history.before, limit },
+        };
+        match self.hub.history(&history.room, query).await {
+            Ok(page) => self.reply(id, &HistoryReply { messages: page.messages, has_more: page.has_more }).await,
+            Err(e) => self.feed_error(id.as_ref(), &hub_error(e)).await,
+        }
+    }
+}

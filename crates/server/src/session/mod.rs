@@ -1,0 +1,343 @@
+//! One connection's life, for both protocols: the read loop, limits, the bounded
+//! outbound queue drained in batches with one flush, heartbeat, and the close code
+//! that ends it.
+//!
+//! The session is generic over any `Sink`/`Stream` of WebSocket messages, so it runs
+//! the same over a real socket or an in-memory pair. It talks to rooms only through
+//! the [`Hub`]; it never touches the store.
+
+mod json;
+mod plain;
+mod rate;
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use bavard_protocol::{close_code, encode_error, ErrorBody, Limits, RequestId, RoomName, User};
+use futures_util::{future::BoxFuture, stream::FuturesOrdered, Sink, SinkExt, Stream, StreamExt};
+use tokio::{sync::mpsc, time::Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tungstenite::{
+    error::CapacityError,
+    protocol::{frame::coding::CloseCode, CloseFrame},
+    Message as WsMessage,
+};
+
+pub use rate::RateLimiter;
+
+use crate::{
+    hub::{Frame, Hub, Outbox, Protocol, Subscriber},
+    store::{Appended, StoreError},
+};
+
+/// Limits and timings shared by every session.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Server name announced in `welcome`.
+    pub server_name: String,
+    /// Frame and text limits.
+    pub limits: Limits,
+    /// Capacity of each connection's outbound queue, in frames.
+    pub outbox_frames: usize,
+    /// Average frames per second a client may send (0: unlimited).
+    pub rate_per_second: f64,
+    /// Burst above the average.
+    pub rate_burst: u32,
+    /// Rejected frames in a row before closing with 4029.
+    pub rate_strikes: u32,
+    /// Silence after which the server pings.
+    pub heartbeat: Duration,
+    /// Silence after which the connection is closed as dead.
+    pub idle_timeout: Duration,
+    /// Sends awaiting their commit before the session stops reading.
+    pub max_pending_sends: usize,
+    /// How long a shutting-down session waits for its pending sends.
+    pub shutdown_grace: Duration,
+}
+
+/// Why a session ended. [`End::close_frame`] is the one place that maps it to a code.
+#[derive(Debug)]
+pub enum End {
+    /// The client sent a close frame.
+    ClientClosed,
+    /// The connection broke without a close handshake.
+    Disconnected,
+    /// The server is shutting down.
+    Shutdown,
+    /// The outbound queue overflowed or a write stalled.
+    SlowConsumer,
+    /// Too many frames were rejected by the rate limit.
+    RateLimited,
+    /// A frame or text exceeded the limits.
+    TooBig(String),
+    /// A binary frame on a text protocol.
+    Binary,
+    /// Nothing was heard from the client for too long.
+    IdleTimeout,
+}
+
+impl End {
+    /// The close frame to send, if the connection can still carry one.
+    pub fn close_frame(&self) -> Option<CloseFrame> {
+        let (code, reason) = match self {
+            Self::ClientClosed | Self::Disconnected => return None,
+            Self::Shutdown => (close_code::GOING_AWAY, "server shutting down".to_owned()),
+            Self::SlowConsumer => {
+                (close_code::SLOW_CONSUMER, "slow consumer: reconnect and join with since".to_owned())
+            }
+            Self::RateLimited => (close_code::RATE_LIMITED, "rate limit exceeded repeatedly".to_owned()),
+            Self::TooBig(reason) => (close_code::TOO_BIG, reason.clone()),
+            Self::Binary => (close_code::UNSUPPORTED_DATA, "binary frames are not supported; send text".to_owned()),
+            Self::IdleTimeout => (close_code::NORMAL, "idle timeout".to_owned()),
+        };
+        Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() })
+    }
+
+    fn from_ws_error(error: tungstenite::Error, max_frame_bytes: usize) -> Self {
+        match error {
+            tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, .. }) => {
+                Self::TooBig(format!("frame of {size} bytes; the limit is {max_frame_bytes}"))
+            }
+            tungstenite::Error::Capacity(_) => Self::TooBig(format!("frame over {max_frame_bytes} bytes")),
+            _ => Self::Disconnected,
+        }
+    }
+}
+
+/// Everything a new session needs besides its socket.
+pub struct SessionContext {
+    /// The rooms.
+    pub hub: Arc<Hub>,
+    /// Shared limits and timings.
+    pub settings: Arc<SessionSettings>,
+    /// Fires when the server starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Who is connecting.
+    pub user: User,
+}
+
+/// Which protocol to speak, and for plain text, in which room.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// JSON protocol v1.
+    Json,
+    /// The original plain-text protocol in one room.
+    Plain(RoomName),
+}
+
+/// A send awaiting its commit, with what its reply needs.
+struct SentOutcome {
+    id: Option<RequestId>,
+    room: RoomName,
+    outcome: Result<Appended, StoreError>,
+}
+
+/// One connection's state.
+struct Session<S> {
+    socket: S,
+    hub: Arc<Hub>,
+    settings: Arc<SessionSettings>,
+    me: Arc<Subscriber>,
+    /// Rooms this connection has joined.
+    rooms: HashSet<RoomName>,
+    rate: RateLimiter,
+    /// Frames rejected by the rate limit in a row.
+    strikes: u32,
+    last_heard: Instant,
+    /// Frames fed to the socket since the last flush.
+    unflushed: bool,
+    /// Sends waiting for their commit, in order.
+    pending: FuturesOrdered<BoxFuture<'static, SentOutcome>>,
+    overflowed: CancellationToken,
+    shutdown: CancellationToken,
+}
+
+/// Runs a connection to its end and closes it with the right code.
+pub async fn run<S>(socket: S, context: SessionContext, mode: Mode)
+where
+    S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
+{
+    let SessionContext { hub, settings, shutdown, user } = context;
+    let (outbox, frames, overflowed) = Outbox::new(settings.outbox_frames);
+    let protocol = match mode {
+        Mode::Json => Protocol::Json,
+        Mode::Plain(_) => Protocol::Plain,
+    };
+    let session_id = hub.next_session_id();
+    let me = Arc::new(Subscriber { session: session_id, user, protocol, outbox });
+    let span = tracing::info_span!("session", id = session_id, user = %me.user.name, ?protocol);
+    let mut session = Session {
+        socket,
+        rate: RateLimiter::new(settings.rate_per_second, settings.rate_burst),
+        hub,
+        settings,
+        me,
+        rooms: HashSet::new(),
+        strikes: 0,
+        last_heard: Instant::now(),
+        unflushed: false,
+        pending: FuturesOrdered::new(),
+        overflowed,
+        shutdown,
+    };
+    async move {
+        tracing::debug!("connected");
+        let end = session.serve(mode, frames).await;
+        session.finish(end).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+impl<S> Session<S>
+where
+    S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
+{
+    async fn serve(&mut self, mode: Mode, mut frames: mpsc::Receiver<Frame>) -> End {
+        let opened = match &mode {
+            Mode::Json => self.json_open().await,
+            Mode::Plain(room) => self.plain_open(room.clone()).await,
+        };
+        if let Err(end) = opened {
+            return end;
+        }
+        let heartbeat = self.settings.heartbeat.max(Duration::from_millis(10));
+        let mut ticks = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.unflushed {
+                if let Err(end) = self.flush().await {
+                    return end;
+                }
+            }
+            let plain = matches!(mode, Mode::Plain(_));
+            let room_for_more = self.pending.len() < self.settings.max_pending_sends;
+            // Plain-text clients cannot be told about rate limits: they are slowed down
+            // (their frames wait in the socket) instead.
+            let throttled = plain && !self.rate.has_token();
+            let resume_at = if throttled { self.rate.next_token_at() } else { Instant::now() };
+            let result = tokio::select! {
+                _ = self.shutdown.cancelled() => Err(self.shutting_down(plain).await),
+                _ = self.overflowed.cancelled() => Err(End::SlowConsumer),
+                Some(frame) = frames.recv() => self.write_queued(frame, &mut frames).await,
+                Some(sent) = self.pending.next(), if !self.pending.is_empty() => self.json_sent(sent).await,
+                incoming = self.socket.next(), if room_for_more && !throttled => match incoming {
+                    Some(Ok(message)) => self.on_frame(message, &mode).await,
+                    Some(Err(error)) => Err(End::from_ws_error(error, self.settings.limits.max_frame_bytes)),
+                    None => Err(End::Disconnected),
+                },
+                _ = tokio::time::sleep_until(resume_at), if throttled => Ok(()),
+                _ = ticks.tick() => self.heartbeat().await,
+            };
+            if let Err(end) = result {
+                return end;
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, message: WsMessage, mode: &Mode) -> Result<(), End> {
+        self.last_heard = Instant::now();
+        match message {
+            WsMessage::Text(text) => match mode {
+                Mode::Json => self.json_text(&text).await,
+                Mode::Plain(room) => self.plain_text(room, text.as_str()).await,
+            },
+            WsMessage::Binary(_) => Err(End::Binary),
+            WsMessage::Close(_) => Err(End::ClientClosed),
+            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => Ok(()),
+        }
+    }
+
+    /// Feeds `first` and everything else already queued, to be flushed in one go.
+    async fn write_queued(&mut self, first: Frame, frames: &mut mpsc::Receiver<Frame>) -> Result<(), End> {
+        const MAX_FRAMES_PER_FLUSH: usize = 1024;
+        self.feed(WsMessage::Text(first)).await?;
+        for _ in 1..MAX_FRAMES_PER_FLUSH {
+            match frames.try_recv() {
+                Ok(frame) => self.feed(WsMessage::Text(frame)).await?,
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a frame in the socket's write buffer; the loop flushes before waiting again.
+    async fn feed(&mut self, message: WsMessage) -> Result<(), End> {
+        self.unflushed = true;
+        let fed = self.socket.feed(message);
+        guard_write(fed, &self.overflowed, self.settings.idle_timeout).await
+    }
+
+    async fn feed_text(&mut self, text: String) -> Result<(), End> {
+        self.feed(WsMessage::Text(text.into())).await
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        self.unflushed = false;
+        let flushed = self.socket.flush();
+        guard_write(flushed, &self.overflowed, self.settings.idle_timeout).await
+    }
+
+    async fn feed_error(&mut self, id: Option<&RequestId>, error: &ErrorBody) -> Result<(), End> {
+        self.feed_text(encode_error(id, error)).await
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), End> {
+        let silent = self.last_heard.elapsed();
+        if silent >= self.settings.idle_timeout {
+            return Err(End::IdleTimeout);
+        }
+        if silent >= self.settings.heartbeat {
+            self.feed(WsMessage::Ping(Default::default())).await?;
+        }
+        Ok(())
+    }
+
+    /// Finishes what the client is owed before the server goes away.
+    async fn shutting_down(&mut self, plain: bool) -> End {
+        let grace = tokio::time::sleep(self.settings.shutdown_grace);
+        tokio::pin!(grace);
+        while !self.pending.is_empty() {
+            tokio::select! {
+                Some(sent) = self.pending.next() => {
+                    if self.json_sent(sent).await.is_err() {
+                        return End::Shutdown;
+                    }
+                }
+                _ = &mut grace => break,
+            }
+        }
+        if !plain {
+            let _client_gone = self.feed_text(json::closing_event()).await;
+        }
+        End::Shutdown
+    }
+
+    /// Leaves every room, then sends the close frame `end` calls for.
+    async fn finish(&mut self, end: End) {
+        self.hub.disconnect(self.me.session, self.rooms.drain());
+        tracing::debug!(?end, "session ended");
+        let close = async {
+            match end.close_frame() {
+                Some(frame) => self.socket.send(WsMessage::Close(Some(frame))).await,
+                // Lets tungstenite answer a client's close frame.
+                None => self.socket.flush().await,
+            }
+        };
+        let _gone_or_late = tokio::time::timeout(Duration::from_secs(1), close).await;
+    }
+}
+
+/// Runs a socket write unless the session overflows or the write stalls longer than
+/// `limit` (a client that stopped reading).
+async fn guard_write(
+    write: impl std::future::Future<Output = Result<(), tungstenite::Error>>,
+    overflowed: &CancellationToken,
+    limit: Duration,
+) -> Result<(), End> {
+    tokio::select! {
+        written = write => written.map_err(|_| End::Disconnected),
+        _ = overflowed.cancelled() => Err(End::SlowConsumer),
+        _ = tokio::time::sleep(limit) => Err(End::SlowConsumer),
+    }
+}

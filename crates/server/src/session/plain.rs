@@ -1,0 +1,49 @@
+//! The original plain-text protocol side of a session: every text frame is a message
+//! in the session's one room; nothing is ever sent back but room traffic.
+
+use bavard_protocol::{RoomName, SendRequest};
+use futures_util::{Sink, Stream};
+use tungstenite::Message as WsMessage;
+
+use super::{End, Session};
+
+impl<S> Session<S>
+where
+    S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
+{
+    pub(super) async fn plain_open(&mut self, room: RoomName) -> Result<(), End> {
+        match self.hub.join(&self.me, &room, None, 0).await {
+            Ok(_) => {
+                self.rooms.insert(room);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot join the plain-text room");
+                Err(End::Disconnected)
+            }
+        }
+    }
+
+    pub(super) async fn plain_text(&mut self, room: &RoomName, text: &str) -> Result<(), End> {
+        // The read loop only reads when a token is available, so this always succeeds.
+        self.rate.try_take();
+        if text.is_empty() {
+            // The protocol's texts have at least one character; an empty frame is no message.
+            return Ok(());
+        }
+        let chars = text.chars().count();
+        let max = self.settings.limits.max_text_chars;
+        if chars > max {
+            return Err(End::TooBig(format!("text of {chars} characters; the limit is {max}")));
+        }
+        let send = SendRequest { room: room.clone(), text: text.to_owned(), key: None, reply_to: None };
+        match self.hub.publish(&self.me, send).await {
+            // Delivery, to this client too, comes through the room once committed.
+            Ok(_committing) => Ok(()),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store a plain-text message");
+                Err(End::Disconnected)
+            }
+        }
+    }
+}

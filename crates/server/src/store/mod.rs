@@ -1,0 +1,140 @@
+//! Durable message history: the [`MessageStore`] trait the hub talks to, and its
+//! backends (`sqlite` is the embedded default).
+//!
+//! A store owns sequence numbers: it assigns each room's next `seq` when it commits
+//! an append, and it reports every commit, in commit order, on the commit stream
+//! ([`CommitEvent`]) that the hub fans out. Nothing here knows about sessions.
+
+mod sqlite;
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use bavard_protocol::{Message, RoomName, Timestamp, User};
+use futures_util::future::BoxFuture;
+use tokio::sync::oneshot;
+
+pub use sqlite::SqliteStore;
+
+/// What a store failure looks like to its callers.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed the operation.
+    #[error("database error: {0}")]
+    Database(String),
+    /// The store is shut down or its writer stopped.
+    #[error("the message store is closed")]
+    Closed,
+}
+
+/// A message to append; the store gives it a seq and a timestamp.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The room it goes to.
+    pub room: RoomName,
+    /// Its author.
+    pub from: User,
+    /// Its text (already validated).
+    pub text: String,
+    /// Idempotency key: a repeat from the same user in the same room is not stored twice.
+    pub key: Option<String>,
+    /// The seq of the message it answers.
+    pub reply_to: Option<u64>,
+}
+
+/// The outcome of a committed append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The message's seq (the original one when `duplicate`).
+    pub seq: u64,
+    /// When it was stored.
+    pub ts: Timestamp,
+    /// True when the key had been stored before and nothing new was written.
+    pub duplicate: bool,
+}
+
+/// An append that is queued in commit order and resolves once it is durable.
+pub type PendingAppend = Pin<Box<dyn Future<Output = Result<Appended, StoreError>> + Send>>;
+
+/// What the store reports on its commit stream, in commit order.
+#[derive(Debug)]
+pub enum CommitEvent {
+    /// Messages just committed, in seq order within each room.
+    Committed(Vec<Arc<Message>>),
+    /// Every commit before this point has been reported; `last_seq` is the room's
+    /// last committed seq. The hub signals `done` once it has taken note.
+    Barrier {
+        /// The room asked about.
+        room: RoomName,
+        /// Its last committed seq (0 for an empty room).
+        last_seq: u64,
+        /// Fired by the hub after processing this event.
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Which slice of a room's history to read. Pages are always returned oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageQuery {
+    /// The newest `limit` messages with seq < `before` (all when `before` is None);
+    /// `has_more` says whether older ones exist.
+    Before {
+        /// Exclusive upper bound.
+        before: Option<u64>,
+        /// Page size.
+        limit: u32,
+    },
+    /// The oldest `limit` messages with `after` < seq < `before`;
+    /// `has_more` says whether more exist in that range.
+    After {
+        /// Exclusive lower bound.
+        after: u64,
+        /// Exclusive upper bound, if any.
+        before: Option<u64>,
+        /// Page size.
+        limit: u32,
+    },
+}
+
+/// One page of history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// Oldest first.
+    pub messages: Vec<Message>,
+    /// Whether more messages exist beyond this page in the paging direction.
+    pub has_more: bool,
+}
+
+/// A room as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSummary {
+    /// The room's name.
+    pub room: RoomName,
+    /// Its last seq.
+    pub last_seq: u64,
+    /// When its last message was stored.
+    pub last_ts: Timestamp,
+}
+
+/// Durable, ordered message history.
+pub trait MessageStore: Send + Sync + 'static {
+    /// Queues `message` for the next group commit. Awaiting this only waits for room in
+    /// the queue, and fixes the message's place in commit order; the returned future
+    /// resolves once the message is durable.
+    fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<PendingAppend, StoreError>>;
+
+    /// Sends a [`CommitEvent::Barrier`] for `room` down the commit stream and resolves
+    /// once the hub has processed it.
+    fn barrier(&self, room: RoomName) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Reads a page of `room`'s history.
+    fn page(&self, room: RoomName, query: PageQuery) -> BoxFuture<'_, Result<Page, StoreError>>;
+
+    /// Lists rooms that have messages, most recently active first.
+    fn rooms(&self, limit: u32) -> BoxFuture<'_, Result<Vec<RoomSummary>, StoreError>>;
+
+    /// Checks that the database answers (for `/readyz`).
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Commits everything queued so far, then stops accepting appends.
+    fn close(&self) -> BoxFuture<'_, ()>;
+}

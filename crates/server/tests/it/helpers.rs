@@ -1,0 +1,236 @@
+//! Shared test helpers: start the server exactly as `main` does (in-process, or as a
+//! child process for signal tests), and small WebSocket clients with timeouts.
+
+use std::{
+    future::Future,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use bavard::{app, config::ServeConfig};
+use bavard_client::Connection;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    tungstenite::{self, client::IntoClientRequest, Message},
+    MaybeTlsStream, WebSocketStream,
+};
+
+/// How long any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Awaits `future`, failing the test if it takes longer than [`WAIT`].
+pub async fn within<T>(future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, future).await.expect("timed out")
+}
+
+/// A server running in this process on a free port, with its own database.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    server: Option<app::Server>,
+    pub db: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Settings for tests: defaults, port 0, no rate limit unless a test sets one.
+pub fn test_config(db: &Path) -> ServeConfig {
+    let mut config = ServeConfig::with("127.0.0.1:0".parse().unwrap(), db.to_owned());
+    config.rate_per_second = 0.0;
+    config
+}
+
+/// Starts a server with default test settings.
+pub async fn spawn() -> TestServer {
+    spawn_with(|_| {}).await
+}
+
+/// Starts a server after `adjust` changes its settings.
+pub async fn spawn_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bavard.db");
+    let mut server = start_on(&db, adjust).await;
+    server._dir = Some(dir);
+    server
+}
+
+/// Starts a server on an existing database file.
+pub async fn start_on(db: &Path, adjust: impl FnOnce(&mut ServeConfig)) -> TestServer {
+    let mut config = test_config(db);
+    adjust(&mut config);
+    let server = within(app::start(config)).await.unwrap();
+    TestServer { addr: server.addr(), server: Some(server), db: db.to_owned(), _dir: None }
+}
+
+impl TestServer {
+    /// `ws://ADDR{path}`.
+    pub fn ws(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// `http://ADDR{path}`.
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A JSON-protocol connection as `name`.
+    pub async fn json(&self, name: &str) -> Connection {
+        within(Connection::connect(&self.ws(&format!("/ws?name={name}")))).await.unwrap()
+    }
+
+    /// A plain-text connection on `path` (`/ws/chat` or `/ws/chat/{room}`).
+    pub async fn plain(&self, path: &str) -> PlainClient {
+        PlainClient::connect(&self.ws(path)).await
+    }
+
+    /// Graceful shutdown.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(server) = self.server.take() {
+            within(server.stop()).await.unwrap();
+        }
+        self._dir.take()
+    }
+
+    /// Stops and starts again on the same database (and a new port).
+    pub async fn restart(self) -> TestServer {
+        let db = self.db.clone();
+        let dir = self.stop().await;
+        let mut server = start_on(&db, |_| {}).await;
+        server._dir = dir;
+        server
+    }
+}
+
+/// A client of the original plain-text protocol.
+pub struct PlainClient {
+    pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl PlainClient {
+    pub async fn connect(url: &str) -> Self {
+        let (socket, _) = within(tokio_tungstenite::connect_async(url)).await.unwrap();
+        Self { socket }
+    }
+
+    /// Connects with extra request headers; returns the HTTP error status if refused.
+    pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Self, u16> {
+        let mut request = url.into_client_request().unwrap();
+        for (name, value) in headers {
+            request
+                .headers_mut()
+                .insert(tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        }
+        match within(tokio_tungstenite::connect_async(request)).await {
+            Ok((socket, _)) => Ok(Self { socket }),
+            Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+            Err(e) => panic!("unexpected connect error: {e}"),
+        }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        within(self.socket.send(Message::Text(text.into()))).await.unwrap();
+    }
+
+    /// The next text frame (pings are answered and skipped).
+    pub async fn recv(&mut self) -> String {
+        loop {
+            match within(self.socket.next()).await {
+                Some(Ok(Message::Text(text))) => return text.to_string(),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub async fn close_code(&mut self) -> u16 {
+        close_code_of(&mut self.socket).await
+    }
+
+    /// Asserts nothing arrives within `quiet`.
+    pub async fn expect_silence(&mut self, quiet: Duration) {
+        if let Ok(frame) = tokio::time::timeout(quiet, self.socket.next()).await {
+            panic!("expected silence, got {frame:?}");
+        }
+    }
+}
+
+/// Reads frames until a close frame; returns its code (1006 if the socket just ended).
+pub async fn close_code_of<S>(socket: &mut S) -> u16
+where
+    S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    loop {
+        match within(socket.next()).await {
+            Some(Ok(Message::Close(frame))) => return frame.map_or(1005, |f| f.code.into()),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return 1006,
+        }
+    }
+}
+
+/// The `bavard` binary running as a child process.
+pub struct ChildServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ChildServer {
+    /// Starts `bavard --listen 127.0.0.1:0 --db DB` and waits for its listening line.
+    pub fn start(db: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bavard"))
+            .args(["--listen", "127.0.0.1:0", "--db"])
+            .arg(db)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (found, addr) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                        sent = found.send(addr).is_ok();
+                    }
+                }
+            }
+        });
+        let addr = addr.recv_timeout(WAIT).expect("the server did not report its address");
+        Self { child, addr: addr.parse().unwrap() }
+    }
+
+    pub fn ws(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the server did not exit in time");
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A room name (panics on an invalid one: tests use valid names).
+pub fn room(name: &str) -> bavard_protocol::RoomName {
+    bavard_protocol::RoomName::new(name).unwrap()
+}

@@ -1,0 +1,154 @@
+//! Bad input on the JSON protocol: clear errors, the connection kept unless the
+//! protocol says close; rate limits and heartbeats.
+
+use std::time::Duration;
+
+use bavard_client::ClientError;
+use bavard_protocol::{ErrorCode, Request, ServerFrame};
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::{helpers::*, json::raw_request};
+
+fn code_of(frame: &ServerFrame) -> ErrorCode {
+    match frame {
+        ServerFrame::Reply(reply) => {
+            assert!(!reply.ok, "{reply:?}");
+            reply.error.as_ref().unwrap().code
+        }
+        ServerFrame::Error { error } => error.code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn each_malformed_request_gets_a_clear_error_and_the_connection_stays() {
+    let server = spawn_with(|c| c.max_text_chars = 10).await;
+    let mut client = server.json("bad").await;
+    within(client.join(&room("r"), None)).await.unwrap();
+    let cases = [
+        ("{not json", ErrorCode::BadRequest),
+        ("[1,2]", ErrorCode::BadRequest),
+        (r#"{"id":1}"#, ErrorCode::BadRequest),
+        (r#"{"op":"send","id":2,"room":"r"}"#, ErrorCode::BadRequest),
+        (r#"{"op":"send","id":3,"room":"r","text":42}"#, ErrorCode::BadRequest),
+        (r#"{"op":"join","id":4,"room":7}"#, ErrorCode::BadRequest),
+        (r#"{"op":"join","id":5,"since":"x","room":"r"}"#, ErrorCode::BadRequest),
+        (r#"{"op":"fly","id":6}"#, ErrorCode::UnknownOp),
+        (r#"{"op":"join","id":7,"room":"no spaces"}"#, ErrorCode::BadRequest),
+        (r#"{"op":"send","id":8,"room":"r","text":""}"#, ErrorCode::BadRequest),
+        (r#"{"op":"send","id":9,"room":"r","text":"01234567890"}"#, ErrorCode::TooLarge),
+        (r#"{"op":"history","id":10,"room":"r","limit":500}"#, ErrorCode::BadRequest),
+        (r#"{"op":"send","id":11,"room":"r","text":"a","key":""}"#, ErrorCode::BadRequest),
+    ];
+    for (frame, expected) in cases {
+        let answer = raw_request(&mut client, frame).await;
+        assert_eq!(code_of(&answer), expected, "{frame}");
+        if let ServerFrame::Reply(reply) = &answer {
+            assert!(!reply.error.as_ref().unwrap().message.is_empty());
+        }
+    }
+    // Unknown fields are ignored, and the connection still works.
+    let answer = raw_request(&mut client, r#"{"op":"ping","id":99,"future":"field"}"#).await;
+    assert!(matches!(answer, ServerFrame::Reply(r) if r.ok));
+}
+
+#[tokio::test]
+async fn an_oversized_frame_closes_with_1009() {
+    let server = spawn_with(|c| c.max_frame_bytes = 1024).await;
+    let mut client = server.json("big").await;
+    let frame = format!(r#"{{"op":"send","room":"r","text":"{}"}}"#, "x".repeat(2000));
+    within(client.send_text(frame)).await.unwrap();
+    let end = within(client.next_event()).await.unwrap_err();
+    assert_eq!(end.close_code(), Some(1009), "{end}");
+}
+
+#[tokio::test]
+async fn a_binary_frame_closes_with_1003() {
+    let server = spawn().await;
+    let mut client = server.json("bin").await;
+    within(client.send_message(WsMessage::Binary(vec![0u8; 4].into()))).await.unwrap();
+    let end = within(client.next_event()).await.unwrap_err();
+    assert_eq!(end.close_code(), Some(1003), "{end}");
+}
+
+#[tokio::test]
+async fn a_flood_is_rate_limited_then_closed_with_4029() {
+    let server = spawn_with(|c| {
+        c.rate_per_second = 5.0;
+        c.rate_burst = 5;
+        c.rate_strikes = 3;
+    })
+    .await;
+    let mut client = server.json("flood").await;
+    let mut limited = 0;
+    let end = loop {
+        if let Err(e) = client.send_text(r#"{"op":"ping","id":1}"#.into()).await {
+            break e;
+        }
+        match within(client.next_event()).await {
+            Ok(ServerFrame::Reply(reply)) if reply.ok => {}
+            Ok(ServerFrame::Reply(reply)) => {
+                assert_eq!(reply.error.unwrap().code, ErrorCode::RateLimited);
+                limited += 1;
+            }
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(limited, 2, "two rate_limited errors, then the third strike closes");
+    assert_eq!(end.close_code(), Some(4029), "{end}");
+}
+
+#[tokio::test]
+async fn a_plain_text_flood_is_slowed_down_not_dropped() {
+    let server = spawn_with(|c| {
+        c.rate_per_second = 50.0;
+        c.rate_burst = 5;
+    })
+    .await;
+    let mut client = server.plain("/ws/chat/slow").await;
+    let started = std::time::Instant::now();
+    for i in 0..30 {
+        client.send(&format!("{i}")).await;
+    }
+    for i in 0..30 {
+        assert_eq!(client.recv().await, format!("Message reçu : {i}"));
+    }
+    // 25 messages beyond the burst at 50/s take at least ~0.5 s.
+    assert!(started.elapsed() >= Duration::from_millis(400), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn the_server_pings_idle_clients_and_closes_dead_ones() {
+    let server = spawn_with(|c| {
+        c.heartbeat_secs = 0.2;
+        c.idle_timeout_secs = 0.7;
+    })
+    .await;
+    // A live client answers pings (tungstenite does so while reading) and stays.
+    let mut alive = server.json("alive").await;
+    alive.set_timeout(Duration::from_millis(1500));
+    let heard = alive.next_event().await;
+    assert!(matches!(heard, Err(ClientError::Timeout(_))), "{heard:?}");
+    assert!(within(alive.request(Request::Ping)).await.unwrap().ok);
+    // A client that never reads never answers: it is pinged, then closed.
+    let (mut dead, _) = within(tokio_tungstenite::connect_async(server.ws("/ws?name=dead"))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut pinged = false;
+    let mut frames = 0;
+    let code = loop {
+        frames += 1;
+        assert!(frames < 100, "no close after 100 frames");
+        let frame = within(dead.next()).await;
+        match frame {
+            Some(Ok(WsMessage::Ping(_))) => pinged = true,
+            Some(Ok(WsMessage::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(pinged, "the server pinged before giving up");
+    assert_eq!(code, Some(1000));
+    let _ = dead.close(None).await;
+}

@@ -1,0 +1,93 @@
+//! Bad input at the door and on the wire: every limit answers clearly and leaves other
+//! clients undisturbed.
+
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn an_oversized_frame_closes_with_1009_and_others_carry_on() {
+    let server = spawn_with(|c| c.max_frame_bytes = 1024).await;
+    let mut bystander = server.plain("/ws/chat").await;
+    let mut offender = server.plain("/ws/chat").await;
+    offender.send(&"x".repeat(2048)).await;
+    assert_eq!(offender.close_code().await, 1009);
+    assert_eq!(bystander.recv().await, "Un utilisateur s'est déconnecté.");
+    bystander.send("still here").await;
+    assert_eq!(bystander.recv().await, "Message reçu : still here");
+}
+
+#[tokio::test]
+async fn a_text_over_the_character_limit_closes_a_plain_client_with_1009() {
+    let server = spawn_with(|c| c.max_text_chars = 10).await;
+    let mut client = server.plain("/ws/chat").await;
+    client.send("0123456789").await;
+    assert_eq!(client.recv().await, "Message reçu : 0123456789");
+    client.send("0123456789a").await;
+    assert_eq!(client.close_code().await, 1009);
+}
+
+#[tokio::test]
+async fn a_binary_frame_closes_with_1003() {
+    let server = spawn().await;
+    let mut bystander = server.plain("/ws/chat").await;
+    let mut offender = server.plain("/ws/chat").await;
+    within(futures_util::SinkExt::send(&mut offender.socket, Message::Binary(vec![1, 2, 3].into()))).await.unwrap();
+    assert_eq!(offender.close_code().await, 1003);
+    assert_eq!(bystander.recv().await, "Un utilisateur s'est déconnecté.");
+    bystander.send("fine").await;
+    assert_eq!(bystander.recv().await, "Message reçu : fine");
+}
+
+#[tokio::test]
+async fn a_foreign_origin_gets_403_and_known_ones_get_in() {
+    let server = spawn_with(|c| c.allowed_origins = vec!["https://app.example".into()]).await;
+    let url = server.ws("/ws/chat");
+    assert_eq!(PlainClient::connect_with(&url, &[("origin", "https://evil.example")]).await.err(), Some(403));
+    assert!(PlainClient::connect_with(&url, &[("origin", "https://app.example")]).await.is_ok());
+    assert!(PlainClient::connect_with(&url, &[("origin", "http://localhost:3000")]).await.is_ok());
+    let own = format!("http://{}", server.addr);
+    assert!(PlainClient::connect_with(&url, &[("origin", own.as_str())]).await.is_ok());
+    assert!(PlainClient::connect_with(&url, &[]).await.is_ok(), "no Origin: not a browser");
+}
+
+#[tokio::test]
+async fn an_invalid_room_name_gets_400() {
+    let server = spawn().await;
+    for bad in ["/ws/chat/has%20space", "/ws/chat/semi;colon", &format!("/ws/chat/{}", "x".repeat(65))] {
+        assert_eq!(PlainClient::connect_with(&server.ws(bad), &[]).await.err(), Some(400), "{bad}");
+    }
+    assert!(PlainClient::connect_with(&server.ws(&format!("/ws/chat/{}", "x".repeat(64))), &[]).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_bad_name_gets_400() {
+    let server = spawn().await;
+    let long = "n".repeat(33);
+    assert_eq!(PlainClient::connect_with(&server.ws(&format!("/ws?name={long}")), &[]).await.err(), Some(400));
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let server = spawn().await;
+    let (status, body) = http_get(&server.http("/healthz")).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let (status, body) = http_get(&server.http("/readyz")).await;
+    assert_eq!((status, body.as_str()), (200, "ready"));
+}
+
+/// A minimal HTTP/1.1 GET over a real socket.
+pub async fn http_get(url: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = within(tokio::net::TcpStream::connect(host)).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    within(stream.write_all(request.as_bytes())).await.unwrap();
+    let mut response = Vec::new();
+    within(stream.read_to_end(&mut response)).await.unwrap();
+    let response = String::from_utf8_lossy(&response).to_string();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}

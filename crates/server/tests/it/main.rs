@@ -1,0 +1,12 @@
+//! Integration tests: the real server on port 0 with a real SQLite file, driven over
+//! real sockets. One binary so the server and test helpers compile once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod guarantees;
+mod helpers;
+mod json;
+mod json_errors;
+mod lifecycle;
+mod limits;
+mod plain;
+mod terminal_client;

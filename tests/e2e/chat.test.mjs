@@ -1,0 +1,261 @@
+// The web client at / in real headless Chromium, against the real server binary.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import {
+  contiguous,
+  eventually,
+  joinRoom,
+  launchBrowser,
+  login,
+  openPage,
+  outputDir,
+  seedMessages,
+  send,
+  shownMessages,
+  startServer,
+  tempDir,
+  waitForMessage,
+  waitOnline,
+  within,
+} from './helpers.mjs';
+
+describe('the web client', () => {
+  let tmp;
+  let server;
+  let browser;
+  const contexts = [];
+
+  async function newPage(options) {
+    const opened = await openPage(browser, server, options);
+    contexts.push(opened.context);
+    return opened;
+  }
+
+  before(async () => {
+    tmp = tempDir();
+    server = await startServer({ db: path.join(tmp.dir, 't.db') });
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    for (const context of contexts) await context.close().catch(() => {});
+    if (browser) await within(browser.close(), 'Chromium to close').catch(() => {});
+    if (server) await server.stop();
+    if (tmp) tmp.cleanup();
+  });
+
+  test('the page and its assets are served with their content types', async () => {
+    const expect = {
+      '/': 'text/html',
+      '/assets/app.js': 'text/javascript',
+      '/assets/style.css': 'text/css',
+    };
+    for (const [file, type] of Object.entries(expect)) {
+      const response = await within(fetch(server.url + file), `GET ${file}`);
+      assert.equal(response.status, 200, file);
+      assert.match(response.headers.get('content-type'), new RegExp(`^${type}`), file);
+      assert.ok((await response.text()).length > 100, file);
+    }
+  });
+
+  test('two people chat in a room: each sees the other, their messages and typing', async () => {
+    const { page: alice } = await newPage();
+    await login(alice, 'alice');
+    await joinRoom(alice, 'lobby');
+    const { context: bobContext, page: bob } = await newPage();
+    await login(bob, 'bob');
+    await joinRoom(bob, 'lobby');
+
+    // Presence: each sees the other online.
+    await alice.locator('#member-list li', { hasText: /^bob$/ }).waitFor();
+    await bob.locator('#member-list li', { hasText: /^alice$/ }).waitFor();
+    await bob.locator('#member-list li', { hasText: /^bob \(you\)$/ }).waitFor();
+
+    await send(alice, 'hello bob');
+    await waitForMessage(bob, 'hello bob');
+    await send(bob, 'hi alice\nhow are you?');
+    await waitForMessage(alice, 'hi alice\nhow are you?');
+
+    // Shift+Enter makes a new line, Enter sends.
+    const box = alice.getByRole('textbox', { name: 'Message #lobby' });
+    await box.fill('');
+    await box.type('line one');
+    await box.press('Shift+Enter');
+    await box.type('line two');
+    assert.equal(await box.inputValue(), 'line one\nline two');
+    await box.press('Enter');
+    assert.equal(await box.inputValue(), '');
+    await waitForMessage(bob, 'line one\nline two');
+
+    // Typing: bob types, alice is told.
+    await bob.getByRole('textbox', { name: 'Message #lobby' }).type('still typ');
+    await alice.locator('#typing', { hasText: 'bob is typing' }).waitFor();
+
+    const onBob = await shownMessages(bob);
+    const onAlice = await shownMessages(alice);
+    assert.deepEqual(onBob, onAlice);
+    assert.deepEqual(
+      onBob.map((m) => [m.from, m.text]),
+      [
+        ['alice', 'hello bob'],
+        ['bob', 'hi alice\nhow are you?'],
+        ['alice', 'line one\nline two'],
+      ],
+    );
+    assert.ok(contiguous(onBob));
+
+    // Bob leaves: alice sees him go.
+    await bobContext.close();
+    await alice.locator('#member-list li', { hasText: /^bob$/ }).waitFor({ state: 'detached' });
+    assert.deepEqual(alice.errors, []);
+  });
+
+  test('a reload keeps the nickname, the rooms and the history', async () => {
+    const { page } = await newPage();
+    await login(page, 'carol');
+    await joinRoom(page, 'reloaded');
+    for (const text of ['one', 'two', 'three']) await send(page, text);
+    await waitForMessage(page, 'three');
+    await page.locator('#pending > li').first().waitFor({ state: 'detached' });
+
+    await page.reload();
+    await waitOnline(page);
+    assert.equal(await page.locator('#me-name').textContent(), 'carol');
+    await page.locator('#room-title', { hasText: '#reloaded' }).waitFor();
+    await waitForMessage(page, 'three');
+    const shown = await shownMessages(page);
+    assert.deepEqual(shown.map((m) => m.text), ['one', 'two', 'three']);
+    assert.deepEqual(shown.map((m) => m.seq), [1, 2, 3]);
+    const rooms = await page.locator('#room-list button').allTextContents();
+    assert.deepEqual(rooms, ['#general', '#reloaded']);
+    assert.deepEqual(page.errors, []);
+  });
+
+  test('what people type is shown as text, never run as HTML', async () => {
+    const { page: mallory } = await newPage();
+    await login(mallory, 'mallory');
+    await joinRoom(mallory, 'xss');
+    const { page: victim } = await newPage();
+    await login(victim, 'victim');
+    await joinRoom(victim, 'xss');
+    const attacks = [
+      '<img src=x onerror="window.__pwned = 1">',
+      '<script>window.__pwned = 2</script>',
+      '<b>bold?</b> &amp; &lt;',
+    ];
+    for (const text of attacks) await send(mallory, text);
+    for (const page of [mallory, victim]) {
+      await waitForMessage(page, attacks[2]);
+      assert.equal(await page.locator('#messages img, #messages script, #messages b').count(), 0);
+      const shown = await shownMessages(page);
+      assert.deepEqual(shown.map((m) => m.text), attacks);
+      assert.equal(await page.evaluate(() => window.__pwned), undefined);
+    }
+    // And from the history, after a reload.
+    await victim.reload();
+    await waitOnline(victim);
+    await waitForMessage(victim, attacks[2]);
+    assert.equal(await victim.locator('#messages img, #messages script, #messages b').count(), 0);
+    assert.equal(await victim.evaluate(() => window.__pwned), undefined);
+  });
+
+  test('older messages load when scrolling up, each once and in order', async () => {
+    const { page } = await newPage();
+    assert.equal(await seedMessages(page, 'big', 120, 'seed'), 120);
+    await login(page, 'dave');
+    await joinRoom(page, 'big');
+    // A join returns the latest 50.
+    await waitForMessage(page, 'seed 119');
+    assert.equal((await shownMessages(page))[0].seq, 71);
+
+    await eventually(async () => {
+      await page.locator('#scroller').evaluate((s) => {
+        s.scrollTop = 0;
+      });
+      return page.locator('#history-status', { hasText: 'This is the beginning of #big' }).isVisible();
+    }, 'scrolling up to the first message');
+    const shown = await shownMessages(page);
+    assert.equal(shown.length, 120);
+    assert.deepEqual(shown.map((m) => m.seq), Array.from({ length: 120 }, (_, i) => i + 1));
+    assert.deepEqual(new Set(shown.map((m) => m.text)).size, 120);
+  });
+
+  test('rooms not in view count their unread messages', async () => {
+    const { page: erin } = await newPage();
+    await login(erin, 'erin');
+    await joinRoom(erin, 'quiet');
+    await joinRoom(erin, 'busy');
+    await joinRoom(erin, 'quiet'); // switch back
+    const { page: frank } = await newPage();
+    await login(frank, 'frank');
+    await joinRoom(frank, 'busy');
+    await send(frank, 'are you there?');
+    await send(frank, 'hello?');
+    const busy = erin.locator('#room-list button[data-room="busy"]');
+    await busy.locator('.badge', { hasText: '2' }).waitFor();
+    assert.match(await erin.title(), /^\(2\) /);
+    // The keyboard switches rooms too.
+    await busy.focus();
+    await erin.keyboard.press('Enter');
+    await erin.locator('#room-title', { hasText: '#busy' }).waitFor();
+    await busy.locator('.badge').waitFor({ state: 'detached' });
+    await waitForMessage(erin, 'hello?');
+    assert.equal(await erin.title(), 'Bavard');
+  });
+
+  test('leaving a room forgets it, across reloads too', async () => {
+    const { page } = await newPage();
+    await login(page, 'ivan');
+    await joinRoom(page, 'temporary');
+    await page.getByRole('button', { name: 'Leave room' }).click();
+    await page.locator('#room-list button[data-room="temporary"]').waitFor({ state: 'detached' });
+    await page.locator('#room-title', { hasText: '#general' }).waitFor();
+    await page.reload();
+    await waitOnline(page);
+    assert.deepEqual(await page.locator('#room-list button').allTextContents(), ['#general']);
+  });
+
+  test('the room directory is used when the server has GET /api/rooms, and not missed otherwise', async () => {
+    // This server has no directory (yet): the page does without.
+    const { page: plain } = await newPage();
+    await login(plain, 'judy');
+    assert.equal(await plain.locator('#directory').isHidden(), true);
+
+    const { page } = await newPage();
+    await page.route('**/api/rooms', (route) =>
+      route.fulfill({ json: { rooms: [{ room: 'general', last_seq: 3 }, { room: 'announcements', last_seq: 1 }] } }),
+    );
+    await login(page, 'kim');
+    const offered = page.getByRole('button', { name: 'Join #announcements' });
+    await offered.click();
+    await page.locator('#room-title', { hasText: '#announcements' }).waitFor();
+    await offered.waitFor({ state: 'detached' });
+    assert.deepEqual(await page.locator('#room-list button').allTextContents(), ['#general', '#announcements']);
+  });
+
+  test('a screenshot of the page, wide and at 375 px', async () => {
+    const dir = outputDir();
+    const { page: wide } = await newPage({ viewport: { width: 1100, height: 700 } });
+    await login(wide, 'grace');
+    await joinRoom(wide, 'lobby');
+    await joinRoom(wide, 'design');
+    await send(wide, 'Here is how the page looks.');
+    await waitForMessage(wide, 'Here is how the page looks.');
+    const { page: narrow } = await newPage({ viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true });
+    await login(narrow, 'heidi');
+    await joinRoom(narrow, 'design');
+    await send(narrow, 'And on a phone, 375 px wide. A longer line to show how text wraps in the list.');
+    await waitForMessage(wide, 'And on a phone, 375 px wide. A longer line to show how text wraps in the list.');
+    await wide.getByRole('textbox', { name: 'Message #design' }).type('typing');
+    await narrow.locator('#typing', { hasText: 'grace is typing' }).waitFor();
+    await waitForMessage(narrow, 'Here is how the page looks.');
+    await wide.screenshot({ path: path.join(dir, 'chat-desktop.png') });
+    await narrow.screenshot({ path: path.join(dir, 'chat-mobile.png') });
+    // Nothing wider than the phone's screen.
+    const width = await narrow.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= 375, `the page is ${width} px wide at 375 px`);
+    // The composer is reachable and visible.
+    assert.ok(await narrow.getByRole('button', { name: 'Send' }).isVisible());
+  });
+});
