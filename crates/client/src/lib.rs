@@ -70,7 +70,7 @@ impl Connection {
     /// Connects to a `ws://host:port/ws?name=...` URL and reads the `welcome` frame.
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
         let timeout = Duration::from_secs(10);
-        let (socket, _) = tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url))
+        let (socket, _) = tokio::time::timeout(timeout, tokio_tungstenite::connect_async_with_config(url, None, true))
             .await
             .map_err(|_| ClientError::Timeout(timeout))??;
         let mut connection =

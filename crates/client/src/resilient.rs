@@ -80,6 +80,10 @@ impl Resilient {
     /// The next message of any joined room: each once, in seq order per room.
     pub async fn next_message(&mut self) -> Result<Message, ClientError> {
         loop {
+            if self.connection.is_none() {
+                // Reconnecting may recover missed messages into the inbox.
+                self.connected().await?;
+            }
             if let Some(message) = self.inbox.pop_front() {
                 return Ok(message);
             }

@@ -26,9 +26,25 @@ pub enum ErrorCode {
     Unauthorized,
     /// The server failed; the request may be retried.
     Internal,
+    /// A code added by a newer server; read the message.
+    #[serde(other)]
+    Unknown,
 }
 
 impl ErrorCode {
+    /// Every code this version of the protocol defines.
+    pub const ALL: [ErrorCode; 9] = [
+        Self::BadRequest,
+        Self::UnknownOp,
+        Self::NotFound,
+        Self::Forbidden,
+        Self::RateLimited,
+        Self::TooLarge,
+        Self::Conflict,
+        Self::Unauthorized,
+        Self::Internal,
+    ];
+
     /// The wire spelling of the code.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,6 +57,7 @@ impl ErrorCode {
             Self::Conflict => "conflict",
             Self::Unauthorized => "unauthorized",
             Self::Internal => "internal",
+            Self::Unknown => "unknown",
         }
     }
 }

@@ -158,9 +158,29 @@ pub enum ServerFrame {
         /// Why, for humans.
         reason: String,
     },
+    /// A frame type added by a newer server; clients skip it.
+    #[serde(other)]
+    Unknown,
 }
 
 impl ServerFrame {
+    /// The `type` of every frame this version of the protocol defines.
+    pub const TYPES: [&'static str; 7] = ["welcome", "reply", "error", "message", "presence", "typing", "closing"];
+
+    /// The wire `type` of this frame (`unknown` for a frame from a newer server).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Welcome(_) => "welcome",
+            Self::Reply(_) => "reply",
+            Self::Error { .. } => "error",
+            Self::Message(_) => "message",
+            Self::Presence(_) => "presence",
+            Self::Typing(_) => "typing",
+            Self::Closing { .. } => "closing",
+            Self::Unknown => "unknown",
+        }
+    }
+
     /// Encodes the frame as JSON text.
     pub fn to_json(&self) -> String {
         // Serializing these types cannot fail: every map key is a string.

@@ -5,6 +5,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::{ensure, Context};
+use axum::serve::ListenerExt;
 use bavard_protocol::Limits;
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -99,6 +100,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         tracker: tracker.clone(),
     };
     let grace = config.shutdown_grace();
+    // Small frames must leave at once: Nagle's algorithm would hold them for an ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let serve = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let stop = shutdown.clone();
     let finished = tokio::spawn(async move {

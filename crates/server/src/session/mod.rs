@@ -313,18 +313,27 @@ where
         End::Shutdown
     }
 
-    /// Leaves every room, then sends the close frame `end` calls for.
+    /// Leaves every room, then closes the WebSocket properly: sends the close frame
+    /// `end` calls for and reads (discarding) until the client answers or a short
+    /// linger runs out. Dropping the socket while the client's frames are unread would
+    /// send a TCP reset, and the client could lose the close frame that tells it why.
     async fn finish(&mut self, end: End) {
+        // Long enough for a client that paused reading to get its close frame, short
+        // enough that a dead one does not hold its buffers (or a shutdown) for long.
+        let linger = if matches!(end, End::Shutdown) { Duration::from_secs(1) } else { Duration::from_secs(5) };
         self.hub.disconnect(self.me.session, self.rooms.drain());
         tracing::debug!(?end, "session ended");
         let close = async {
-            match end.close_frame() {
+            let sent = match end.close_frame() {
                 Some(frame) => self.socket.send(WsMessage::Close(Some(frame))).await,
                 // Lets tungstenite answer a client's close frame.
                 None => self.socket.flush().await,
+            };
+            if sent.is_ok() {
+                while let Some(Ok(_)) = self.socket.next().await {}
             }
         };
-        let _gone_or_late = tokio::time::timeout(Duration::from_secs(1), close).await;
+        let _closed_or_late = tokio::time::timeout(linger, close).await;
     }
 }
 
