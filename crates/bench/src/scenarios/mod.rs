@@ -1,0 +1,3 @@
+//! The benchmark scenarios, one module each (numbered as in the benchmark plan).
+
+pub mod hot_room;

@@ -1,0 +1,187 @@
+//! Measurement helpers: the process-wide microsecond clock, latency histograms, readings
+//! of a process's CPU time and RSS from /proc, and CSV output.
+
+use std::{
+    fs,
+    io::Write,
+    path::Path,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// Microseconds since the first call in this process (a monotonic clock shared by threads).
+pub fn now_us() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+/// A latency histogram in microseconds, from 1 µs to 10 minutes, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    // The bounds are valid constants, so this cannot fail; fall back to auto-resize anyway.
+    Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| {
+        let mut h = Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant digits is valid"));
+        h.auto(true);
+        h
+    })
+}
+
+/// Records `value_us` (clamped into the histogram's range).
+pub fn record(histogram: &mut Histogram<u64>, value_us: u64) {
+    histogram.saturating_record(value_us.max(1));
+}
+
+/// The `q` quantile of `histogram` in milliseconds (0 when empty).
+pub fn quantile_ms(histogram: &Histogram<u64>, q: f64) -> f64 {
+    if histogram.is_empty() {
+        0.0
+    } else {
+        histogram.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// `p50 a ms, p99 b ms, p999 c ms, max d ms` for a histogram in microseconds.
+pub fn summary(histogram: &Histogram<u64>) -> String {
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms, max {:.2} ms",
+        quantile_ms(histogram, 0.5),
+        quantile_ms(histogram, 0.99),
+        quantile_ms(histogram, 0.999),
+        histogram.max() as f64 / 1000.0
+    )
+}
+
+/// Clock ticks per second of /proc/PID/stat times, from `getconf CLK_TCK` (100 if that fails).
+pub fn clock_ticks() -> f64 {
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|t| *t > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
+/// CPU seconds (user + system) used so far by process `pid` ("self" for this process).
+pub fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat =
+        fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    // The command name may contain spaces; fields after its closing parenthesis are fixed.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).context("malformed /proc stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After ')': state is field 3 of the full line; utime is 14 and stime 15, so 11 and 12 here.
+    let utime: f64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: f64 = fields.get(12).context("no stime")?.parse()?;
+    Ok((utime + stime) / clock_ticks())
+}
+
+/// Resident set size of process `pid` in bytes (VmRSS).
+pub fn rss_bytes(pid: &str) -> anyhow::Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS line")?;
+    let kib: u64 = line.split_whitespace().nth(1).context("malformed VmRSS")?.parse()?;
+    Ok(kib * 1024)
+}
+
+/// Before/after CPU readings of the server (when its pid is known) and of this process.
+#[derive(Debug, Clone)]
+pub struct CpuMeter {
+    server_pid: Option<u32>,
+    server_start: f64,
+    own_start: f64,
+    started: Instant,
+}
+
+/// CPU seconds used during a [`CpuMeter`]'s span.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuUsage {
+    /// The server's CPU seconds, when its pid was given.
+    pub server: Option<f64>,
+    /// This process's CPU seconds.
+    pub own: f64,
+    /// Wall-clock seconds.
+    pub wall: f64,
+}
+
+impl CpuMeter {
+    /// Starts measuring now.
+    pub fn start(server_pid: Option<u32>) -> Self {
+        let server_start = server_pid.and_then(|p| cpu_seconds(&p.to_string()).ok()).unwrap_or(0.0);
+        Self { server_pid, server_start, own_start: cpu_seconds("self").unwrap_or(0.0), started: Instant::now() }
+    }
+
+    /// CPU used since [`CpuMeter::start`].
+    pub fn stop(&self) -> CpuUsage {
+        let server = self.server_pid.and_then(|p| cpu_seconds(&p.to_string()).ok()).map(|s| s - self.server_start);
+        let own = cpu_seconds("self").unwrap_or(0.0) - self.own_start;
+        CpuUsage { server, own, wall: self.started.elapsed().as_secs_f64() }
+    }
+}
+
+impl CpuUsage {
+    /// `server X CPU-s per M deliveries, bench Y` for `events` deliveries (or other events).
+    pub fn per_million(&self, events: u64, what: &str) -> String {
+        let m = (events as f64 / 1e6).max(1e-9);
+        let server = match self.server {
+            Some(s) => {
+                format!("server {:.3} CPU-s/M {what} ({:.0}% of a core)", s / m, 100.0 * s / self.wall.max(1e-9))
+            }
+            None => "server CPU unknown (no --server-pid)".into(),
+        };
+        format!(
+            "{server}, bench {:.3} CPU-s/M {what} ({:.0}% of a core)",
+            self.own / m,
+            100.0 * self.own / self.wall.max(1e-9)
+        )
+    }
+}
+
+/// Appends `row` to the CSV file `path`, writing `header` first when the file is new or empty.
+pub fn append_csv(path: &Path, header: &str, row: &str) -> anyhow::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if file.metadata()?.len() == 0 {
+        writeln!(file, "{header}")?;
+    }
+    writeln!(file, "{row}")?;
+    Ok(())
+}
+
+/// Sleeps until `deadline_us` on the [`now_us`] clock.
+pub async fn sleep_until_us(deadline_us: u64) {
+    let now = now_us();
+    if deadline_us > now {
+        tokio::time::sleep(Duration::from_micros(deadline_us - now)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_cpu_and_rss() {
+        assert!(cpu_seconds("self").unwrap() >= 0.0);
+        assert!(rss_bytes("self").unwrap() > 0);
+    }
+
+    #[test]
+    fn quantiles_in_ms() {
+        let mut h = latency_histogram();
+        for v in 1..=1000 {
+            record(&mut h, v * 10);
+        }
+        assert!((quantile_ms(&h, 0.5) - 5.0).abs() < 0.05);
+        assert!(summary(&h).contains("p99"));
+    }
+}
