@@ -93,7 +93,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
             max_pending_sends: MAX_PENDING_SENDS,
             shutdown_grace: config.shutdown_grace(),
         }),
-        socket: SocketSettings { read_buffer_bytes: 4096, write_buffer_bytes: 64 * 1024 },
+        // The read buffer grows for larger frames; idle connections keep it small.
+        socket: SocketSettings { read_buffer_bytes: 256, write_buffer_bytes: 64 * 1024 },
         origins: Arc::new(OriginPolicy::new(&config.allowed_origins)),
         connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
         shutdown: shutdown.clone(),

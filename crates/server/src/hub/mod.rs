@@ -23,7 +23,7 @@ use std::{
 use bavard_protocol::{JoinReply, Message, RoomName, SendRequest, User};
 use tokio::sync::mpsc;
 
-pub use outbox::{Frame, Outbox};
+pub use outbox::{Frame, Outbox, Taken};
 use room::Room;
 
 use crate::store::{CommitEvent, MessageStore, NewMessage, Page, PageQuery, PendingAppend, StoreError};
@@ -111,13 +111,7 @@ impl Hub {
     pub async fn run_dispatcher(&self, mut commits: mpsc::Receiver<CommitEvent>) {
         while let Some(event) = commits.recv().await {
             match event {
-                CommitEvent::Committed(messages) => {
-                    for message in &messages {
-                        if let Some(room) = self.room(&message.room) {
-                            room.deliver(message);
-                        }
-                    }
-                }
+                CommitEvent::Committed(messages) => self.deliver(&messages),
                 CommitEvent::Barrier { room, last_seq, done } => {
                     let room = {
                         let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
@@ -129,6 +123,20 @@ impl Hub {
             }
         }
         tracing::debug!("commit stream ended; dispatcher stopped");
+    }
+
+    /// Fans a commit batch out room by room: each member's outbox is locked once per
+    /// batch, and each message is encoded once per protocol.
+    fn deliver(&self, messages: &[Arc<Message>]) {
+        let mut by_room: HashMap<&RoomName, Vec<&Message>> = HashMap::new();
+        for message in messages {
+            by_room.entry(&message.room).or_default().push(message);
+        }
+        for (name, messages) in by_room {
+            if let Some(room) = self.room(name) {
+                room.deliver(&messages);
+            }
+        }
     }
 
     fn room(&self, name: &RoomName) -> Option<Arc<Room>> {

@@ -1,42 +1,166 @@
 //! A connection's bounded outbound queue of encoded frames.
+//!
+//! The hub pushes (one lock per member per batch of messages); the session takes
+//! everything queued at once and writes it with one flush. An idle outbox holds no
+//! heap memory: the queue allocates when frames arrive, and a drained queue gives back
+//! anything larger than a small working size.
 
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use std::{
+    collections::VecDeque,
+    sync::{Mutex, MutexGuard},
+};
+
+use tokio::sync::Notify;
 
 /// An encoded text frame. Cloning shares the bytes: one encoding serves every member.
 pub type Frame = tungstenite::Utf8Bytes;
 
-/// The sending side of a session's outbound queue.
+/// Capacity a drained queue may keep for the next burst.
+const KEPT_CAPACITY: usize = 64;
+
+/// A bounded queue of frames owed to one connection.
 ///
-/// The queue is bounded; when a push finds it full the member is too slow, and
-/// `overflowed` fires so its session closes with 4008 instead of skipping frames.
-#[derive(Debug, Clone)]
+/// When a push finds it full the member is too slow: the queue is marked overflowed,
+/// its frames are dropped (the member will recover them from the store with `since`),
+/// and its session closes with 4008 instead of skipping frames silently.
+#[derive(Debug)]
 pub struct Outbox {
-    frames: mpsc::Sender<Frame>,
-    overflowed: CancellationToken,
+    queue: Mutex<Queue>,
+    /// Wakes the session when the queue goes from empty to non-empty or overflows.
+    changed: Notify,
+}
+
+#[derive(Debug)]
+struct Queue {
+    frames: VecDeque<Frame>,
+    capacity: usize,
+    overflowed: bool,
+}
+
+/// What the session finds when it looks at its outbox.
+#[derive(Debug)]
+pub enum Taken {
+    /// Nothing queued.
+    Empty,
+    /// The member fell too far behind.
+    Overflowed,
+    /// Frames to write, oldest first (moved into the caller's buffer).
+    Frames,
 }
 
 impl Outbox {
-    /// A queue of `capacity` frames: the outbox, its receiver, and the overflow signal.
-    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<Frame>, CancellationToken) {
-        let (frames, receiver) = mpsc::channel(capacity.max(1));
-        let overflowed = CancellationToken::new();
-        (Self { frames, overflowed: overflowed.clone() }, receiver, overflowed)
+    /// An empty queue of at most `capacity` frames.
+    pub fn new(capacity: usize) -> Self {
+        let queue = Queue { frames: VecDeque::new(), capacity: capacity.max(1), overflowed: false };
+        Self { queue: Mutex::new(queue), changed: Notify::new() }
     }
 
-    /// Queues a frame without waiting. Returns false if the member overflowed (now or
-    /// before) or is gone; the frame is then dropped and the session is closing.
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Frames are only moved in and out under the lock; a poisoned queue is still whole.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues one frame without waiting; false if the member overflowed (now or before).
     pub fn push(&self, frame: Frame) -> bool {
-        if self.overflowed.is_cancelled() {
+        self.push_all(std::slice::from_ref(&frame))
+    }
+
+    /// Queues frames in order without waiting; false if the member overflowed (now or
+    /// before), in which case none of them is queued.
+    pub fn push_all(&self, frames: &[Frame]) -> bool {
+        let mut queue = self.lock();
+        if queue.overflowed {
             return false;
         }
-        match self.frames.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.overflowed.cancel();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        if queue.frames.len() + frames.len() > queue.capacity {
+            queue.overflowed = true;
+            queue.frames = VecDeque::new();
+            drop(queue);
+            self.changed.notify_one();
+            return false;
         }
+        let was_empty = queue.frames.is_empty();
+        queue.frames.extend(frames.iter().cloned());
+        drop(queue);
+        if was_empty {
+            self.changed.notify_one();
+        }
+        true
+    }
+
+    /// Moves every queued frame to the back of `into` (which the caller reuses).
+    pub fn take(&self, into: &mut VecDeque<Frame>) -> Taken {
+        let mut queue = self.lock();
+        if queue.overflowed {
+            return Taken::Overflowed;
+        }
+        if queue.frames.is_empty() {
+            return Taken::Empty;
+        }
+        if into.is_empty() && into.capacity() <= KEPT_CAPACITY {
+            // Swap buffers: no copy, and the session's spare buffer becomes the queue.
+            std::mem::swap(into, &mut queue.frames);
+        } else {
+            into.extend(queue.frames.drain(..));
+        }
+        if queue.frames.capacity() > KEPT_CAPACITY {
+            queue.frames = VecDeque::new();
+        }
+        Taken::Frames
+    }
+
+    /// Whether the member overflowed.
+    pub fn overflowed(&self) -> bool {
+        self.lock().overflowed
+    }
+
+    /// Waits until frames may have arrived or the queue overflowed. Spurious wakeups
+    /// happen; call [`Outbox::take`] after, and before waiting again.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(text: &'static str) -> Frame {
+        Frame::from_static(text)
+    }
+
+    #[test]
+    fn frames_come_out_in_order_and_all_at_once() {
+        let outbox = Outbox::new(8);
+        assert!(outbox.push(frame("a")));
+        assert!(outbox.push_all(&[frame("b"), frame("c")]));
+        let mut taken = VecDeque::new();
+        assert!(matches!(outbox.take(&mut taken), Taken::Frames));
+        assert_eq!(taken.iter().map(|f| f.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert!(matches!(outbox.take(&mut taken), Taken::Empty));
+    }
+
+    #[test]
+    fn a_full_queue_overflows_drops_its_frames_and_refuses_more() {
+        let outbox = Outbox::new(2);
+        assert!(outbox.push_all(&[frame("a"), frame("b")]));
+        assert!(!outbox.push(frame("c")));
+        assert!(outbox.overflowed());
+        assert!(!outbox.push(frame("d")));
+        let mut taken = VecDeque::new();
+        assert!(matches!(outbox.take(&mut taken), Taken::Overflowed));
+        assert!(taken.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_push_to_an_empty_queue_wakes_the_session() {
+        let outbox = std::sync::Arc::new(Outbox::new(4));
+        let waiter = tokio::spawn({
+            let outbox = std::sync::Arc::clone(&outbox);
+            async move { outbox.changed().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(outbox.push(frame("a")));
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap();
     }
 }

@@ -63,20 +63,22 @@ impl Room {
         state.delivered = state.delivered.max(last_seq);
     }
 
-    /// Fans a committed message out to the members, encoding it at most once per protocol.
-    pub(super) fn deliver(&self, message: &Message) {
+    /// Fans committed messages of this room (in seq order) out to the members, encoding
+    /// each at most once per protocol and pushing them to each member in one go.
+    pub(super) fn deliver(&self, messages: &[&Message]) {
         let mut state = self.lock();
-        if message.seq <= state.delivered {
-            return;
-        }
-        state.delivered = message.seq;
-        let (mut json, mut text) = (None, None);
+        let fresh: Vec<&Message> = messages.iter().copied().filter(|m| m.seq > state.delivered).collect();
+        let Some(last) = fresh.last() else { return };
+        state.delivered = last.seq;
+        let (mut json, mut text): (Option<Vec<Frame>>, Option<Vec<Frame>>) = (None, None);
         for member in state.members.values() {
-            let frame = match member.protocol {
-                Protocol::Json => json.get_or_insert_with(|| encode_message_event(message)),
-                Protocol::Plain => text.get_or_insert_with(|| Frame::from(plain::received(&message.text))),
+            let frames = match member.protocol {
+                Protocol::Json => json.get_or_insert_with(|| fresh.iter().map(|m| encode_message_event(m)).collect()),
+                Protocol::Plain => {
+                    text.get_or_insert_with(|| fresh.iter().map(|m| Frame::from(plain::received(&m.text))).collect())
+                }
             };
-            member.outbox.push(frame.clone());
+            member.outbox.push_all(frames);
         }
     }
 

@@ -10,11 +10,15 @@ mod json;
 mod plain;
 mod rate;
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use bavard_protocol::{close_code, encode_error, ErrorBody, Limits, RequestId, RoomName, User};
 use futures_util::{future::BoxFuture, stream::FuturesOrdered, Sink, SinkExt, Stream, StreamExt};
-use tokio::{sync::mpsc, time::Instant};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tungstenite::{
@@ -26,7 +30,7 @@ use tungstenite::{
 pub use rate::RateLimiter;
 
 use crate::{
-    hub::{Frame, Hub, Outbox, Protocol, Subscriber},
+    hub::{Frame, Hub, Outbox, Protocol, Subscriber, Taken},
     store::{Appended, StoreError},
 };
 
@@ -148,7 +152,8 @@ struct Session<S> {
     unflushed: bool,
     /// Sends waiting for their commit, in order.
     pending: FuturesOrdered<BoxFuture<'static, SentOutcome>>,
-    overflowed: CancellationToken,
+    /// Frames taken from the outbox, being written; kept to reuse its allocation.
+    outgoing: VecDeque<Frame>,
     shutdown: CancellationToken,
 }
 
@@ -158,7 +163,7 @@ where
     S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
 {
     let SessionContext { hub, settings, shutdown, user } = context;
-    let (outbox, frames, overflowed) = Outbox::new(settings.outbox_frames);
+    let outbox = Outbox::new(settings.outbox_frames);
     let protocol = match mode {
         Mode::Json => Protocol::Json,
         Mode::Plain(_) => Protocol::Plain,
@@ -177,13 +182,13 @@ where
         last_heard: Instant::now(),
         unflushed: false,
         pending: FuturesOrdered::new(),
-        overflowed,
+        outgoing: VecDeque::new(),
         shutdown,
     };
     async move {
         tracing::debug!("connected");
-        let end = session.serve(mode, frames).await;
-        session.finish(end).await;
+        let end = session.serve(mode).await;
+        Box::pin(session.finish(end)).await;
     }
     .instrument(span)
     .await;
@@ -193,10 +198,10 @@ impl<S> Session<S>
 where
     S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
 {
-    async fn serve(&mut self, mode: Mode, mut frames: mpsc::Receiver<Frame>) -> End {
+    async fn serve(&mut self, mode: Mode) -> End {
         let opened = match &mode {
-            Mode::Json => self.json_open().await,
-            Mode::Plain(room) => self.plain_open(room.clone()).await,
+            Mode::Json => Box::pin(self.json_open()).await,
+            Mode::Plain(room) => Box::pin(self.plain_open(room.clone())).await,
         };
         if let Err(end) = opened {
             return end;
@@ -204,7 +209,17 @@ where
         let heartbeat = self.settings.heartbeat.max(Duration::from_millis(10));
         let mut ticks = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let me = Arc::clone(&self.me);
         loop {
+            // Everything queued is written before waiting again, then flushed at once.
+            let written = match me.outbox.take(&mut self.outgoing) {
+                Taken::Overflowed => Err(End::SlowConsumer),
+                Taken::Frames => self.write_outgoing().await,
+                Taken::Empty => Ok(()),
+            };
+            if let Err(end) = written {
+                return end;
+            }
             if self.unflushed {
                 if let Err(end) = self.flush().await {
                     return end;
@@ -217,12 +232,13 @@ where
             let throttled = plain && !self.rate.has_token();
             let resume_at = if throttled { self.rate.next_token_at() } else { Instant::now() };
             let result = tokio::select! {
-                _ = self.shutdown.cancelled() => Err(self.shutting_down(plain).await),
-                _ = self.overflowed.cancelled() => Err(End::SlowConsumer),
-                Some(frame) = frames.recv() => self.write_queued(frame, &mut frames).await,
-                Some(sent) = self.pending.next(), if !self.pending.is_empty() => self.json_sent(sent).await,
+                _ = self.shutdown.cancelled() => Err(Box::pin(self.shutting_down(plain)).await),
+                _ = me.outbox.changed() => Ok(()),
+                Some(sent) = self.pending.next(), if !self.pending.is_empty() => Box::pin(self.json_sent(sent)).await,
                 incoming = self.socket.next(), if room_for_more && !throttled => match incoming {
-                    Some(Ok(message)) => self.on_frame(message, &mode).await,
+                    // Boxed: requests are rarer than deliveries, and their futures are large;
+                    // inlined, they would make every idle connection's task that large.
+                    Some(Ok(message)) => Box::pin(self.on_frame(message, &mode)).await,
                     Some(Err(error)) => Err(End::from_ws_error(error, self.settings.limits.max_frame_bytes)),
                     None => Err(End::Disconnected),
                 },
@@ -248,15 +264,10 @@ where
         }
     }
 
-    /// Feeds `first` and everything else already queued, to be flushed in one go.
-    async fn write_queued(&mut self, first: Frame, frames: &mut mpsc::Receiver<Frame>) -> Result<(), End> {
-        const MAX_FRAMES_PER_FLUSH: usize = 1024;
-        self.feed(WsMessage::Text(first)).await?;
-        for _ in 1..MAX_FRAMES_PER_FLUSH {
-            match frames.try_recv() {
-                Ok(frame) => self.feed(WsMessage::Text(frame)).await?,
-                Err(_) => break,
-            }
+    /// Feeds every frame taken from the outbox, to be flushed in one go.
+    async fn write_outgoing(&mut self) -> Result<(), End> {
+        while let Some(frame) = self.outgoing.pop_front() {
+            self.feed(WsMessage::Text(frame)).await?;
         }
         Ok(())
     }
@@ -265,7 +276,7 @@ where
     async fn feed(&mut self, message: WsMessage) -> Result<(), End> {
         self.unflushed = true;
         let fed = self.socket.feed(message);
-        guard_write(fed, &self.overflowed, self.settings.idle_timeout).await
+        guard_write(fed, &self.me.outbox, self.settings.idle_timeout).await
     }
 
     async fn feed_text(&mut self, text: String) -> Result<(), End> {
@@ -275,7 +286,7 @@ where
     async fn flush(&mut self) -> Result<(), End> {
         self.unflushed = false;
         let flushed = self.socket.flush();
-        guard_write(flushed, &self.overflowed, self.settings.idle_timeout).await
+        guard_write(flushed, &self.me.outbox, self.settings.idle_timeout).await
     }
 
     async fn feed_error(&mut self, id: Option<&RequestId>, error: &ErrorBody) -> Result<(), End> {
@@ -341,12 +352,22 @@ where
 /// `limit` (a client that stopped reading).
 async fn guard_write(
     write: impl std::future::Future<Output = Result<(), tungstenite::Error>>,
-    overflowed: &CancellationToken,
+    outbox: &Outbox,
     limit: Duration,
 ) -> Result<(), End> {
-    tokio::select! {
-        written = write => written.map_err(|_| End::Disconnected),
-        _ = overflowed.cancelled() => Err(End::SlowConsumer),
-        _ = tokio::time::sleep(limit) => Err(End::SlowConsumer),
+    tokio::pin!(write);
+    let stalled = tokio::time::sleep(limit);
+    tokio::pin!(stalled);
+    loop {
+        tokio::select! {
+            written = &mut write => return written.map_err(|_| End::Disconnected),
+            _ = outbox.changed() => {
+                // New frames wait for the next round; only an overflow ends the write.
+                if outbox.overflowed() {
+                    return Err(End::SlowConsumer);
+                }
+            }
+            _ = &mut stalled => return Err(End::SlowConsumer),
+        }
     }
 }
