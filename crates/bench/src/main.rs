@@ -1,8 +1,7 @@
 //! `bavard-bench`: the load generator for Bavard (and, for the hot-room scenario, any
 //! server speaking the plain-text protocol). Parses the command line and runs a scenario.
 
-// Parts of the raw client are used by the scenarios still to come.
-#[allow(dead_code)]
+mod jsonws;
 mod rawws;
 mod scenarios;
 mod stats;
@@ -11,7 +10,12 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 
-use scenarios::hot_room::{self, HotRoomArgs};
+use scenarios::{
+    durable::{self, DurableArgs},
+    hot_room::{self, HotRoomArgs},
+    idle::{self, IdleArgs},
+    many_rooms::{self, ManyRoomsArgs},
+};
 
 /// Load generator for Bavard chat servers.
 ///
@@ -59,12 +63,45 @@ enum Scenario {
         #[command(flatten)]
         args: HotRoomArgs,
     },
+    /// 4. Durable sends: acked messages/s and ack latency with 100 concurrent JSON senders.
+    Durable {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: DurableArgs,
+    },
+    /// 2. Many rooms: 10,000 JSON connections in 1,000 rooms of 10 at 100k deliveries/s,
+    ///    every message persisted; latency p50/p99/p999 and loss.
+    ManyRooms {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: ManyRoomsArgs,
+    },
+    /// 3. Idle: up to 19,000 silent connections from 127.0.0.2.. source addresses;
+    ///    handshakes/s and the server's RSS per connection.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: IdleArgs,
+    },
+    /// A few seconds of scenarios 1 and 4 at a low rate; exits non-zero if anything was
+    /// lost or failed (for CI).
+    Smoke {
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match &cli.scenario {
         Scenario::HotRoom { common, args } => hot_room::run(common, args),
+        Scenario::Durable { common, args } => durable::run(common, args).map(|r| r.errors == 0),
+        Scenario::ManyRooms { common, args } => many_rooms::run(common, args),
+        Scenario::Idle { common, args } => idle::run(common, args),
+        Scenario::Smoke { common } => smoke(common),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -73,5 +110,47 @@ fn main() -> ExitCode {
             eprintln!("bavard-bench: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Scenario 1 with 50 receivers and 2 publishers at 5,000 deliveries/s for 2 s, then
+/// scenario 4 with 10 senders for 2 s: true when nothing was lost and every send was acked.
+fn smoke(common: &Common) -> anyhow::Result<bool> {
+    let hot = HotRoomArgs {
+        conns: 50,
+        publishers: 2,
+        rates: vec![5_000],
+        step_secs: 2.0,
+        warmup_secs: 0.5,
+        drain_secs: 5.0,
+        // A loaded CI machine may be slow; the smoke test is about loss, not latency.
+        p99_limit_ms: 5_000.0,
+        payload_bytes: 0,
+        room: Some("smoke".into()),
+        threads: 1,
+        connect_concurrency: 50,
+        keep_going: false,
+    };
+    let hot_ok = hot_room::run(common, &hot)?;
+    let durable_args = DurableArgs {
+        senders: 10,
+        rooms: 10,
+        in_flight: 1,
+        duration: 2.0,
+        warmup_secs: 0.5,
+        text_bytes: 16,
+        threads: 1,
+    };
+    let durable = durable::run(common, &durable_args)?;
+    let durable_ok = durable.errors == 0 && durable.acked_per_s > 0.0 && !durable.histogram.is_empty();
+    println!("smoke: hot room {}, durable {}", verdict(hot_ok), verdict(durable_ok));
+    Ok(hot_ok && durable_ok)
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "FAILED"
     }
 }

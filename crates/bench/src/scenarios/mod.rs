@@ -1,3 +1,6 @@
 //! The benchmark scenarios, one module each (numbered as in the benchmark plan).
 
+pub mod durable;
 pub mod hot_room;
+pub mod idle;
+pub mod many_rooms;

@@ -1,0 +1,196 @@
+//! Scenario 3, idle connections: opens up to `--conns` WebSockets that then stay silent,
+//! from source addresses 127.0.0.2, 127.0.0.3, ... (`--per-address` each, so the client
+//! side never runs out of ephemeral ports), and reports handshakes/s, handshake latency
+//! and the server's RSS growth per connection (needs `--server-pid`).
+//!
+//! This process may hold 20,000 open files, so 19,000 connections is the practical top.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use tokio::{io::AsyncReadExt, net::TcpStream, sync::Semaphore};
+
+use crate::{
+    rawws::{self, Endpoint, OP_TEXT},
+    stats::{self, now_us, CpuMeter},
+    Common,
+};
+
+/// CSV header of this scenario.
+pub const CSV_HEADER: &str = "server,protocol,conns,handshakes_per_s,handshake_p99_ms,rss_per_conn_bytes";
+
+/// Which protocol the idle connections speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// JSON protocol on `/ws?name=...`; a handshake counts once `welcome` is read.
+    Json,
+    /// Plain-text protocol on `/ws/chat/idle-N` (rooms of `--room-size`).
+    Plain,
+}
+
+/// Options of the idle scenario.
+#[derive(Debug, Clone, Args)]
+pub struct IdleArgs {
+    /// Connections to open (this process is limited to 20,000 open files).
+    #[arg(long, default_value_t = 19_000)]
+    pub conns: usize,
+
+    /// Connections per source address (127.0.0.2, then 127.0.0.3, ...).
+    #[arg(long, default_value_t = 10_000)]
+    pub per_address: usize,
+
+    /// Protocol of the connections.
+    #[arg(long, value_enum, default_value_t = Protocol::Json)]
+    pub protocol: Protocol,
+
+    /// Plain-text connections per room (rooms `idle-0`, `idle-1`, ...).
+    #[arg(long, default_value_t = 10)]
+    pub room_size: usize,
+
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+
+    /// Seconds to wait after the last handshake before reading the server's RSS.
+    #[arg(long, default_value_t = 2.0)]
+    pub settle_secs: f64,
+
+    /// Seconds to keep the connections open after measuring (the server pings silent
+    /// clients after 30 s by default, which these do not answer: keep this short).
+    #[arg(long, default_value_t = 1.0)]
+    pub hold_secs: f64,
+
+    /// Worker threads of the bench's runtime.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+/// Runs the scenario and prints its result.
+pub fn run(common: &Common, args: &IdleArgs) -> anyhow::Result<bool> {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads.max(1)).enable_all().build()?;
+    runtime.block_on(measure(common, args))
+}
+
+fn source_address(index: usize, per_address: usize) -> anyhow::Result<IpAddr> {
+    let offset = u32::try_from(index / per_address.max(1)).context("too many addresses")?;
+    let base = u32::from(Ipv4Addr::new(127, 0, 0, 2));
+    let ip = Ipv4Addr::from(base + offset);
+    if ip.octets()[0] != 127 {
+        bail!("source address {ip} is outside the loopback range");
+    }
+    Ok(IpAddr::V4(ip))
+}
+
+async fn open(endpoint: &Endpoint, args: &IdleArgs, index: usize) -> anyhow::Result<TcpStream> {
+    let bind = Some(source_address(index, args.per_address)?);
+    match args.protocol {
+        Protocol::Plain => {
+            let path = format!("/ws/chat/idle-{}", index / args.room_size.max(1));
+            Ok(rawws::connect(endpoint, &path, bind).await?.0)
+        }
+        Protocol::Json => {
+            let (mut stream, mut bytes) = rawws::connect(endpoint, &format!("/ws?name=idle-{index}"), bind).await?;
+            // Read until the welcome frame is complete.
+            let mut chunk = [0u8; 2048];
+            loop {
+                if let Some(header) = rawws::parse_header(&bytes)? {
+                    if bytes.len() >= header.total_len() {
+                        if header.opcode != OP_TEXT {
+                            bail!("expected the welcome text frame, got opcode {}", header.opcode);
+                        }
+                        return Ok(stream);
+                    }
+                }
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    bail!("closed before welcome");
+                }
+                bytes.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+}
+
+async fn measure(common: &Common, args: &IdleArgs) -> anyhow::Result<bool> {
+    let endpoint = Arc::new(Endpoint::parse(&common.url)?);
+    let pid = common.server_pid.map(|p| p.to_string());
+    let rss_before = pid.as_deref().map(stats::rss_bytes).transpose()?;
+    let addresses = args.conns.div_ceil(args.per_address.max(1));
+    println!(
+        "idle: {} {:?} connections from {addresses} source address(es) starting at 127.0.0.2, {} handshakes in flight",
+        args.conns, args.protocol, args.connect_concurrency
+    );
+    let permits = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let meter = CpuMeter::start(common.server_pid);
+    let started = now_us();
+    let mut tasks = Vec::with_capacity(args.conns);
+    for index in 0..args.conns {
+        let (endpoint, permits, args) = (endpoint.clone(), permits.clone(), args.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = permits.acquire().await;
+            let t0 = now_us();
+            let opened = open(&endpoint, &args, index).await;
+            opened.map(|stream| (stream, now_us() - t0))
+        }));
+    }
+    let mut streams = Vec::with_capacity(args.conns);
+    let mut histogram = stats::latency_histogram();
+    let mut failures = 0usize;
+    for task in tasks {
+        match task.await.context("a connection task panicked")? {
+            Ok((stream, latency)) => {
+                stats::record(&mut histogram, latency);
+                streams.push(stream);
+            }
+            Err(e) => {
+                failures += 1;
+                if failures <= 3 {
+                    eprintln!("idle: connection failed: {e:#}");
+                }
+            }
+        }
+    }
+    let secs = (now_us() - started) as f64 / 1e6;
+    let usage = meter.stop();
+    let opened = streams.len();
+    let handshakes_per_s = opened as f64 / secs;
+    println!(
+        "opened {opened} connections in {secs:.2} s: {handshakes_per_s:.0} handshakes/s, handshake {}, {failures} failed; {}",
+        stats::summary(&histogram),
+        usage.per_million(opened as u64, "handshakes")
+    );
+    tokio::time::sleep(Duration::from_secs_f64(args.settle_secs.max(0.0))).await;
+    let mut rss_per_conn = None;
+    if let (Some(pid), Some(before)) = (pid.as_deref(), rss_before) {
+        let after = stats::rss_bytes(pid)?;
+        let per = after.saturating_sub(before) as f64 / opened.max(1) as f64;
+        println!(
+            "server RSS {:.1} MiB -> {:.1} MiB: {:.1} KiB per connection",
+            before as f64 / 1048576.0,
+            after as f64 / 1048576.0,
+            per / 1024.0
+        );
+        rss_per_conn = Some(per);
+    } else {
+        println!("server RSS unknown (no --server-pid)");
+    }
+    if let Some(csv) = &common.csv {
+        let label = common.label.as_deref().unwrap_or("bavard");
+        let row = format!(
+            "{label},{:?},{opened},{handshakes_per_s:.0},{:.3},{}",
+            args.protocol,
+            stats::quantile_ms(&histogram, 0.99),
+            rss_per_conn.map_or(String::new(), |r| format!("{r:.0}"))
+        );
+        stats::append_csv(csv, CSV_HEADER, &row)?;
+    }
+    tokio::time::sleep(Duration::from_secs_f64(args.hold_secs.max(0.0))).await;
+    drop(streams);
+    Ok(failures == 0)
+}
