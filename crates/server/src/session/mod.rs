@@ -211,19 +211,19 @@ where
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let me = Arc::clone(&self.me);
         loop {
-            // Everything queued is written before waiting again, then flushed at once.
+            // Everything queued is written, then flushed at once, before waiting again.
+            // Writes may swallow the outbox's wakeups, so the loop only waits after
+            // finding the outbox empty once the last write is done.
             let written = match me.outbox.take(&mut self.outgoing) {
-                Taken::Overflowed => Err(End::SlowConsumer),
-                Taken::Frames => self.write_outgoing().await,
-                Taken::Empty => Ok(()),
+                Taken::Overflowed => return End::SlowConsumer,
+                Taken::Frames => Some(self.write_outgoing().await),
+                Taken::Empty if self.unflushed => Some(self.flush().await),
+                Taken::Empty => None,
             };
-            if let Err(end) = written {
-                return end;
-            }
-            if self.unflushed {
-                if let Err(end) = self.flush().await {
-                    return end;
-                }
+            match written {
+                Some(Err(end)) => return end,
+                Some(Ok(())) => continue,
+                None => {}
             }
             let plain = matches!(mode, Mode::Plain(_));
             let room_for_more = self.pending.len() < self.settings.max_pending_sends;
