@@ -12,7 +12,9 @@ mod rate;
 
 use std::{
     collections::{HashSet, VecDeque},
+    future::Future,
     sync::Arc,
+    task::Poll,
     time::Duration,
 };
 
@@ -210,6 +212,10 @@ where
         let mut ticks = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let me = Arc::clone(&self.me);
+        // One registration for the connection's life, not one per loop turn: every
+        // session waits on the same token, and re-registering would contend on it.
+        let shutdown = self.shutdown.clone();
+        let mut shutting_down = std::pin::pin!(shutdown.cancelled());
         loop {
             // Everything queued is written, then flushed at once, before waiting again.
             // Writes may swallow the outbox's wakeups, so the loop only waits after
@@ -230,9 +236,16 @@ where
             // Plain-text clients cannot be told about rate limits: they are slowed down
             // (their frames wait in the socket) instead.
             let throttled = plain && !self.rate.has_token();
-            let resume_at = if throttled { self.rate.next_token_at() } else { Instant::now() };
+            // Only a throttled turn pays for a timer.
+            let resume_at = throttled.then(|| self.rate.next_token_at());
+            let throttle = async move {
+                match resume_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let result = tokio::select! {
-                _ = self.shutdown.cancelled() => Err(Box::pin(self.shutting_down(plain)).await),
+                _ = &mut shutting_down => Err(Box::pin(self.shutting_down(plain)).await),
                 _ = me.outbox.changed() => Ok(()),
                 Some(sent) = self.pending.next(), if !self.pending.is_empty() => Box::pin(self.json_sent(sent)).await,
                 incoming = self.socket.next(), if room_for_more && !throttled => match incoming {
@@ -242,7 +255,7 @@ where
                     Some(Err(error)) => Err(End::from_ws_error(error, self.settings.limits.max_frame_bytes)),
                     None => Err(End::Disconnected),
                 },
-                _ = tokio::time::sleep_until(resume_at), if throttled => Ok(()),
+                _ = throttle, if throttled => Ok(()),
                 _ = ticks.tick() => self.heartbeat().await,
             };
             if let Err(end) = result {
@@ -264,12 +277,17 @@ where
         }
     }
 
-    /// Feeds every frame taken from the outbox, to be flushed in one go.
+    /// Writes every frame taken from the outbox and flushes them at once.
     async fn write_outgoing(&mut self) -> Result<(), End> {
-        while let Some(frame) = self.outgoing.pop_front() {
-            self.feed(WsMessage::Text(frame)).await?;
-        }
-        Ok(())
+        let Self { socket, outgoing, me, settings, .. } = self;
+        let write = async {
+            while let Some(frame) = outgoing.pop_front() {
+                socket.feed(WsMessage::Text(frame)).await?;
+            }
+            socket.flush().await
+        };
+        self.unflushed = false;
+        guard_write(write, &me.outbox, settings.idle_timeout).await
     }
 
     /// Queues a frame in the socket's write buffer; the loop flushes before waiting again.
@@ -351,13 +369,17 @@ where
 /// Runs a socket write unless the session overflows or the write stalls longer than
 /// `limit` (a client that stopped reading).
 async fn guard_write(
-    write: impl std::future::Future<Output = Result<(), tungstenite::Error>>,
+    write: impl Future<Output = Result<(), tungstenite::Error>>,
     outbox: &Outbox,
     limit: Duration,
 ) -> Result<(), End> {
-    tokio::pin!(write);
-    let stalled = tokio::time::sleep(limit);
-    tokio::pin!(stalled);
+    let mut write = std::pin::pin!(write);
+    // Most writes finish at once: only one that waits pays for a stall timer.
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    if let Poll::Ready(written) = first {
+        return written.map_err(|_| End::Disconnected);
+    }
+    let mut stalled = std::pin::pin!(tokio::time::sleep(limit));
     loop {
         tokio::select! {
             written = &mut write => return written.map_err(|_| End::Disconnected),
