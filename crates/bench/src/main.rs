@@ -12,9 +12,11 @@ use clap::{Args, Parser, Subcommand};
 
 use scenarios::{
     durable::{self, DurableArgs},
+    history::{self, HistoryArgs},
     hot_room::{self, HotRoomArgs},
     idle::{self, IdleArgs},
     many_rooms::{self, ManyRoomsArgs},
+    reconnect::{self, ReconnectArgs},
 };
 
 /// Load generator for Bavard chat servers.
@@ -86,6 +88,22 @@ enum Scenario {
         #[command(flatten)]
         args: IdleArgs,
     },
+    /// 5. History: p99 of `history` (last 50, and at random depths) in a room of 1M
+    ///    messages, seeded first if needed (reuse the database between runs).
+    History {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: HistoryArgs,
+    },
+    /// 6. Reconnect storm: 10k clients rejoin with `since` at once; time until all have
+    ///    recovered what they missed.
+    Reconnect {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: ReconnectArgs,
+    },
     /// A few seconds of scenarios 1 and 4 at a low rate; exits non-zero if anything was
     /// lost or failed (for CI).
     Smoke {
@@ -101,6 +119,8 @@ fn main() -> ExitCode {
         Scenario::Durable { common, args } => durable::run(common, args).map(|r| r.errors == 0),
         Scenario::ManyRooms { common, args } => many_rooms::run(common, args),
         Scenario::Idle { common, args } => idle::run(common, args),
+        Scenario::History { common, args } => history::run(common, args),
+        Scenario::Reconnect { common, args } => reconnect::run(common, args),
         Scenario::Smoke { common } => smoke(common),
     };
     match outcome {

@@ -1,6 +1,8 @@
 //! The benchmark scenarios, one module each (numbered as in the benchmark plan).
 
 pub mod durable;
+pub mod history;
 pub mod hot_room;
 pub mod idle;
 pub mod many_rooms;
+pub mod reconnect;
