@@ -92,7 +92,8 @@ fn upgrade(state: AppState, params: ConnectParams, mut request: Request, mode: M
         shutdown: state.shutdown.clone(),
         user,
     };
-    state.tracker.spawn(async move {
+    // This future lives as long as the connection: its size is memory per idle client.
+    let task = async move {
         let _permit = permit;
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -101,7 +102,8 @@ fn upgrade(state: AppState, params: ConnectParams, mut request: Request, mode: M
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
-    });
+    };
+    state.tracker.spawn(task);
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();

@@ -160,7 +160,11 @@ struct Session<S> {
 }
 
 /// Runs a connection to its end and closes it with the right code.
-pub async fn run<S>(socket: S, context: SessionContext, mode: Mode)
+///
+/// Not an `async fn`: the session is built before the returned future, so the future
+/// holds it once instead of once as a local and once in the block that runs it. That
+/// future lives as long as the connection, so its size is memory per idle connection.
+pub fn run<S>(socket: S, context: SessionContext, mode: Mode) -> impl Future<Output = ()>
 where
     S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
 {
@@ -193,7 +197,6 @@ where
         Box::pin(session.finish(end)).await;
     }
     .instrument(span)
-    .await;
 }
 
 impl<S> Session<S>
@@ -222,8 +225,9 @@ where
             // finding the outbox empty once the last write is done.
             let written = match me.outbox.take(&mut self.outgoing) {
                 Taken::Overflowed => return End::SlowConsumer,
-                Taken::Frames => Some(self.write_outgoing().await),
-                Taken::Empty if self.unflushed => Some(self.flush().await),
+                // Boxed like every rarer path: the session's future stays small while idle.
+                Taken::Frames => Some(Box::pin(self.write_outgoing()).await),
+                Taken::Empty if self.unflushed => Some(Box::pin(self.flush()).await),
                 Taken::Empty => None,
             };
             match written {
@@ -236,11 +240,12 @@ where
             // Plain-text clients cannot be told about rate limits: they are slowed down
             // (their frames wait in the socket) instead.
             let throttled = plain && !self.rate.has_token();
-            // Only a throttled turn pays for a timer.
-            let resume_at = throttled.then(|| self.rate.next_token_at());
+            // Only a throttled turn pays for a timer (boxed: it is rare, and inline it
+            // would grow every connection's future).
+            let resume_at = throttled.then(|| Box::pin(tokio::time::sleep_until(self.rate.next_token_at())));
             let throttle = async move {
                 match resume_at {
-                    Some(at) => tokio::time::sleep_until(at).await,
+                    Some(sleep) => sleep.await,
                     None => std::future::pending().await,
                 }
             };
@@ -256,7 +261,7 @@ where
                     None => Err(End::Disconnected),
                 },
                 _ = throttle, if throttled => Ok(()),
-                _ = ticks.tick() => self.heartbeat().await,
+                _ = ticks.tick() => Box::pin(self.heartbeat()).await,
             };
             if let Err(end) = result {
                 return end;
@@ -379,17 +384,21 @@ async fn guard_write(
     if let Poll::Ready(written) = first {
         return written.map_err(|_| End::Disconnected);
     }
-    let mut stalled = std::pin::pin!(tokio::time::sleep(limit));
-    loop {
-        tokio::select! {
-            written = &mut write => return written.map_err(|_| End::Disconnected),
-            _ = outbox.changed() => {
-                // New frames wait for the next round; only an overflow ends the write.
-                if outbox.overflowed() {
-                    return Err(End::SlowConsumer);
+    // Boxed: the timer and the outbox wait would otherwise sit in every session's future.
+    Box::pin(async move {
+        let mut stalled = std::pin::pin!(tokio::time::sleep(limit));
+        loop {
+            tokio::select! {
+                written = &mut write => return written.map_err(|_| End::Disconnected),
+                _ = outbox.changed() => {
+                    // New frames wait for the next round; only an overflow ends the write.
+                    if outbox.overflowed() {
+                        return Err(End::SlowConsumer);
+                    }
                 }
+                _ = &mut stalled => return Err(End::SlowConsumer),
             }
-            _ = &mut stalled => return Err(End::SlowConsumer),
         }
-    }
+    })
+    .await
 }
