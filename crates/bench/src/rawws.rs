@@ -227,7 +227,7 @@ impl WsConn {
             buf.resize(end, 0);
         }
         buf[..end].copy_from_slice(&leftover);
-        let seed = stream.local_addr().map_or(7, |a| u32::from(a.port()) * 2_654_435_761);
+        let seed = stream.local_addr().map_or(7, |a| u32::from(a.port()).wrapping_mul(2_654_435_761));
         Ok(Self { stream, buf, start: 0, end, out: Vec::with_capacity(256), masker: Masker::new(seed) })
     }
 
