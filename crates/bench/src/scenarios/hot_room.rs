@@ -412,7 +412,10 @@ impl Pacer {
         }
         let now = now_us();
         if schedule.rate > 0.0 && now >= schedule.start_us {
-            let due = ((now - schedule.start_us) as f64 * schedule.rate / 1e6) as u64 + 1;
+            // Publisher i of n is offset by i/n of a send interval, so that the room gets
+            // evenly spaced messages rather than bursts of n at once.
+            let phase = 1.0 - self.index as f64 / shared.publishers as f64;
+            let due = ((now - schedule.start_us) as f64 * schedule.rate / 1e6 + phase) as u64;
             let mut sent = 0;
             while self.sent_in_generation < due {
                 self.text.clear();
