@@ -138,6 +138,33 @@ struct SentOutcome {
     outcome: Result<Appended, StoreError>,
 }
 
+/// Sends waiting for their commit, in order. Allocated on the first send: a
+/// `FuturesOrdered` allocates even when empty, and most connections mostly listen.
+#[derive(Default)]
+struct PendingSends(Option<FuturesOrdered<BoxFuture<'static, SentOutcome>>>);
+
+impl PendingSends {
+    fn push_back(&mut self, sent: BoxFuture<'static, SentOutcome>) {
+        self.0.get_or_insert_with(FuturesOrdered::new).push_back(sent);
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesOrdered::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next outcome in order; never resolves while nothing is pending.
+    async fn next(&mut self) -> Option<SentOutcome> {
+        match self.0.as_mut() {
+            Some(pending) if !pending.is_empty() => pending.next().await,
+            _ => std::future::pending().await,
+        }
+    }
+}
+
 /// One connection's state.
 struct Session<S> {
     socket: S,
@@ -153,7 +180,7 @@ struct Session<S> {
     /// Frames fed to the socket since the last flush.
     unflushed: bool,
     /// Sends waiting for their commit, in order.
-    pending: FuturesOrdered<BoxFuture<'static, SentOutcome>>,
+    pending: PendingSends,
     /// Frames taken from the outbox, being written; kept to reuse its allocation.
     outgoing: VecDeque<Frame>,
     shutdown: CancellationToken,
@@ -187,7 +214,7 @@ where
         strikes: 0,
         last_heard: Instant::now(),
         unflushed: false,
-        pending: FuturesOrdered::new(),
+        pending: PendingSends::default(),
         outgoing: VecDeque::new(),
         shutdown,
     };
