@@ -1,8 +1,9 @@
-//! HTTP surface: the WebSocket endpoints, health and readiness, the machine-readable
+//! HTTP surface: the WebSocket endpoints, the room directory, health and readiness, the machine-readable
 //! protocol description, and the embedded web client. Handlers stay thin: they parse,
 //! call the hub or store, and map errors to status codes.
 
 mod origin;
+mod rooms;
 mod upgrade;
 
 use std::sync::Arc;
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(upgrade::json))
         .route("/ws/chat", get(upgrade::plain_default))
         .route("/ws/chat/{room}", get(upgrade::plain_room))
+        .route("/api/rooms", get(rooms::list))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/asyncapi.json", get(asyncapi))

@@ -379,7 +379,7 @@ impl MessageStore for SqliteStore {
     fn rooms(&self, limit: u32) -> BoxFuture<'_, Result<Vec<RoomSummary>, StoreError>> {
         Box::pin(self.read(move |conn| {
             let mut statement = conn.prepare_cached(
-                "SELECT room, MAX(seq), MAX(ts) FROM messages GROUP BY room ORDER BY MAX(ts) DESC LIMIT ?1",
+                "SELECT room, MAX(seq), MAX(ts) FROM messages GROUP BY room ORDER BY MAX(ts) DESC, room LIMIT ?1",
             )?;
             let rows = statement.query_map([i64::from(limit)], |row| {
                 Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))

@@ -1,6 +1,7 @@
 //! Bad input at the door and on the wire: every limit answers clearly and leaves other
 //! clients undisturbed.
 
+use bavard_protocol::Request;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
@@ -90,4 +91,30 @@ pub async fn http_get(url: &str) -> (u16, String) {
     let status = response[9..12].parse().unwrap();
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
+}
+
+#[tokio::test]
+async fn the_room_directory_lists_active_rooms_with_who_is_online() {
+    let server = spawn().await;
+    let mut alice = server.json("alice").await;
+    within(alice.join(&room("older"), None)).await.unwrap();
+    within(alice.send(&room("older"), "first", None)).await.unwrap();
+    within(alice.join(&room("newer"), None)).await.unwrap();
+    within(alice.send(&room("newer"), "one", None)).await.unwrap();
+    within(alice.send(&room("newer"), "two", None)).await.unwrap();
+    let left = within(alice.request(Request::Leave { room: room("older") })).await.unwrap();
+    assert!(left.ok, "{left:?}");
+    let (status, body) = http_get(&server.http("/api/rooms")).await;
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rooms: Vec<(&str, u64, u64)> = body["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["room"].as_str().unwrap(), r["last_seq"].as_u64().unwrap(), r["online"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(rooms, [("newer", 2, 1), ("older", 1, 0)]);
+    let (status, body) = http_get(&server.http("/api/rooms?limit=0")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("limit must be between 1 and 1000"), "{body}");
 }
