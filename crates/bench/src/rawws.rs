@@ -72,6 +72,11 @@ impl Endpoint {
 pub async fn connect(endpoint: &Endpoint, path: &str, bind: Option<IpAddr>) -> anyhow::Result<(TcpStream, Vec<u8>)> {
     let socket = if endpoint.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     if let Some(ip) = bind {
+        // Let connect() pick the port for the whole 4-tuple: binding to port 0 would
+        // reserve one per address, and fails (or crawls) once most of the address's
+        // ports are held, e.g. in TIME_WAIT after an earlier run.
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::IpBindAddressNoPort, &true)?;
+        socket.set_reuseaddr(true)?;
         socket.bind(SocketAddr::new(ip, 0)).with_context(|| format!("cannot bind to {ip}"))?;
     }
     let mut stream =

@@ -67,7 +67,7 @@ pub struct HotRoomArgs {
     pub rates: Vec<u64>,
 
     /// Seconds each step is measured, after its warm-up.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, alias = "duration", default_value_t = 5.0)]
     pub step_secs: f64,
 
     /// Seconds at the step's rate before measuring (not in the latency histogram; loss counts).
@@ -707,6 +707,15 @@ async fn step(
         usage.per_million(counters.arrived_in_window, "deliveries"),
         if passed { "PASS" } else { "FAIL" }
     );
+    let bench_cores = usage.own / usage.wall.max(1e-9);
+    if bench_cores > 0.85 * args.threads as f64 {
+        println!(
+            "warning: the bench used {:.0}% of its {} thread(s): this step may measure the generator, \
+             not the server (try --threads 2)",
+            100.0 * bench_cores / args.threads as f64,
+            args.threads
+        );
+    }
     Ok(StepResult { rate, deliveries_per_s, p50_ms, p99_ms, loss, passed })
 }
 

@@ -176,6 +176,12 @@ async fn measure(common: &Common, args: &IdleArgs) -> anyhow::Result<bool> {
             after as f64 / 1048576.0,
             per / 1024.0
         );
+        if per < 512.0 {
+            println!(
+                "note: the server's RSS barely grew: it reuses the memory of earlier connections; \
+                 measure RSS per connection on a freshly started server"
+            );
+        }
         rss_per_conn = Some(per);
     } else {
         println!("server RSS unknown (no --server-pid)");
