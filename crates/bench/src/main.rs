@@ -35,8 +35,8 @@ struct Cli {
 /// Options every scenario takes.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// The server's base URL (`ws://host:port`); a path, when given, replaces the
-    /// scenario's default endpoint.
+    /// The server's base URL (`ws://host:port`). For hot-room, a path, when given,
+    /// replaces `/ws/chat`; the JSON scenarios always use `/ws`.
     #[arg(long, default_value = "ws://127.0.0.1:8000")]
     pub url: String,
 
