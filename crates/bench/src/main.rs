@@ -148,6 +148,7 @@ fn smoke(common: &Common) -> anyhow::Result<bool> {
         payload_bytes: 0,
         room: Some("smoke".into()),
         threads: 1,
+        coalesce_us: 0,
         connect_concurrency: 50,
         keep_going: false,
     };
