@@ -7,7 +7,11 @@ use std::{net::SocketAddr, sync::Arc};
 use anyhow::{ensure, Context};
 use axum::serve::ListenerExt;
 use bavard_protocol::Limits;
-use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
+use tokio::{
+    net::{TcpListener, TcpSocket},
+    sync::mpsc,
+    task::JoinHandle,
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -58,11 +62,22 @@ fn check(config: &ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Pending connections the kernel may hold before accept: tokio's default (1,024)
+/// drops SYNs during connection storms (a reconnecting fleet), and each dropped SYN
+/// costs its client a one-second retransmit. The kernel caps it at `somaxconn`.
+const LISTEN_BACKLOG: u32 = 4_096;
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Binds, opens the store and starts serving.
 pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     check(&config)?;
-    let listener =
-        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let (commits, commit_stream) = mpsc::channel(COMMIT_STREAM_DEPTH);
     let store: Arc<dyn MessageStore> = Arc::new(
