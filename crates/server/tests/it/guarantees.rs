@@ -238,3 +238,30 @@ async fn a_member_that_stops_reading_is_closed_with_4008_and_recovers_with_since
     }
     assert_eq!(recovered, (last_seen + 1..=total).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_member_that_pauses_reading_gets_the_whole_burst_including_its_tail() {
+    // While a member's socket is full, its writes wait; the frames queued meanwhile
+    // (up to the very last one) must still go out once it reads again, without any
+    // later message to wake its session.
+    let server = spawn().await;
+    let mut paused = server.plain("/ws/chat/burst").await;
+    let mut sender = server.plain("/ws/chat/burst").await;
+    let text = "y".repeat(3_000);
+    let total = 1_500;
+    let sending = tokio::spawn(async move {
+        for _ in 0..total {
+            sender.send(&text).await;
+        }
+        // The sender reads its own copies so that it never becomes the slow one.
+        for _ in 0..total {
+            sender.recv().await;
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for i in 0..total {
+        let frame = paused.recv().await;
+        assert!(frame.starts_with("Message reçu : yyy"), "frame {i}: {}", &frame[..40.min(frame.len())]);
+    }
+    within(sending).await.unwrap();
+}
