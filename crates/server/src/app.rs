@@ -15,7 +15,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    api::{self, AppState, OriginPolicy, SocketSettings},
+    api::{self, AppState, OriginPolicy},
     config::ServeConfig,
     hub::{Hub, HubSettings},
     session::SessionSettings,
@@ -108,8 +108,6 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
             max_pending_sends: MAX_PENDING_SENDS,
             shutdown_grace: config.shutdown_grace(),
         }),
-        // The read buffer grows for larger frames; idle connections keep it small.
-        socket: SocketSettings { read_buffer_bytes: 256, write_buffer_bytes: 64 * 1024 },
         origins: Arc::new(OriginPolicy::new(&config.allowed_origins)),
         connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
         shutdown: shutdown.clone(),

@@ -9,3 +9,4 @@ pub mod hub;
 pub mod session;
 pub mod store;
 pub mod web;
+pub mod ws;

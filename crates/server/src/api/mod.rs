@@ -21,15 +21,6 @@ pub use origin::OriginPolicy;
 
 use crate::{hub::Hub, session::SessionSettings, web};
 
-/// Socket buffer sizes for every WebSocket.
-#[derive(Debug, Clone, Copy)]
-pub struct SocketSettings {
-    /// Read buffer allocated per connection (kept small: most connections are idle).
-    pub read_buffer_bytes: usize,
-    /// Bytes buffered before a write reaches the socket; a flush sends them at once.
-    pub write_buffer_bytes: usize,
-}
-
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -37,8 +28,6 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Per-session limits.
     pub sessions: Arc<SessionSettings>,
-    /// Socket buffers.
-    pub socket: SocketSettings,
     /// Allowed browser origins.
     pub origins: Arc<OriginPolicy>,
     /// One permit per open WebSocket.

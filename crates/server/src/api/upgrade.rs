@@ -15,11 +15,10 @@ use axum::{
 use bavard_protocol::{plain, RoomName, User};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio_tungstenite::WebSocketStream;
-use tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::AppState;
 use crate::session::{self, Mode, SessionContext};
+use crate::ws::ServerSocket;
 
 /// The longest nickname accepted with `?name=`, in characters.
 const MAX_NAME_CHARS: usize = 32;
@@ -81,11 +80,7 @@ fn upgrade(state: AppState, params: ConnectParams, mut request: Request, mode: M
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections; retry later");
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
-    let config = WebSocketConfig::default()
-        .read_buffer_size(state.socket.read_buffer_bytes)
-        .write_buffer_size(state.socket.write_buffer_bytes)
-        .max_message_size(Some(state.sessions.limits.max_frame_bytes))
-        .max_frame_size(Some(state.sessions.limits.max_frame_bytes));
+    let max_frame_bytes = state.sessions.limits.max_frame_bytes;
     let context = SessionContext {
         hub: Arc::clone(&state.hub),
         settings: Arc::clone(&state.sessions),
@@ -97,7 +92,7 @@ fn upgrade(state: AppState, params: ConnectParams, mut request: Request, mode: M
         let _permit = permit;
         match on_upgrade.await {
             Ok(upgraded) => {
-                let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                let socket = ServerSocket::new(TokioIo::new(upgraded), max_frame_bytes);
                 session::run(socket, context, mode).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),

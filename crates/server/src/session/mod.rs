@@ -80,6 +80,8 @@ pub enum End {
     Binary,
     /// Nothing was heard from the client for too long.
     IdleTimeout,
+    /// The client broke the WebSocket protocol (1002) or sent invalid UTF-8 (1007).
+    Invalid(u16, String),
 }
 
 impl End {
@@ -95,6 +97,7 @@ impl End {
             Self::TooBig(reason) => (close_code::TOO_BIG, reason.clone()),
             Self::Binary => (close_code::UNSUPPORTED_DATA, "binary frames are not supported; send text".to_owned()),
             Self::IdleTimeout => (close_code::NORMAL, "idle timeout".to_owned()),
+            Self::Invalid(code, reason) => (*code, reason.clone()),
         };
         Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() })
     }
@@ -105,6 +108,13 @@ impl End {
                 Self::TooBig(format!("frame of {size} bytes; the limit is {max_frame_bytes}"))
             }
             tungstenite::Error::Capacity(_) => Self::TooBig(format!("frame over {max_frame_bytes} bytes")),
+            tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
+                Self::Disconnected
+            }
+            tungstenite::Error::Protocol(error) => Self::Invalid(close_code::PROTOCOL_ERROR, error.to_string()),
+            tungstenite::Error::Utf8(error) => {
+                Self::Invalid(close_code::INVALID_DATA, format!("invalid UTF-8: {error}"))
+            }
             _ => Self::Disconnected,
         }
     }
