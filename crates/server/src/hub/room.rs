@@ -23,7 +23,9 @@ struct RoomState {
     delivered: u64,
     members: HashMap<SessionId, Arc<Subscriber>>,
     /// Online users and how many of their connections are members.
-    online: HashMap<String, (User, usize)>,
+    /// How many of each online user's connections are members (the users themselves
+    /// are found through the members: no second copy per connection).
+    online: HashMap<String, usize>,
     /// When each user last had a `typing` event sent.
     typing_sent: HashMap<String, Instant>,
     /// Set when the room emptied and left the hub's map; joins must look again.
@@ -31,6 +33,12 @@ struct RoomState {
 }
 
 impl RoomState {
+    /// Each online user once.
+    fn online_users(&self) -> Vec<User> {
+        let mut seen = std::collections::HashSet::new();
+        self.members.values().filter(|m| seen.insert(m.user.id.as_str())).map(|m| m.user.clone()).collect()
+    }
+
     /// Pushes `frame` to every member matching `to`; encodes nothing per member.
     fn broadcast(&self, frame: &Frame, to: impl Fn(&Subscriber) -> bool) {
         for member in self.members.values().filter(|m| to(m)) {
@@ -92,14 +100,13 @@ impl Room {
         let previous = state.members.insert(subscriber.session, Arc::clone(subscriber));
         if previous.is_none() {
             let user = &subscriber.user;
-            let entry = state.online.entry(user.id.clone()).or_insert_with(|| (user.clone(), 0));
-            entry.1 += 1;
-            if entry.1 == 1 {
+            let connections = state.online.entry(user.id.clone()).or_insert(0);
+            *connections += 1;
+            if *connections == 1 {
                 state.presence(&self.name, user, true, subscriber.session);
             }
         }
-        let online = state.online.values().map(|(user, _)| user.clone()).collect();
-        Some((state.delivered, online))
+        Some((state.delivered, state.online_users()))
     }
 
     /// Removes a member; `disconnected` says the connection ended (plain-text clients
@@ -109,9 +116,9 @@ impl Room {
         let Some(member) = state.members.remove(&session) else { return false };
         let user = &member.user;
         let went_offline = match state.online.get_mut(&user.id) {
-            Some(entry) => {
-                entry.1 -= 1;
-                entry.1 == 0
+            Some(connections) => {
+                *connections -= 1;
+                *connections == 0
             }
             None => false,
         };
@@ -147,7 +154,7 @@ impl Room {
     }
 
     pub(super) fn online(&self) -> Vec<User> {
-        self.lock().online.values().map(|(user, _)| user.clone()).collect()
+        self.lock().online_users()
     }
 
     /// Sends a `typing` event to the other users' JSON connections, throttled per user.

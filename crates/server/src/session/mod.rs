@@ -10,13 +10,7 @@ mod json;
 mod plain;
 mod rate;
 
-use std::{
-    collections::{HashSet, VecDeque},
-    future::Future,
-    sync::Arc,
-    task::Poll,
-    time::Duration,
-};
+use std::{collections::VecDeque, future::Future, sync::Arc, task::Poll, time::Duration};
 
 use bavard_protocol::{close_code, encode_error, ErrorBody, Limits, RequestId, RoomName, User};
 use futures_util::{future::BoxFuture, stream::FuturesOrdered, Sink, SinkExt, Stream, StreamExt};
@@ -148,6 +142,30 @@ struct SentOutcome {
     outcome: Result<Appended, StoreError>,
 }
 
+/// The rooms a connection has joined: a few, so a small vector beats a hash set's
+/// minimum allocation (this is memory every idle connection pays).
+#[derive(Default)]
+struct JoinedRooms(Vec<RoomName>);
+
+impl JoinedRooms {
+    fn insert(&mut self, room: RoomName) {
+        if !self.0.contains(&room) {
+            self.0.push(room);
+        }
+    }
+
+    /// Whether the room was joined.
+    fn remove(&mut self, room: &RoomName) -> bool {
+        let before = self.0.len();
+        self.0.retain(|joined| joined != room);
+        self.0.len() != before
+    }
+
+    fn drain(&mut self) -> std::vec::Drain<'_, RoomName> {
+        self.0.drain(..)
+    }
+}
+
 /// Sends waiting for their commit, in order. Allocated on the first send: a
 /// `FuturesOrdered` allocates even when empty, and most connections mostly listen.
 #[derive(Default)]
@@ -182,7 +200,7 @@ struct Session<S> {
     settings: Arc<SessionSettings>,
     me: Arc<Subscriber>,
     /// Rooms this connection has joined.
-    rooms: HashSet<RoomName>,
+    rooms: JoinedRooms,
     rate: RateLimiter,
     /// Frames rejected by the rate limit in a row.
     strikes: u32,
@@ -222,7 +240,7 @@ where
         hub,
         settings,
         me,
-        rooms: HashSet::new(),
+        rooms: JoinedRooms::default(),
         strikes: 0,
         last_heard: Instant::now(),
         unflushed: false,
