@@ -131,7 +131,9 @@ impl Resilient {
                 Err(e) => tracing::debug!(error = %e, "reconnect failed; retrying in {backoff:?}"),
             }
             if self.connection.is_none() {
-                tokio::time::sleep(backoff).await;
+                // Jitter (75-125 %) so that a fleet cut off at once does not come back
+                // in lockstep and overflow the server's listen queue.
+                tokio::time::sleep(backoff.mul_f64(0.75 + 0.5 * jitter())).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
@@ -176,4 +178,12 @@ impl Resilient {
 
 fn nanos() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() as u64)
+}
+
+/// A number in [0, 1) that differs between calls and processes (no cryptographic use).
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(nanos());
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
