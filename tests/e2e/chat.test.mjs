@@ -216,11 +216,20 @@ describe('the web client', () => {
     assert.deepEqual(await page.locator('#room-list button').allTextContents(), ['#general']);
   });
 
-  test('the room directory is used when the server has GET /api/rooms, and not missed otherwise', async () => {
-    // This server has no directory (yet): the page does without.
-    const { page: plain } = await newPage();
-    await login(plain, 'judy');
-    assert.equal(await plain.locator('#directory').isHidden(), true);
+  test('the room directory from GET /api/rooms offers rooms to join in one click', async () => {
+    // Someone talks in a room the newcomer has not joined...
+    const { page: talker } = await newPage();
+    await login(talker, 'ivan');
+    await joinRoom(talker, 'bookclub');
+    await send(talker, 'Anyone reading?');
+    await waitForMessage(talker, 'Anyone reading?');
+    // ...and the newcomer finds it in the server's directory.
+    const { page: newcomer } = await newPage();
+    await login(newcomer, 'judy');
+    await newcomer.getByRole('button', { name: 'Join #bookclub' }).waitFor();
+    assert.equal(await newcomer.locator('#directory').isHidden(), false);
+
+    // Rooms already joined are not offered again.
 
     const { page } = await newPage();
     await page.route('**/api/rooms', (route) =>
