@@ -455,7 +455,9 @@ fn close_codes_match_the_rust_constants() {
     let rust = [
         close_code::NORMAL,
         close_code::GOING_AWAY,
+        close_code::PROTOCOL_ERROR,
         close_code::UNSUPPORTED_DATA,
+        close_code::INVALID_DATA,
         close_code::POLICY,
         close_code::TOO_BIG,
         close_code::INTERNAL,

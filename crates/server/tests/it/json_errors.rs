@@ -142,3 +142,31 @@ async fn the_server_pings_idle_clients_and_closes_dead_ones() {
     assert_eq!(*last, OPCODE_CLOSE, "{opcodes:?}");
     assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1000);
 }
+
+#[tokio::test]
+async fn broken_framing_closes_with_1002_and_invalid_utf8_with_1007() {
+    use tokio::io::AsyncWriteExt;
+    let server = spawn().await;
+    let masked = |opcode: u8, payload: &[u8]| {
+        let mask = [1u8, 2, 3, 4];
+        let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        frame
+    };
+    let cases: [(Vec<u8>, u16); 3] = [
+        (vec![0x81, 0x02, b'h', b'i'], 1002), // a client frame must be masked
+        (masked(0x3, b"x"), 1002),            // a reserved opcode
+        (masked(0x1, &[0xff, 0xfe]), 1007),   // not UTF-8
+    ];
+    for (frame, expected) in cases {
+        let mut socket = raw_websocket(server.addr, "/ws?name=breaker").await;
+        within(socket.write_all(&frame)).await.unwrap();
+        // Answer the server's close at once, so that it does not linger waiting for us.
+        within(socket.write_all(&masked(0x8, &1000u16.to_be_bytes()))).await.unwrap();
+        let frames = within(read_raw_frames(&mut socket)).await;
+        let (opcode, payload) = frames.iter().find(|(opcode, _)| *opcode == OPCODE_CLOSE).unwrap();
+        assert_eq!(*opcode, OPCODE_CLOSE);
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), expected, "{frame:?}");
+    }
+}
