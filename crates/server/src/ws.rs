@@ -194,7 +194,12 @@ where
                 Ok(Some(Message::Close(frame)))
             }
             9 => {
-                self.queue(0xa, &payload);
+                // A client that pings without reading must not grow our buffer: past the
+                // high-water mark, pongs are skipped (RFC 6455 lets a peer answer only
+                // the most recent ping).
+                if self.out.len() - self.written < WRITE_HIGH_WATER {
+                    self.queue(0xa, &payload);
+                }
                 Ok(Some(Message::Ping(payload.into())))
             }
             10 => Ok(Some(Message::Pong(payload.into()))),
@@ -471,6 +476,24 @@ mod tests {
             let text = error.to_string().to_lowercase();
             assert!(!text.is_empty(), "{what}: {error}");
         }
+    }
+
+    #[tokio::test]
+    async fn pings_from_a_client_that_does_not_read_cannot_grow_the_write_buffer() {
+        let (server, mut client) = tokio::io::duplex(1024);
+        let mut socket = ServerSocket::new(server, 1024);
+        let ping = client_frame(true, 9, &[b'p'; 125]);
+        let reading = tokio::spawn(async move {
+            for _ in 0..5_000 {
+                next(&mut socket).await.unwrap();
+            }
+            socket.out.len() - socket.written
+        });
+        for _ in 0..5_000 {
+            client.write_all(&ping).await.unwrap();
+        }
+        let unsent = reading.await.unwrap();
+        assert!(unsent < WRITE_HIGH_WATER + 200, "{unsent} bytes of pongs queued");
     }
 
     #[tokio::test]
