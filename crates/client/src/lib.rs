@@ -14,7 +14,7 @@ use bavard_protocol::{
     ClientFrame, ErrorBody, HistoryReply, HistoryRequest, JoinReply, JoinRequest, ReplyFrame, Request, RequestId,
     RoomName, SendReply, SendRequest, ServerFrame, Welcome,
 };
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{tungstenite, MaybeTlsStream, WebSocketStream};
 
@@ -152,6 +152,22 @@ impl Connection {
             Some(event) => Ok(event),
             None => self.read_frame().await,
         }
+    }
+
+    /// The next event if one has already arrived, without waiting. A client that sends
+    /// and listens on one task calls it between requests, so that events do not pile up
+    /// in memory while it is busy sending.
+    pub fn try_next_event(&mut self) -> Option<Result<ServerFrame, ClientError>> {
+        match self.events.pop_front() {
+            Some(event) => Some(Ok(event)),
+            // Reading a frame is cancel-safe: an unfinished frame stays in the socket.
+            None => self.read_frame().now_or_never(),
+        }
+    }
+
+    /// Events received while waiting for replies, not yet taken.
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
     }
 
     /// Sends a raw text frame (for testing how the server takes bad input).

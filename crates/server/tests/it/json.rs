@@ -265,3 +265,28 @@ async fn plain_and_json_clients_share_a_room() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn try_next_event_takes_what_has_arrived_without_waiting() {
+    let server = spawn().await;
+    let lobby = room("lobby");
+    let mut alice = server.json("alice").await;
+    within(alice.join(&lobby, None)).await.unwrap();
+    assert!(alice.try_next_event().is_none(), "nothing has arrived yet");
+    // The event arrives around the ack (before or after it): poll until it is here.
+    within(alice.send(&lobby, "hello", None)).await.unwrap();
+    let mut waited = 0;
+    let event = loop {
+        if let Some(event) = alice.try_next_event() {
+            break event.unwrap();
+        }
+        waited += 1;
+        assert!(waited < 500, "the event never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    match event {
+        ServerFrame::Message(message) => assert_eq!(message.text, "hello"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(alice.pending_events(), 0);
+}
