@@ -11,6 +11,7 @@
 //! It speaks tungstenite's `Message` and `Error` types, so a session stays generic over
 //! any `Sink`/`Stream` of messages (tests may still use tungstenite's own stream).
 //! Not supported, by design: extensions (no compression is negotiated at upgrade).
+//! Text is checked as UTF-8 fragment by fragment, so invalid text fails fast.
 
 use std::{
     pin::Pin,
@@ -44,7 +45,7 @@ pub struct ServerSocket<IO> {
     /// How much of `inbuf` has been parsed.
     parsed: usize,
     /// A fragmented data message being assembled: whether it is text, and its bytes.
-    assembling: Option<(bool, Vec<u8>)>,
+    assembling: Option<Assembling>,
     /// Frames waiting to be written, encoded back to back.
     out: Vec<u8>,
     /// How much of `out` has been written.
@@ -52,6 +53,30 @@ pub struct ServerSocket<IO> {
     close_sent: bool,
     close_received: bool,
     eof: bool,
+}
+
+/// A fragmented data message being put together.
+struct Assembling {
+    text: bool,
+    bytes: Vec<u8>,
+    /// For text: how many leading bytes are known to be valid UTF-8, so that each
+    /// fragment is checked once and invalid text fails at the fragment that breaks it.
+    checked: usize,
+}
+
+impl Assembling {
+    fn check_utf8(&mut self) -> Result<(), Error> {
+        if !self.text {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.bytes[self.checked..]) {
+            Ok(_) => self.checked = self.bytes.len(),
+            // Only an incomplete character at the end may wait for the next fragment.
+            Err(e) if e.error_len().is_none() => self.checked += e.valid_up_to(),
+            Err(e) => return Err(Error::Utf8(e.to_string())),
+        }
+        Ok(())
+    }
 }
 
 /// A parsed frame header: where the payload is and how to unmask it.
@@ -156,19 +181,20 @@ where
     fn on_frame(&mut self, fin: bool, opcode: u8, payload: Vec<u8>) -> Result<Option<Message>, Error> {
         match opcode {
             0 => {
-                let Some((_, assembled)) = self.assembling.as_mut() else {
+                let Some(assembling) = self.assembling.as_mut() else {
                     return Err(ProtocolError::UnexpectedContinueFrame.into());
                 };
-                if assembled.len() + payload.len() > self.max_message {
-                    let size = assembled.len() + payload.len();
+                let size = assembling.bytes.len() + payload.len();
+                if size > self.max_message {
                     return Err(CapacityError::MessageTooLong { size, max_size: self.max_message }.into());
                 }
-                assembled.extend_from_slice(&payload);
+                assembling.bytes.extend_from_slice(&payload);
+                assembling.check_utf8()?;
                 if !fin {
                     return Ok(None);
                 }
                 match self.assembling.take() {
-                    Some((text, assembled)) => data_message(text, assembled).map(Some),
+                    Some(done) => data_message(done.text, done.bytes).map(Some),
                     None => Ok(None),
                 }
             }
@@ -179,7 +205,9 @@ where
                 if fin {
                     data_message(opcode == 1, payload).map(Some)
                 } else {
-                    self.assembling = Some((opcode == 1, payload));
+                    let mut assembling = Assembling { text: opcode == 1, bytes: payload, checked: 0 };
+                    assembling.check_utf8()?;
+                    self.assembling = Some(assembling);
                     Ok(None)
                 }
             }
