@@ -3,7 +3,7 @@
 //! and binary message to come back unchanged:
 //!
 //! ```sh
-//! cargo run --release -p bavard --example ws_echo -- 127.0.0.1:9002 &
+//! cargo run --release -p bavard --example ws_echo -- 127.0.0.1:9002 &   # or port 0: it prints its address
 //! kosoku -m fuzzingclient -x '12.*' -x '13.*' 127.0.0.1:9002
 //! ```
 //!
@@ -25,7 +25,7 @@ const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 async fn main() -> anyhow::Result<()> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9002".to_owned());
     let listener = TcpListener::bind(&addr).await?;
-    eprintln!("ws_echo listening on {addr}");
+    eprintln!("ws_echo listening on {}", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(async move {
