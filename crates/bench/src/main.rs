@@ -49,9 +49,9 @@ pub struct Common {
     #[arg(long)]
     pub csv: Option<PathBuf>,
 
-    /// The server's name in the CSV `server` column (default: bavard).
-    #[arg(long)]
-    pub label: Option<String>,
+    /// The server's name in the CSV `server` column.
+    #[arg(long, default_value = "bavard")]
+    pub label: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -115,7 +115,7 @@ async fn measure(common: &Common, args: &DurableArgs) -> anyhow::Result<DurableR
         usage.per_million(acked, "acked messages")
     );
     if let Some(csv) = &common.csv {
-        let label = common.label.as_deref().unwrap_or("bavard");
+        let label = &common.label;
         let row = format!(
             "{label},{},{},{acked_per_s:.0},{:.3},{:.3},{:.3},{errors}",
             args.senders,

@@ -217,7 +217,7 @@ async fn measure(common: &Common, args: &HistoryArgs) -> anyhow::Result<bool> {
     for deep in [false, true] {
         let (histogram, per_s) = query(args, &url, head, deep, common.server_pid).await?;
         if let Some(csv) = &common.csv {
-            let label = common.label.as_deref().unwrap_or("bavard");
+            let label = &common.label;
             let row = format!(
                 "{label},{head},{},{per_s:.0},{:.3},{:.3},{:.3}",
                 if deep { "random" } else { "latest" },

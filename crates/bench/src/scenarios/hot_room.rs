@@ -534,7 +534,6 @@ async fn coordinate(common: &Common, args: &HotRoomArgs) -> anyhow::Result<bool>
     };
     let path = endpoint.path_or(&default_path).to_owned();
     let room_size = args.conns + args.publishers;
-    let label = common.label.clone().unwrap_or_else(|| "bavard".into());
     println!(
         "hot room: {} receivers + {} publishers on {}{path} ({} thread(s)), payload >= {} bytes",
         args.conns, args.publishers, common.url, args.threads, args.payload_bytes
@@ -596,8 +595,8 @@ async fn coordinate(common: &Common, args: &HotRoomArgs) -> anyhow::Result<bool>
         let result = step(common, args, &shared, &shards, rate, room_size, &mut generation).await?;
         if let Some(csv) = &common.csv {
             let row = format!(
-                "{label},{},{:.0},{:.3},{:.3},{}",
-                result.rate, result.deliveries_per_s, result.p50_ms, result.p99_ms, result.loss
+                "{},{},{:.0},{:.3},{:.3},{}",
+                common.label, result.rate, result.deliveries_per_s, result.p50_ms, result.p99_ms, result.loss
             );
             stats::append_csv(csv, CSV_HEADER, &row)?;
         }

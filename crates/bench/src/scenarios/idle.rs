@@ -187,7 +187,7 @@ async fn measure(common: &Common, args: &IdleArgs) -> anyhow::Result<bool> {
         println!("server RSS unknown (no --server-pid)");
     }
     if let Some(csv) = &common.csv {
-        let label = common.label.as_deref().unwrap_or("bavard");
+        let label = &common.label;
         let row = format!(
             "{label},{:?},{opened},{handshakes_per_s:.0},{:.3},{}",
             args.protocol,

@@ -256,7 +256,7 @@ async fn measure(common: &Common, args: &ManyRoomsArgs) -> anyhow::Result<bool> 
         usage.per_million(arrived, "deliveries")
     );
     if let Some(csv) = &common.csv {
-        let label = common.label.as_deref().unwrap_or("bavard");
+        let label = &common.label;
         let row = format!(
             "{label},{},{},{},{deliveries_per_s:.0},{:.3},{:.3},{:.3},{loss}",
             args.conns,

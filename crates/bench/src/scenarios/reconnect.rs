@@ -234,7 +234,7 @@ async fn measure(common: &Common, args: &ReconnectArgs) -> anyhow::Result<bool> 
         usage.per_million(args.clients as u64, "rejoins")
     );
     if let Some(csv) = &common.csv {
-        let label = common.label.as_deref().unwrap_or("bavard");
+        let label = &common.label;
         let row = format!(
             "{label},{},{},{all_recovered_s:.3},{:.3},{:.3},{retries},{failed}",
             args.clients,
