@@ -458,6 +458,7 @@ mod tests {
         socket.feed(Message::Text("a".into())).await.unwrap();
         socket.feed(Message::Text("x".repeat(300).into())).await.unwrap();
         socket.flush().await.unwrap();
+        assert_eq!(socket.out.capacity(), 0, "a flushed socket keeps no write buffer");
         client.write_all(&client_frame(true, 9, b"hi")).await.unwrap();
         assert_eq!(next(&mut socket).await.unwrap(), Message::Ping(bytes::Bytes::from_static(b"hi")));
         let mut expected = vec![0x81, 1, b'a', 0x81, 126, 1, 44];
@@ -470,39 +471,44 @@ mod tests {
 
     #[tokio::test]
     async fn rejects_what_rfc_6455_forbids() {
+        fn kind(error: &Error) -> &'static str {
+            match error {
+                Error::Protocol(_) => "protocol",
+                Error::Utf8(_) => "utf8",
+                Error::Capacity(_) => "capacity",
+                _ => "other",
+            }
+        }
+        let unmasked = {
+            let mut frame = client_frame(true, 1, b"x");
+            frame[1] &= 0x7f;
+            frame.truncate(2);
+            frame.push(b'x');
+            frame
+        };
+        let reserved_bit = {
+            let mut frame = client_frame(true, 1, b"x");
+            frame[0] |= 0x40;
+            frame
+        };
         let cases: Vec<(Vec<u8>, &str)> = vec![
-            (
-                {
-                    let mut frame = client_frame(true, 1, b"x");
-                    frame[1] &= 0x7f;
-                    frame.truncate(2);
-                    frame.push(b'x');
-                    frame
-                },
-                "unmasked",
-            ),
-            (
-                {
-                    let mut frame = client_frame(true, 1, b"x");
-                    frame[0] |= 0x40;
-                    frame
-                },
-                "reserved",
-            ),
-            (client_frame(false, 9, b"x"), "fragmented control"),
-            (client_frame(true, 0, b"x"), "continuation"),
-            (client_frame(true, 3, b"x"), "reserved"),
-            (client_frame(true, 1, &[0xff, 0xfe]), "utf"),
-            (client_frame(true, 8, &[0x03]), "close"),
-            (client_frame(true, 8, &[0x03, 0xed]), "close"),
-            (client_frame(true, 1, &[b'x'; 2000]), "too long"),
+            (unmasked, "protocol"),
+            (reserved_bit, "protocol"),
+            (client_frame(false, 9, b"x"), "protocol"), // fragmented control frame
+            (client_frame(true, 9, &[b'x'; 126]), "protocol"), // control frame over 125 bytes
+            (client_frame(true, 0, b"x"), "protocol"),  // continuation with nothing to continue
+            (client_frame(true, 3, b"x"), "protocol"),  // reserved opcode
+            (client_frame(true, 8, &[0x03]), "protocol"), // close payload of one byte
+            (client_frame(true, 8, &[0x03, 0xed]), "protocol"), // close code 1005 may not be sent
+            (client_frame(true, 1, &[0xff, 0xfe]), "utf8"),
+            (client_frame(false, 1, &[b'o', b'k', 0xff]), "utf8"), // fails at the first fragment
+            (client_frame(true, 1, &[b'x'; 2000]), "capacity"),
         ];
-        for (bytes, what) in cases {
+        for (bytes, expected) in cases {
             let (mut socket, mut client) = pair(1024);
             client.write_all(&bytes).await.unwrap();
-            let error = next(&mut socket).await.expect_err(what);
-            let text = error.to_string().to_lowercase();
-            assert!(!text.is_empty(), "{what}: {error}");
+            let error = next(&mut socket).await.expect_err(expected);
+            assert_eq!(kind(&error), expected, "{bytes:02x?}: {error}");
         }
     }
 

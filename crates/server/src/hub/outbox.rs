@@ -1,9 +1,10 @@
 //! A connection's bounded outbound queue of encoded frames.
 //!
 //! The hub pushes (one lock per member per batch of messages); the session takes
-//! everything queued at once and writes it with one flush. An idle outbox holds no
-//! heap memory: the queue allocates when frames arrive, and a drained queue gives back
-//! anything larger than a small working size.
+//! everything queued at once, in one swap, and writes it with one flush. An idle
+//! outbox holds no heap memory: the queue allocates when frames arrive, its buffer
+//! moves to the session with the frames, and the session drops it once they are
+//! written (one allocation per batch, against a write syscall per batch).
 
 use std::{
     collections::VecDeque,
@@ -14,9 +15,6 @@ use tokio::sync::Notify;
 
 /// An encoded text frame. Cloning shares the bytes: one encoding serves every member.
 pub type Frame = tungstenite::Utf8Bytes;
-
-/// Capacity a drained queue may keep for the next burst.
-const KEPT_CAPACITY: usize = 64;
 
 /// A bounded queue of frames owed to one connection.
 ///
@@ -88,7 +86,8 @@ impl Outbox {
         true
     }
 
-    /// Moves every queued frame to the back of `into` (which the caller reuses).
+    /// Moves every queued frame to the back of `into` (its buffer too, when `into` is
+    /// empty: the queue is then left without one).
     pub fn take(&self, into: &mut VecDeque<Frame>) -> Taken {
         let mut queue = self.lock();
         if queue.overflowed {
@@ -97,14 +96,11 @@ impl Outbox {
         if queue.frames.is_empty() {
             return Taken::Empty;
         }
-        if into.is_empty() && into.capacity() <= KEPT_CAPACITY {
-            // Swap buffers: no copy, and the session's spare buffer becomes the queue.
+        if into.is_empty() {
             std::mem::swap(into, &mut queue.frames);
-        } else {
-            into.extend(queue.frames.drain(..));
-        }
-        if queue.frames.capacity() > KEPT_CAPACITY {
             queue.frames = VecDeque::new();
+        } else {
+            into.append(&mut queue.frames);
         }
         Taken::Frames
     }
@@ -137,6 +133,7 @@ mod tests {
         let mut taken = VecDeque::new();
         assert!(matches!(outbox.take(&mut taken), Taken::Frames));
         assert_eq!(taken.iter().map(|f| f.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(outbox.lock().frames.capacity(), 0, "the buffer left with the frames");
         assert!(matches!(outbox.take(&mut taken), Taken::Empty));
     }
 

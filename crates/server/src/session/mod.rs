@@ -209,7 +209,7 @@ struct Session<S> {
     unflushed: bool,
     /// Sends waiting for their commit, in order.
     pending: PendingSends,
-    /// Frames taken from the outbox, being written; kept to reuse its allocation.
+    /// Frames taken from the outbox, being written.
     outgoing: VecDeque<Frame>,
     shutdown: CancellationToken,
 }
@@ -309,7 +309,7 @@ where
             let result = tokio::select! {
                 _ = &mut shutting_down => Err(Box::pin(self.shutting_down(plain)).await),
                 _ = me.outbox.changed() => Ok(()),
-                Some(sent) = self.pending.next(), if !self.pending.is_empty() => Box::pin(self.json_sent(sent)).await,
+                Some(sent) = self.pending.next() => Box::pin(self.json_sent(sent)).await,
                 incoming = self.socket.next(), if room_for_more && !throttled => match incoming {
                     // Boxed: requests are rarer than deliveries, and their futures are large;
                     // inlined, they would make every idle connection's task that large.
@@ -346,6 +346,8 @@ where
             while let Some(frame) = outgoing.pop_front() {
                 socket.feed(WsMessage::Text(frame)).await?;
             }
+            // The buffer came from the outbox with the frames; an idle session keeps none.
+            *outgoing = VecDeque::new();
             socket.flush().await
         };
         self.unflushed = false;
@@ -417,7 +419,7 @@ where
         let close = async {
             let sent = match end.close_frame() {
                 Some(frame) => self.socket.send(WsMessage::Close(Some(frame))).await,
-                // Lets tungstenite answer a client's close frame.
+                // Sends the reply to a client's close frame, queued when it was read.
                 None => self.socket.flush().await,
             };
             if sent.is_ok() {
