@@ -347,6 +347,10 @@ where
                     return Poll::Ready(Some(Err(ProtocolError::ResetWithoutClosingHandshake.into())));
                 }
             }
+            // Drop what is parsed before appending: a client that streams frames may
+            // never leave the buffer empty, and it must not grow with the stream.
+            this.inbuf.drain(..this.parsed);
+            this.parsed = 0;
             this.inbuf.extend_from_slice(read.filled());
         }
     }
@@ -528,6 +532,21 @@ mod tests {
         }
         let unsent = reading.await.unwrap();
         assert!(unsent < WRITE_HIGH_WATER + 200, "{unsent} bytes of pongs queued");
+    }
+
+    #[tokio::test]
+    async fn a_stream_of_frames_split_across_reads_keeps_the_read_buffer_small() {
+        let (mut socket, mut client) = pair(1024);
+        // 17-byte frames: 4 KiB reads end in the middle of one, every time.
+        let frame = client_frame(true, 1, b"hello world");
+        let stream: Vec<u8> = std::iter::repeat_n(frame, 10_000).flatten().collect();
+        client.write_all(&stream).await.unwrap();
+        let mut largest = 0;
+        for _ in 0..10_000 {
+            assert_eq!(next(&mut socket).await.unwrap(), Message::Text("hello world".into()));
+            largest = largest.max(socket.inbuf.len());
+        }
+        assert!(largest <= READ_CHUNK + 17, "the read buffer grew to {largest} bytes");
     }
 
     #[tokio::test]
