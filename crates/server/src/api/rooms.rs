@@ -54,7 +54,7 @@ pub async fn list(State(state): State<AppState>, Query(query): Query<RoomsQuery>
             let rooms = rooms
                 .into_iter()
                 .map(|summary| RoomEntry {
-                    online: state.hub.members(&summary.room).len(),
+                    online: state.hub.online_count(&summary.room),
                     room: summary.room,
                     last_seq: summary.last_seq,
                     last_ts: summary.last_ts,

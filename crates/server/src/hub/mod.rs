@@ -252,9 +252,9 @@ impl Hub {
         Ok(self.store.page(room.clone(), query).await?)
     }
 
-    /// Users online in `room`.
-    pub fn members(&self, room: &RoomName) -> Vec<User> {
-        self.room(room).map(|room| room.online()).unwrap_or_default()
+    /// How many users are online in `room`.
+    pub fn online_count(&self, room: &RoomName) -> usize {
+        self.room(room).map_or(0, |room| room.online_count())
     }
 
     /// How many connections are subscribed to some room, summed over rooms.

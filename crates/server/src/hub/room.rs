@@ -153,8 +153,8 @@ impl Room {
         self.lock().members.len()
     }
 
-    pub(super) fn online(&self) -> Vec<User> {
-        self.lock().online_users()
+    pub(super) fn online_count(&self) -> usize {
+        self.lock().online.len()
     }
 
     /// Sends a `typing` event to the other users' JSON connections, throttled per user.
