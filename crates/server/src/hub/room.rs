@@ -170,3 +170,57 @@ impl Room {
         state.broadcast(&frame, |m| m.protocol == Protocol::Json && m.user.id != user.id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use bavard_protocol::Timestamp;
+
+    use super::*;
+    use crate::hub::{Outbox, Taken};
+
+    fn member(session: SessionId, protocol: Protocol) -> Arc<Subscriber> {
+        let user = User { id: format!("g_u{session}"), name: format!("u{session}") };
+        Arc::new(Subscriber { session, user, protocol, outbox: Outbox::new(16) })
+    }
+
+    fn taken(subscriber: &Subscriber) -> VecDeque<Frame> {
+        let mut frames = VecDeque::new();
+        assert!(matches!(subscriber.outbox.take(&mut frames), Taken::Frames));
+        frames
+    }
+
+    #[test]
+    fn a_message_is_encoded_once_per_protocol_and_its_bytes_shared_by_every_member() {
+        let room = Room::new(RoomName::new("shared").unwrap());
+        let members: Vec<_> = [Protocol::Json, Protocol::Json, Protocol::Plain, Protocol::Plain]
+            .into_iter()
+            .enumerate()
+            .map(|(i, protocol)| member(i as SessionId + 1, protocol))
+            .collect();
+        for subscriber in &members {
+            room.add(subscriber).unwrap();
+        }
+        for subscriber in &members {
+            // Drop the presence events: only the message matters here.
+            let _ = subscriber.outbox.take(&mut VecDeque::new());
+        }
+        let message = Message {
+            room: RoomName::new("shared").unwrap(),
+            seq: 1,
+            ts: Timestamp(0),
+            from: members[0].user.clone(),
+            text: "hello".into(),
+            key: None,
+            reply_to: None,
+        };
+        room.deliver(&[&message]);
+        let frames: Vec<Frame> = members.iter().map(|m| taken(m).pop_front().unwrap()).collect();
+        assert_eq!(frames[2].as_str(), "Message reçu : hello");
+        assert!(frames[0].as_str().starts_with(r#"{"type":"message""#));
+        // Same protocol, same bytes in memory: one encoding, shared.
+        assert_eq!(frames[0].as_str().as_ptr(), frames[1].as_str().as_ptr());
+        assert_eq!(frames[2].as_str().as_ptr(), frames[3].as_str().as_ptr());
+    }
+}
