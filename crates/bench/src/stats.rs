@@ -43,6 +43,12 @@ pub fn quantile_ms(histogram: &Histogram<u64>, q: f64) -> f64 {
     }
 }
 
+/// `p50,p99,p999` in milliseconds, for a CSV row.
+pub fn p50_p99_p999_csv(histogram: &Histogram<u64>) -> String {
+    let [p50, p99, p999] = [0.5, 0.99, 0.999].map(|q| quantile_ms(histogram, q));
+    format!("{p50:.3},{p99:.3},{p999:.3}")
+}
+
 /// `p50 a ms, p99 b ms, p999 c ms, max d ms` for a histogram in microseconds.
 pub fn summary(histogram: &Histogram<u64>) -> String {
     format!(

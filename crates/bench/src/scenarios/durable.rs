@@ -117,12 +117,10 @@ async fn measure(common: &Common, args: &DurableArgs) -> anyhow::Result<DurableR
     if let Some(csv) = &common.csv {
         let label = &common.label;
         let row = format!(
-            "{label},{},{},{acked_per_s:.0},{:.3},{:.3},{:.3},{errors}",
+            "{label},{},{},{acked_per_s:.0},{},{errors}",
             args.senders,
             args.in_flight,
-            stats::quantile_ms(&histogram, 0.5),
-            stats::quantile_ms(&histogram, 0.99),
-            stats::quantile_ms(&histogram, 0.999)
+            stats::p50_p99_p999_csv(&histogram)
         );
         stats::append_csv(csv, CSV_HEADER, &row)?;
     }

@@ -219,11 +219,9 @@ async fn measure(common: &Common, args: &HistoryArgs) -> anyhow::Result<bool> {
         if let Some(csv) = &common.csv {
             let label = &common.label;
             let row = format!(
-                "{label},{head},{},{per_s:.0},{:.3},{:.3},{:.3}",
+                "{label},{head},{},{per_s:.0},{}",
                 if deep { "random" } else { "latest" },
-                stats::quantile_ms(&histogram, 0.5),
-                stats::quantile_ms(&histogram, 0.99),
-                stats::quantile_ms(&histogram, 0.999)
+                stats::p50_p99_p999_csv(&histogram)
             );
             stats::append_csv(csv, CSV_HEADER, &row)?;
         }

@@ -258,13 +258,11 @@ async fn measure(common: &Common, args: &ManyRoomsArgs) -> anyhow::Result<bool> 
     if let Some(csv) = &common.csv {
         let label = &common.label;
         let row = format!(
-            "{label},{},{},{},{deliveries_per_s:.0},{:.3},{:.3},{:.3},{loss}",
+            "{label},{},{},{},{deliveries_per_s:.0},{},{loss}",
             args.conns,
             args.room_size,
             args.rate,
-            stats::quantile_ms(&histogram, 0.5),
-            stats::quantile_ms(&histogram, 0.99),
-            stats::quantile_ms(&histogram, 0.999)
+            stats::p50_p99_p999_csv(&histogram)
         );
         stats::append_csv(csv, CSV_HEADER, &row)?;
     }
