@@ -80,14 +80,12 @@ impl Resilient {
     /// The next message of any joined room: each once, in seq order per room.
     pub async fn next_message(&mut self) -> Result<Message, ClientError> {
         loop {
-            if self.connection.is_none() {
-                // Reconnecting may recover missed messages into the inbox.
-                self.connected().await?;
-            }
+            // Connecting first: a reconnect may recover missed messages into the inbox.
+            self.connected().await?;
             if let Some(message) = self.inbox.pop_front() {
                 return Ok(message);
             }
-            let connection = self.connected().await?;
+            let connection = self.connection.as_mut().ok_or(ClientError::Protocol("no connection".into()))?;
             match connection.next_event().await {
                 Ok(ServerFrame::Message(message)) => self.accept(message),
                 Ok(_) => {}

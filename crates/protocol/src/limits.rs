@@ -23,10 +23,10 @@ pub mod close_code {
     pub const NORMAL: u16 = 1000;
     /// The server is shutting down; reconnect elsewhere or later.
     pub const GOING_AWAY: u16 = 1001;
-    /// A binary frame on a text protocol.
-    pub const UNSUPPORTED_DATA: u16 = 1003;
     /// The client broke the WebSocket protocol (bad framing, masking, opcodes).
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A binary frame on a text protocol.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
     /// A text frame or close reason that is not valid UTF-8.
     pub const INVALID_DATA: u16 = 1007;
     /// Policy: bad origin, banned, bad or expired token.
