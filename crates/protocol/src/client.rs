@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{ErrorBody, ErrorCode, RoomName, MAX_HISTORY_LIMIT, MAX_KEY_CHARS};
+use crate::{ErrorBody, ErrorCode, RoomName, MAX_HISTORY_LIMIT, MAX_KEY_CHARS, MAX_MEMBERS_LIMIT};
 
 /// A request id chosen by the client: a string or an integer, echoed in the reply.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -73,6 +73,20 @@ pub struct HistoryRequest {
     pub limit: Option<u32>,
 }
 
+/// `members`: page through the users online in a room, in the order they came online.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MembersRequest {
+    /// The room to list.
+    pub room: RoomName,
+    /// Where the previous page ended (its reply's `cursor`, or the `join` reply's
+    /// `members_cursor`); absent for the first page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Page size, at most 1000 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
 /// One operation of protocol v1.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -95,11 +109,13 @@ pub enum Request {
     },
     /// A no-op whose reply proves the connection is alive.
     Ping,
+    /// List who is online in a room, a page at a time.
+    Members(MembersRequest),
 }
 
 impl Request {
     /// The ops this version understands.
-    pub const OPS: [&'static str; 6] = ["join", "leave", "send", "history", "typing", "ping"];
+    pub const OPS: [&'static str; 7] = ["join", "leave", "send", "history", "typing", "ping", "members"];
 
     /// The wire name of this request's op.
     pub fn op(&self) -> &'static str {
@@ -110,6 +126,7 @@ impl Request {
             Self::History(_) => "history",
             Self::Typing { .. } => "typing",
             Self::Ping => "ping",
+            Self::Members(_) => "members",
         }
     }
 
@@ -141,6 +158,9 @@ impl Request {
                 if *limit > MAX_HISTORY_LIMIT =>
             {
                 bad(format!("limit must be at most {MAX_HISTORY_LIMIT}"))
+            }
+            Self::Members(MembersRequest { limit: Some(limit), .. }) if *limit == 0 || *limit > MAX_MEMBERS_LIMIT => {
+                bad(format!("limit must be 1 to {MAX_MEMBERS_LIMIT}"))
             }
             _ => Ok(()),
         }
@@ -282,5 +302,9 @@ mod tests {
         assert!(send("a", Some(&"k".repeat(65))).validate(2).is_err());
         let history = ClientFrame::parse(r#"{"op":"history","room":"r","limit":201}"#).unwrap();
         assert!(history.request.validate(10).is_err());
+        let members = ClientFrame::parse(r#"{"op":"members","room":"r","cursor":"7","limit":1000}"#).unwrap();
+        assert!(members.request.validate(10).is_ok());
+        let members = ClientFrame::parse(r#"{"op":"members","room":"r","limit":1001}"#).unwrap();
+        assert_eq!(members.request.validate(10).unwrap_err().code, ErrorCode::BadRequest);
     }
 }

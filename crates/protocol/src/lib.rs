@@ -13,13 +13,15 @@ mod room;
 mod server;
 mod timestamp;
 
-pub use client::{ClientFrame, HistoryRequest, JoinRequest, ParseError, Request, RequestId, SendRequest};
+pub use client::{
+    ClientFrame, HistoryRequest, JoinRequest, MembersRequest, ParseError, Request, RequestId, SendRequest,
+};
 pub use error::{ErrorBody, ErrorCode};
-pub use limits::{close_code, Limits, MAX_HISTORY_LIMIT, MAX_KEY_CHARS};
+pub use limits::{close_code, Limits, JOIN_REPLY_MEMBERS, MAX_HISTORY_LIMIT, MAX_KEY_CHARS, MAX_MEMBERS_LIMIT};
 pub use room::{RoomName, RoomNameError, MAX_ROOM_NAME_CHARS};
 pub use server::{
-    encode_error, encode_ok_reply, Empty, HistoryReply, JoinReply, Message, PresenceEvent, ReplyFrame, SendReply,
-    ServerFrame, TypingEvent, User, Welcome,
+    encode_error, encode_ok_reply, Empty, HistoryReply, JoinReply, MembersReply, Message, OccupancyEvent,
+    PresenceEvent, ReplyFrame, SendReply, ServerFrame, TypingEvent, User, Welcome,
 };
 pub use timestamp::Timestamp;
 

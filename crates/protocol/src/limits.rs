@@ -8,6 +8,12 @@ pub const MAX_KEY_CHARS: usize = 64;
 /// The largest `limit` accepted by `history`.
 pub const MAX_HISTORY_LIMIT: u32 = 200;
 
+/// The largest `limit` accepted by `members`.
+pub const MAX_MEMBERS_LIMIT: u32 = 1000;
+
+/// The most members a `join` reply lists; `members` pages through the rest.
+pub const JOIN_REPLY_MEMBERS: usize = 100;
+
 /// The limits a connection must respect, announced in `welcome`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {

@@ -62,6 +62,19 @@ pub struct PresenceEvent {
     /// Users no longer present.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub left: Vec<User>,
+    /// How many users are online in the room after this change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_count: Option<usize>,
+}
+
+/// How many users are online in a room too large for per-user `presence` events: sent
+/// at most once per second, when the count changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OccupancyEvent {
+    /// The room.
+    pub room: RoomName,
+    /// How many users are online in it.
+    pub member_count: usize,
 }
 
 /// Someone is typing in a room.
@@ -80,8 +93,16 @@ pub struct JoinReply {
     pub room: RoomName,
     /// The last seq in the room when the subscription started; live events follow it.
     pub seq: u64,
-    /// Users online in the room.
+    /// How many users are online in the room (this one included).
+    #[serde(default)]
+    pub member_count: usize,
+    /// The first users online in the room, in the order they came online: at most 100
+    /// ([`crate::JOIN_REPLY_MEMBERS`]); page through the rest with `members`.
     pub members: Vec<User>,
+    /// Present when more members than `members` lists are online: the `cursor` to pass
+    /// to `members` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members_cursor: Option<String>,
     /// Recovered or latest messages, oldest first.
     pub messages: Vec<Message>,
     /// With `since`: whether `messages` is the whole gap (if not, page the rest with `history`).
@@ -110,6 +131,20 @@ pub struct HistoryReply {
     pub messages: Vec<Message>,
     /// Whether more messages exist beyond this page in the direction of paging.
     pub has_more: bool,
+}
+
+/// The result of a successful `members`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersReply {
+    /// The room listed.
+    pub room: RoomName,
+    /// How many users are online in the room.
+    pub member_count: usize,
+    /// This page of users, in the order they came online.
+    pub members: Vec<User>,
+    /// Present when more members follow: pass it as `cursor` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// A `reply` as a client reads it: the `ok` flag, the error, or the result fields.
@@ -153,6 +188,8 @@ pub enum ServerFrame {
     Presence(PresenceEvent),
     /// Someone types in a joined room.
     Typing(TypingEvent),
+    /// How many users are online in a large joined room.
+    Occupancy(OccupancyEvent),
     /// The server is shutting down; the connection closes with 1001 next.
     Closing {
         /// Why, for humans.
@@ -165,7 +202,8 @@ pub enum ServerFrame {
 
 impl ServerFrame {
     /// The `type` of every frame this version of the protocol defines.
-    pub const TYPES: [&'static str; 7] = ["welcome", "reply", "error", "message", "presence", "typing", "closing"];
+    pub const TYPES: [&'static str; 8] =
+        ["welcome", "reply", "error", "message", "presence", "typing", "occupancy", "closing"];
 
     /// The wire `type` of this frame (`unknown` for a frame from a newer server).
     pub fn type_name(&self) -> &'static str {
@@ -176,6 +214,7 @@ impl ServerFrame {
             Self::Message(_) => "message",
             Self::Presence(_) => "presence",
             Self::Typing(_) => "typing",
+            Self::Occupancy(_) => "occupancy",
             Self::Closing { .. } => "closing",
             Self::Unknown => "unknown",
         }

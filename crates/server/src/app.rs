@@ -86,7 +86,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     );
     let hub = Arc::new(Hub::new(
         Arc::clone(&store),
-        HubSettings { recovery_limit: config.recovery_limit, typing_interval: std::time::Duration::from_secs(2) },
+        HubSettings {
+            recovery_limit: config.recovery_limit,
+            typing_interval: std::time::Duration::from_secs(2),
+            presence_max_members: config.presence_events_max_members,
+        },
     ));
     let dispatcher = tokio::spawn({
         let hub = Arc::clone(&hub);
@@ -94,6 +98,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     });
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    tracker.spawn({
+        let (hub, stop) = (Arc::clone(&hub), shutdown.clone());
+        async move { hub.run_occupancy(stop).await }
+    });
     let state = AppState {
         hub,
         sessions: Arc::new(SessionSettings {

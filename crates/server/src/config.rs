@@ -102,6 +102,12 @@ pub struct ServeConfig {
     #[arg(long, env = "BAVARD_RECOVERY_LIMIT", default_value_t = 1000)]
     pub recovery_limit: u32,
 
+    /// Rooms with more users online than this get an `occupancy` event (the count, at
+    /// most once per second) instead of a `presence` event per arrival and departure,
+    /// and no `typing` events: per-user events would cost every member a frame per join.
+    #[arg(long, env = "BAVARD_PRESENCE_EVENTS_MAX_MEMBERS", default_value_t = 1000)]
+    pub presence_events_max_members: usize,
+
     /// Frames a connection may send per second, on average (0: no limit).
     #[arg(long, env = "BAVARD_RATE_PER_SECOND", default_value_t = 20.0)]
     pub rate_per_second: f64,

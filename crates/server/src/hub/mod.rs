@@ -7,6 +7,10 @@
 //! rather than skipped. Joining a room is ordered against that stream through a store
 //! barrier, so a join's reply and the live events that follow it meet without a gap
 //! or an overlap.
+//!
+//! Joining and leaving cost the same in a room of ten or of ten thousand (see
+//! `room.rs`): large rooms report their count in `occupancy` events, which
+//! [`Hub::run_occupancy`] sends at most once per second per room.
 
 mod outbox;
 mod room;
@@ -15,16 +19,16 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, RwLock,
+        Arc, Mutex, RwLock,
     },
     time::Duration,
 };
 
-use bavard_protocol::{JoinReply, Message, RoomName, SendRequest, User};
+use bavard_protocol::{JoinReply, MembersReply, Message, RoomName, SendRequest, User, JOIN_REPLY_MEMBERS};
 use tokio::sync::mpsc;
 
 pub use outbox::{Frame, Outbox, Taken};
-use room::Room;
+use room::{CountChange, Room};
 
 use crate::store::{CommitEvent, MessageStore, NewMessage, Page, PageQuery, PendingAppend, StoreError};
 
@@ -60,7 +64,13 @@ pub struct HubSettings {
     pub recovery_limit: u32,
     /// The shortest interval between two `typing` events of one user in one room.
     pub typing_interval: Duration,
+    /// Rooms with more users online than this get `occupancy` counts instead of
+    /// per-user `presence` events, and no `typing` events.
+    pub presence_max_members: usize,
 }
+
+/// How often large rooms announce their member count (when it changed).
+pub const OCCUPANCY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why a hub operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,16 +78,12 @@ pub enum HubError {
     /// The session has not joined the room.
     #[error("you are not a member of room {0}: join it first")]
     NotMember(RoomName),
+    /// A `members` cursor this server did not hand out.
+    #[error("invalid cursor {0:?}: pass the cursor of the previous page, or none for the first")]
+    BadCursor(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// The result of [`Hub::join`] before its messages are read.
-#[derive(Debug)]
-struct Joined {
-    last_seq: u64,
-    members: Vec<User>,
 }
 
 /// Rooms and their members; see the module docs.
@@ -88,12 +94,20 @@ pub struct Hub {
     store: Arc<dyn MessageStore>,
     settings: HubSettings,
     next_session: AtomicU64,
+    /// Large rooms whose member count changed since the last occupancy round.
+    occupancy_due: Mutex<Vec<Arc<Room>>>,
 }
 
 impl Hub {
     /// A hub over `store`.
     pub fn new(store: Arc<dyn MessageStore>, settings: HubSettings) -> Self {
-        Self { rooms: RwLock::new(HashMap::new()), store, settings, next_session: AtomicU64::new(1) }
+        Self {
+            rooms: RwLock::new(HashMap::new()),
+            store,
+            settings,
+            next_session: AtomicU64::new(1),
+            occupancy_due: Mutex::new(Vec::new()),
+        }
     }
 
     /// The store behind the hub.
@@ -115,7 +129,8 @@ impl Hub {
                 CommitEvent::Barrier { room, last_seq, done } => {
                     let room = {
                         let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
-                        Arc::clone(rooms.entry(room.clone()).or_insert_with(|| Arc::new(Room::new(room))))
+                        let presence_max = self.settings.presence_max_members;
+                        Arc::clone(rooms.entry(room.clone()).or_insert_with(|| Arc::new(Room::new(room, presence_max))))
                     };
                     room.catch_up_to(last_seq);
                     let _joiner_gone = done.send(());
@@ -152,13 +167,14 @@ impl Hub {
         since: Option<u64>,
         limit: u32,
     ) -> Result<JoinReply, HubError> {
-        let joined = self.subscribe(subscriber, room).await?;
+        let joined = self.subscribe(subscriber, room, JOIN_REPLY_MEMBERS).await?;
+        let last_seq = joined.last_seq;
         let (query, recovery) = match since {
             Some(since) => {
                 let limit = self.settings.recovery_limit;
-                (PageQuery::After { after: since, before: Some(joined.last_seq + 1), limit }, true)
+                (PageQuery::After { after: since, before: Some(last_seq + 1), limit }, true)
             }
-            None => (PageQuery::Before { before: Some(joined.last_seq + 1), limit }, false),
+            None => (PageQuery::Before { before: Some(last_seq + 1), limit }, false),
         };
         let page = if query_is_empty(query) {
             Page { messages: Vec::new(), has_more: false }
@@ -167,15 +183,28 @@ impl Hub {
         };
         Ok(JoinReply {
             room: room.clone(),
-            seq: joined.last_seq,
+            seq: last_seq,
+            member_count: joined.member_count,
             members: joined.members,
+            members_cursor: joined.cursor.map(|arrival| arrival.to_string()),
             messages: page.messages,
             recovered: recovery.then_some(!page.has_more),
         })
     }
 
+    /// Subscribes `subscriber` to `room` with nothing to reply (the plain-text protocol
+    /// has no join reply).
+    pub async fn enter(&self, subscriber: &Arc<Subscriber>, room: &RoomName) -> Result<(), HubError> {
+        self.subscribe(subscriber, room, 0).await.map(drop)
+    }
+
     /// Adds the subscriber to the room once the room is in step with the commit stream.
-    async fn subscribe(&self, subscriber: &Arc<Subscriber>, name: &RoomName) -> Result<Joined, HubError> {
+    async fn subscribe(
+        &self,
+        subscriber: &Arc<Subscriber>,
+        name: &RoomName,
+        listed: usize,
+    ) -> Result<room::Snapshot, HubError> {
         loop {
             let room = match self.room(name) {
                 Some(room) => room,
@@ -184,33 +213,80 @@ impl Hub {
                     continue;
                 }
             };
-            if let Some((last_seq, members)) = room.add(subscriber) {
-                return Ok(Joined { last_seq, members });
+            if let Some((snapshot, change)) = room.add(subscriber, listed) {
+                self.count_changed(&room, change);
+                return Ok(snapshot);
             }
             // The room emptied and was dropped between the lookup and the add: retry.
         }
     }
 
+    fn count_changed(&self, room: &Arc<Room>, change: CountChange) {
+        if change == CountChange::Announce {
+            self.occupancy_due.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::clone(room));
+        }
+    }
+
+    /// Announces, every [`OCCUPANCY_INTERVAL`] until `stop` fires, the member count of
+    /// each large room whose count changed.
+    pub async fn run_occupancy(&self, stop: tokio_util::sync::CancellationToken) {
+        let mut ticks = tokio::time::interval(OCCUPANCY_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = ticks.tick() => self.announce_occupancy(),
+            }
+        }
+    }
+
+    /// One occupancy round (see [`Hub::run_occupancy`]).
+    pub fn announce_occupancy(&self) {
+        let due = std::mem::take(&mut *self.occupancy_due.lock().unwrap_or_else(|p| p.into_inner()));
+        for room in due {
+            room.announce_occupancy();
+        }
+    }
+
     /// Unsubscribes the session from `room`; false when it was not a member.
-    pub fn leave(&self, session: SessionId, name: &RoomName) -> bool {
+    pub fn leave(&self, subscriber: &Subscriber, name: &RoomName) -> bool {
         let Some(room) = self.room(name) else { return false };
-        let left = room.remove(session, false);
+        let left = room.remove(subscriber, false);
+        if let Some(change) = &left {
+            self.count_changed(&room, *change);
+        }
         if room.is_empty() {
             self.drop_room(name, &room);
         }
-        left
+        left.is_some()
     }
 
     /// Removes the session from every room in `rooms`, telling the others it left.
-    pub fn disconnect(&self, session: SessionId, rooms: impl IntoIterator<Item = RoomName>) {
+    pub fn disconnect(&self, subscriber: &Subscriber, rooms: impl IntoIterator<Item = RoomName>) {
         for name in rooms {
             if let Some(room) = self.room(&name) {
-                room.remove(session, true);
+                if let Some(change) = room.remove(subscriber, true) {
+                    self.count_changed(&room, change);
+                }
                 if room.is_empty() {
                     self.drop_room(&name, &room);
                 }
             }
         }
+    }
+
+    /// A page of the users online in `room`, in the order they came online, after
+    /// `cursor` (a cursor from an earlier page or join reply).
+    pub fn members(&self, name: &RoomName, cursor: Option<&str>, limit: usize) -> Result<MembersReply, HubError> {
+        let after = match cursor {
+            None => None,
+            Some(text) => Some(text.parse::<u64>().map_err(|_| HubError::BadCursor(text.to_owned()))?),
+        };
+        let (members, member_count, next) = match self.room(name) {
+            Some(room) => room.members(after, limit),
+            None => (Vec::new(), 0, None),
+        };
+        Ok(MembersReply { room: name.clone(), member_count, members, cursor: next.map(|n| n.to_string()) })
     }
 
     fn drop_room(&self, name: &RoomName, room: &Arc<Room>) {
@@ -224,7 +300,7 @@ impl Hub {
     /// joined the room. The returned future resolves once the message is durable; its
     /// delivery to the room happens through the commit stream either way.
     pub async fn publish(&self, subscriber: &Subscriber, send: SendRequest) -> Result<PendingAppend, HubError> {
-        let member = self.room(&send.room).is_some_and(|room| room.has_member(subscriber.session));
+        let member = self.room(&send.room).is_some_and(|room| room.has_member(subscriber));
         if !member {
             return Err(HubError::NotMember(send.room));
         }
@@ -241,7 +317,7 @@ impl Hub {
     /// Tells the room's other JSON members that the subscriber types, at most once per
     /// typing interval per user and room.
     pub fn typing(&self, subscriber: &Subscriber, name: &RoomName) -> Result<(), HubError> {
-        let room = self.room(name).filter(|room| room.has_member(subscriber.session));
+        let room = self.room(name).filter(|room| room.has_member(subscriber));
         let room = room.ok_or_else(|| HubError::NotMember(name.clone()))?;
         room.typing(&subscriber.user, self.settings.typing_interval);
         Ok(())
@@ -255,12 +331,6 @@ impl Hub {
     /// How many users are online in `room`.
     pub fn online_count(&self, room: &RoomName) -> usize {
         self.room(room).map_or(0, |room| room.online_count())
-    }
-
-    /// How many connections are subscribed to some room, summed over rooms.
-    pub fn subscriptions(&self) -> usize {
-        let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
-        rooms.values().map(|room| room.member_count()).sum()
     }
 }
 

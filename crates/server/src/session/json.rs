@@ -13,6 +13,8 @@ use crate::{hub::HubError, store::PageQuery};
 
 /// How many messages `join` and `history` return when the client names no limit.
 const DEFAULT_PAGE: u32 = 50;
+/// How many members `members` lists when the client names no limit.
+const DEFAULT_MEMBERS_PAGE: usize = 100;
 
 /// The event sent just before closing with 1001.
 pub(super) fn closing_event() -> String {
@@ -22,6 +24,7 @@ pub(super) fn closing_event() -> String {
 fn hub_error(error: HubError) -> ErrorBody {
     match error {
         HubError::NotMember(_) => ErrorBody::new(ErrorCode::Forbidden, error.to_string()),
+        HubError::BadCursor(_) => ErrorBody::new(ErrorCode::BadRequest, error.to_string()),
         HubError::Store(e) => {
             tracing::error!(error = %e, "store failure");
             ErrorBody::new(ErrorCode::Internal, format!("{e}; retry later (with the same key for a send)"))
@@ -62,7 +65,7 @@ where
         match frame.request {
             Request::Join(join) => self.join(id, join).await,
             Request::Leave { room } => {
-                if self.rooms.remove(&room) && self.hub.leave(self.me.session, &room) {
+                if self.rooms.remove(&room) && self.hub.leave(&self.me, &room) {
                     self.reply(id, &Empty {}).await
                 } else {
                     let error = ErrorBody::new(ErrorCode::NotFound, format!("you are not in room {room}"));
@@ -76,6 +79,13 @@ where
                 Err(e) => self.feed_error(id.as_ref(), &hub_error(e)).await,
             },
             Request::Ping => self.reply(id, &Empty {}).await,
+            Request::Members(members) => {
+                let limit = members.limit.map_or(DEFAULT_MEMBERS_PAGE, |limit| limit as usize);
+                match self.hub.members(&members.room, members.cursor.as_deref(), limit) {
+                    Ok(page) => self.reply(id, &page).await,
+                    Err(e) => self.feed_error(id.as_ref(), &hub_error(e)).await,
+                }
+            }
         }
     }
 

@@ -414,7 +414,7 @@ where
         // Long enough for a client that paused reading to get its close frame, short
         // enough that a dead one does not hold its buffers (or a shutdown) for long.
         let linger = if matches!(end, End::Shutdown) { Duration::from_secs(1) } else { Duration::from_secs(5) };
-        self.hub.disconnect(self.me.session, self.rooms.drain());
+        self.hub.disconnect(&self.me, self.rooms.drain());
         tracing::debug!(?end, "session ended");
         let close = async {
             let sent = match end.close_frame() {

@@ -12,8 +12,8 @@ where
     S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
 {
     pub(super) async fn plain_open(&mut self, room: RoomName) -> Result<(), End> {
-        match self.hub.join(&self.me, &room, None, 0).await {
-            Ok(_) => {
+        match self.hub.enter(&self.me, &room).await {
+            Ok(()) => {
                 self.rooms.insert(room);
                 Ok(())
             }
