@@ -1,15 +1,16 @@
 //! The AsyncAPI document (`asyncapi.json`, served at `/asyncapi.json`) must agree with
 //! the Rust types: every example of the `/ws` channel is parsed by them and, for server
 //! frames, re-encoded to the very same JSON; every example also matches its message's
-//! payload schema; and every op and server frame type has at least one example.
+//! payload schema; every op and server frame type has at least one example; and the
+//! page limits the document states are the Rust constants.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use bavard_protocol::{
-    close_code, plain, ClientFrame, Empty, ErrorCode, HistoryReply, JoinReply, Request, SendReply, ServerFrame,
-    ASYNCAPI_JSON,
+    close_code, plain, ClientFrame, Empty, ErrorCode, HistoryReply, JoinReply, MembersReply, Request, SendReply,
+    ServerFrame, ASYNCAPI_JSON, JOIN_REPLY_MEMBERS, MAX_HISTORY_LIMIT, MAX_MEMBERS_LIMIT,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
@@ -139,6 +140,9 @@ fn check_schema(doc: &Value, schema: &Value, value: &Value, path: &str, errors: 
         }
         if schema.get("minItems").and_then(Value::as_u64).is_some_and(|min| (items.len() as u64) < min) {
             errors.push(format!("{path}: fewer items than minItems"));
+        }
+        if schema.get("maxItems").and_then(Value::as_u64).is_some_and(|max| (items.len() as u64) > max) {
+            errors.push(format!("{path}: more items than maxItems"));
         }
     }
     if let Some(Value::Array(choices)) = schema.get("oneOf") {
@@ -339,6 +343,7 @@ fn json_channel_examples_round_trip_through_the_rust_types() {
                                     "join" => check_result::<JoinReply>(&name, &reply.result),
                                     "send" => check_result::<SendReply>(&name, &reply.result),
                                     "history" => check_result::<HistoryReply>(&name, &reply.result),
+                                    "members" => check_result::<MembersReply>(&name, &reply.result),
                                     "leave" | "typing" | "ping" => {
                                         assert!(reply.result.is_empty(), "example {name}: {op} has no result");
                                         assert_eq!(
@@ -473,6 +478,37 @@ fn close_codes_match_the_rust_constants() {
 }
 
 #[test]
+fn page_limits_match_the_rust_constants() {
+    let doc = document();
+    let messages = &doc["components"]["messages"];
+    let history_limit = &doc["components"]["schemas"]["PageLimit"];
+    assert_eq!(history_limit["maximum"], MAX_HISTORY_LIMIT);
+    let members_limit = &messages["members"]["payload"]["properties"]["limit"];
+    assert_eq!(
+        (&members_limit["minimum"], &members_limit["maximum"]),
+        (&Value::from(1), &Value::from(MAX_MEMBERS_LIMIT))
+    );
+    let join_members = &messages["joinReply"]["payload"]["properties"]["members"];
+    assert_eq!(join_members["maxItems"], JOIN_REPLY_MEMBERS);
+    let page_members = &messages["membersReply"]["payload"]["properties"]["members"];
+    assert_eq!(page_members["maxItems"], MAX_MEMBERS_LIMIT);
+    // A join reply that carries a cursor lists exactly the first JOIN_REPLY_MEMBERS users.
+    let with_cursor: Vec<&Value> = messages["joinReply"]["examples"]
+        .as_array()
+        .expect("joinReply examples")
+        .iter()
+        .map(|example| &example["payload"])
+        .filter(|payload| payload.get("members_cursor").is_some())
+        .collect();
+    assert!(!with_cursor.is_empty(), "no join reply example shows members_cursor");
+    for payload in with_cursor {
+        let listed = payload["members"].as_array().expect("members").len();
+        assert_eq!(listed, JOIN_REPLY_MEMBERS, "a join reply with a cursor lists the first {JOIN_REPLY_MEMBERS}");
+        assert!(payload["member_count"].as_u64().expect("member_count") > listed as u64);
+    }
+}
+
+#[test]
 fn the_checker_rejects_wrong_examples() {
     // Guards the guards: a broken example must fail each layer of the checks above.
     let doc = document();
@@ -498,6 +534,16 @@ fn the_checker_rejects_wrong_examples() {
     let frame: ServerFrame = serde_json::from_value(bad_ts.clone()).expect("accepted on input");
     let written: Value = serde_json::from_str(&frame.to_json()).expect("json");
     assert_ne!(written, bad_ts, "a timestamp without milliseconds must not round-trip");
+
+    let join_reply = &doc["components"]["messages"]["joinReply"];
+    let mut too_many = join_reply["examples"][0]["payload"].clone();
+    too_many["members"] = Value::Array(vec![too_many["members"][0].clone(); JOIN_REPLY_MEMBERS + 1]);
+    let mut errors = Vec::new();
+    check_schema(&doc, &join_reply["payload"], &too_many, "payload", &mut errors);
+    assert!(
+        errors.iter().any(|e| e.contains("maxItems")),
+        "a join reply over 100 members must be reported: {errors:?}"
+    );
 
     assert!(ClientFrame::parse(r#"{"op":"send","room":"general"}"#).is_err());
 }
