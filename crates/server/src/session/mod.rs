@@ -13,7 +13,7 @@ mod rate;
 use std::{collections::VecDeque, future::Future, sync::Arc, task::Poll, time::Duration};
 
 use bavard_protocol::{close_code, encode_error, ErrorBody, Limits, RequestId, RoomName, User};
-use futures_util::{future::BoxFuture, stream::FuturesOrdered, Sink, SinkExt, Stream, StreamExt};
+use futures_util::{future::BoxFuture, stream::FuturesOrdered, FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -184,6 +184,11 @@ impl PendingSends {
         self.len() == 0
     }
 
+    /// The next outcome if it is already known, without waiting.
+    fn ready(&mut self) -> Option<SentOutcome> {
+        self.0.as_mut().filter(|pending| !pending.is_empty())?.next().now_or_never().flatten()
+    }
+
     /// The next outcome in order; never resolves while nothing is pending.
     async fn next(&mut self) -> Option<SentOutcome> {
         match self.0.as_mut() {
@@ -277,6 +282,13 @@ where
         let shutdown = self.shutdown.clone();
         let mut shutting_down = std::pin::pin!(shutdown.cancelled());
         loop {
+            // Acks already known join this turn's flush: a commit resolves a sender's
+            // ack and queues its own message at once, and one write carries both.
+            while let Some(sent) = self.pending.ready() {
+                if let Err(end) = Box::pin(self.json_sent(sent)).await {
+                    return end;
+                }
+            }
             // Everything queued is written, then flushed at once, before waiting again.
             // Writes may swallow the outbox's wakeups, so the loop only waits after
             // finding the outbox empty once the last write is done.

@@ -1,12 +1,16 @@
 //! The embedded SQLite store: one writer thread that group-commits appends (one
 //! transaction, one fsync, per batch) and a small pool of read connections.
 //!
-//! The writer is the single authority on `seq`: it caches each room's last seq and
-//! assigns the next one inside the transaction, so a room's seqs are gap-free and
-//! reported on the commit stream in order. WAL mode lets reads run beside it.
+//! The writer (`writer.rs`) is the single authority on `seq`: it caches each room's
+//! last seq and assigns the next one, so a room's seqs are gap-free and reported on the
+//! commit stream in order. Appends land in an append-ordered journal and move to the
+//! room-ordered `messages` table in bulk; the tail (`tail.rs`) shows readers the
+//! journal's messages meanwhile. WAL mode lets reads run beside the writer.
+
+mod tail;
+mod writer;
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     thread,
@@ -14,18 +18,22 @@ use std::{
 
 use bavard_protocol::{Message, RoomName, Timestamp, User};
 use futures_util::future::BoxFuture;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Appended, CommitEvent, MessageStore, NewMessage, Page, PageQuery, PendingAppend, RoomSummary, StoreError};
+use self::{
+    tail::Tail,
+    writer::{archive_journal, Writer, WriterCommand},
+};
+use super::{CommitEvent, MessageStore, NewMessage, Page, PageQuery, PendingAppend, RoomSummary, StoreError};
 
 /// How many appends may wait for the writer before `append` applies backpressure.
 const WRITER_QUEUE: usize = 16_384;
-/// The most appends one transaction takes.
-const MAX_BATCH: usize = 4_096;
 /// How many idle read connections are kept.
 const READ_POOL: usize = 4;
 
+/// The schema, applied on every start (each statement is idempotent). Version 2 added
+/// the journal.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
     room      TEXT    NOT NULL,
@@ -39,7 +47,18 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (room, seq)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_by_key ON messages (room, user_id, key) WHERE key IS NOT NULL;
-PRAGMA user_version = 1;
+CREATE TABLE IF NOT EXISTS journal (
+    id        INTEGER PRIMARY KEY,
+    room      TEXT    NOT NULL,
+    seq       INTEGER NOT NULL,
+    ts        INTEGER NOT NULL,
+    user_id   TEXT    NOT NULL,
+    user_name TEXT    NOT NULL,
+    text      TEXT    NOT NULL,
+    key       TEXT,
+    reply_to  INTEGER
+);
+PRAGMA user_version = 2;
 ";
 
 impl From<rusqlite::Error> for StoreError {
@@ -48,32 +67,33 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-enum WriterCommand {
-    Append(NewMessage, oneshot::Sender<Result<Appended, StoreError>>),
-    Barrier(RoomName, oneshot::Sender<()>),
-    Close(oneshot::Sender<()>),
-}
-
 /// SQLite-backed [`MessageStore`].
 pub struct SqliteStore {
     writer: mpsc::Sender<WriterCommand>,
     readers: Arc<ReadPool>,
+    tail: Arc<Tail>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and starts the writer thread.
     /// Commits are reported on `commits`.
     pub fn open(path: &Path, commits: mpsc::Sender<CommitEvent>) -> Result<Self, StoreError> {
-        let conn = open_connection(path, false)?;
+        let mut conn = open_connection(path, false)?;
         conn.execute_batch(SCHEMA)?;
+        // A journal left by a crash holds acknowledged messages: archive them first.
+        let recovered = archive_journal(&mut conn)?;
+        if recovered > 0 {
+            tracing::info!(recovered, "archived the journal left by the previous run");
+        }
         let (writer, queue) = mpsc::channel(WRITER_QUEUE);
-        let mut state = Writer { conn, last_seq: HashMap::new(), commits };
+        let tail = Arc::new(Tail::default());
+        let mut state = Writer::new(conn, Arc::clone(&tail), commits);
         thread::Builder::new()
             .name("bavard-sqlite-writer".into())
             .spawn(move || state.run(queue))
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         let readers = Arc::new(ReadPool { path: path.to_owned(), idle: Mutex::new(Vec::new()) });
-        Ok(Self { writer, readers })
+        Ok(Self { writer, readers, tail })
     }
 
     async fn read<T: Send + 'static>(
@@ -89,6 +109,17 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
+    }
+
+    /// A page of history: the tail's part first, then the archive's when the tail does
+    /// not cover the range (see `tail.rs` for why in that order).
+    async fn page_of(&self, room: RoomName, query: PageQuery) -> Result<Page, StoreError> {
+        let recent = self.tail.slice(&room, query);
+        if recent.complete {
+            return Ok(tail::merge(query, Vec::new(), recent.messages));
+        }
+        let stored = self.read(move |conn| read_page(conn, &room, query)).await?;
+        Ok(tail::merge(query, stored, recent.messages))
     }
 }
 
@@ -137,174 +168,6 @@ impl ReadPool {
     }
 }
 
-struct Writer {
-    conn: Connection,
-    /// Each room's last committed seq, loaded on first use.
-    last_seq: HashMap<RoomName, u64>,
-    commits: mpsc::Sender<CommitEvent>,
-}
-
-impl Writer {
-    fn run(&mut self, mut queue: mpsc::Receiver<WriterCommand>) {
-        let mut batch = Vec::with_capacity(64);
-        while let Some(first) = queue.blocking_recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
-                }
-            }
-            let closing = self.process(&mut batch);
-            if let Some(done) = closing {
-                queue.close();
-                // Appends queued behind the close are refused; their senders see `Closed`.
-                let _refused = done.send(());
-                break;
-            }
-        }
-        tracing::debug!("sqlite writer stopped");
-    }
-
-    /// Runs one batch: appends in one transaction, then barriers and close in order.
-    fn process(&mut self, batch: &mut Vec<WriterCommand>) -> Option<oneshot::Sender<()>> {
-        let mut appends = Vec::new();
-        let mut closing = None;
-        for command in batch.drain(..) {
-            match command {
-                WriterCommand::Append(message, reply) => appends.push((message, reply)),
-                WriterCommand::Barrier(room, done) => {
-                    self.commit_appends(std::mem::take(&mut appends));
-                    self.barrier(room, done);
-                }
-                WriterCommand::Close(done) => {
-                    self.commit_appends(std::mem::take(&mut appends));
-                    closing = Some(done);
-                    break;
-                }
-            }
-        }
-        self.commit_appends(appends);
-        closing
-    }
-
-    fn barrier(&mut self, room: RoomName, done: oneshot::Sender<()>) {
-        match self.room_last_seq(&room) {
-            Ok(last_seq) => {
-                let _hub_gone = self.commits.blocking_send(CommitEvent::Barrier { room, last_seq, done });
-            }
-            Err(e) => tracing::error!(error = %e, "cannot read the last seq of room {room}"),
-        }
-    }
-
-    fn room_last_seq(&mut self, room: &RoomName) -> Result<u64, StoreError> {
-        if let Some(seq) = self.last_seq.get(room) {
-            return Ok(*seq);
-        }
-        let seq: i64 = self.conn.query_row(
-            "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room = ?1",
-            [room.as_str()],
-            |row| row.get(0),
-        )?;
-        let seq = seq as u64;
-        self.last_seq.insert(room.clone(), seq);
-        Ok(seq)
-    }
-
-    fn commit_appends(&mut self, appends: Vec<(NewMessage, oneshot::Sender<Result<Appended, StoreError>>)>) {
-        if appends.is_empty() {
-            return;
-        }
-        let ts = Timestamp::now();
-        match self.insert_all(&appends, ts) {
-            Ok(outcomes) => {
-                let committed: Vec<Arc<Message>> = appends
-                    .iter()
-                    .zip(&outcomes)
-                    .filter(|(_, outcome)| !outcome.duplicate)
-                    .map(|((message, _), outcome)| {
-                        Arc::new(Message {
-                            room: message.room.clone(),
-                            seq: outcome.seq,
-                            ts: outcome.ts,
-                            from: message.from.clone(),
-                            text: message.text.clone(),
-                            key: message.key.clone(),
-                            reply_to: message.reply_to,
-                        })
-                    })
-                    .collect();
-                if !committed.is_empty() {
-                    let _hub_gone = self.commits.blocking_send(CommitEvent::Committed(committed));
-                }
-                for ((_, reply), outcome) in appends.into_iter().zip(outcomes) {
-                    let _sender_gone = reply.send(Ok(outcome));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, count = appends.len(), "group commit failed");
-                // The cached seqs may count rows that were rolled back: reload them.
-                self.last_seq.clear();
-                for (_, reply) in appends {
-                    let _sender_gone = reply.send(Err(StoreError::Database(e.to_string())));
-                }
-            }
-        }
-    }
-
-    fn insert_all(
-        &mut self,
-        appends: &[(NewMessage, oneshot::Sender<Result<Appended, StoreError>>)],
-        ts: Timestamp,
-    ) -> Result<Vec<Appended>, StoreError> {
-        for (message, _) in appends {
-            self.room_last_seq(&message.room)?;
-        }
-        // On any error the caller clears `last_seq`, so advancing it in place is safe.
-        let Self { conn, last_seq, .. } = self;
-        let tx = conn.transaction()?;
-        let mut outcomes = Vec::with_capacity(appends.len());
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO messages (room, seq, ts, user_id, user_name, text, key, reply_to)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            let mut by_key =
-                tx.prepare_cached("SELECT seq, ts FROM messages WHERE room = ?1 AND user_id = ?2 AND key = ?3")?;
-            for (message, _) in appends {
-                let last = last_seq.get_mut(&message.room).ok_or(StoreError::Closed)?;
-                let seq = *last + 1;
-                let inserted = insert.execute(params![
-                    message.room.as_str(),
-                    seq as i64,
-                    ts.millis(),
-                    message.from.id,
-                    message.from.name,
-                    message.text,
-                    message.key,
-                    message.reply_to.map(|r| r as i64),
-                ])?;
-                if inserted == 1 {
-                    *last = seq;
-                    outcomes.push(Appended { seq, ts, duplicate: false });
-                    continue;
-                }
-                let original = by_key
-                    .query_row(params![message.room.as_str(), message.from.id, message.key], |row| {
-                        Ok(Appended { seq: row.get::<_, i64>(0)? as u64, ts: Timestamp(row.get(1)?), duplicate: true })
-                    })
-                    .optional()?;
-                let original = original.ok_or_else(|| {
-                    StoreError::Database(format!("seq {seq} of room {} is already taken", message.room))
-                })?;
-                outcomes.push(original);
-            }
-        }
-        tx.commit()?;
-        Ok(outcomes)
-    }
-}
-
 fn row_to_message(room: &RoomName, row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
         room: room.clone(),
@@ -319,7 +182,9 @@ fn row_to_message(room: &RoomName, row: &rusqlite::Row<'_>) -> rusqlite::Result<
 
 const COLUMNS: &str = "seq, ts, user_id, user_name, text, key, reply_to";
 
-fn read_page(conn: &Connection, room: &RoomName, query: PageQuery) -> Result<Page, StoreError> {
+/// The archive's part of a page: at most `limit + 1` messages in the query's range
+/// (the extra one tells whether more exist), oldest first.
+fn read_page(conn: &Connection, room: &RoomName, query: PageQuery) -> Result<Vec<Message>, StoreError> {
     let (sql, low, high, limit, newest_first) = match query {
         PageQuery::Before { before, limit } => (
             format!(
@@ -346,12 +211,10 @@ fn read_page(conn: &Connection, room: &RoomName, query: PageQuery) -> Result<Pag
     let rows = statement
         .query_map(params![room.as_str(), low, high, i64::from(limit) + 1], |row| row_to_message(room, row))?;
     let mut messages = rows.collect::<Result<Vec<_>, _>>()?;
-    let has_more = messages.len() > limit as usize;
-    messages.truncate(limit as usize);
     if newest_first {
         messages.reverse();
     }
-    Ok(Page { messages, has_more })
+    Ok(messages)
 }
 
 impl MessageStore for SqliteStore {
@@ -373,13 +236,15 @@ impl MessageStore for SqliteStore {
     }
 
     fn page(&self, room: RoomName, query: PageQuery) -> BoxFuture<'_, Result<Page, StoreError>> {
-        Box::pin(self.read(move |conn| read_page(conn, &room, query)))
+        Box::pin(self.page_of(room, query))
     }
 
     fn rooms(&self, limit: u32) -> BoxFuture<'_, Result<Vec<RoomSummary>, StoreError>> {
         Box::pin(self.read(move |conn| {
             let mut statement = conn.prepare_cached(
-                "SELECT room, MAX(seq), MAX(ts) FROM messages GROUP BY room ORDER BY MAX(ts) DESC, room LIMIT ?1",
+                "SELECT room, MAX(seq), MAX(ts) FROM
+                   (SELECT room, seq, ts FROM messages UNION ALL SELECT room, seq, ts FROM journal)
+                 GROUP BY room ORDER BY MAX(ts) DESC, room LIMIT ?1",
             )?;
             let rows = statement.query_map([i64::from(limit)], |row| {
                 Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
@@ -417,6 +282,7 @@ impl MessageStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Appended;
 
     fn user(id: &str) -> User {
         User { id: id.into(), name: id.into() }
@@ -461,6 +327,72 @@ mod tests {
         let page = store.page(room, PageQuery::After { after: 1, before: Some(3), limit: 5 }).await.unwrap();
         assert_eq!(page.messages.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["2"]);
         assert!(!page.has_more);
+        store.close().await;
+    }
+
+    fn seqs(page: &Page) -> Vec<u64> {
+        page.messages.iter().map(|m| m.seq).collect()
+    }
+
+    #[tokio::test]
+    async fn a_journal_left_by_a_crash_is_archived_on_the_next_start_and_its_keys_still_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let (commits, _stream) = mpsc::channel(64);
+            let store = SqliteStore::open(&path, commits).unwrap();
+            for i in 1..=3 {
+                append(&store, new_message("a", &format!("a{i}"), Some(&format!("k{i}")))).await;
+                append(&store, new_message("b", &format!("b{i}"), None)).await;
+            }
+            // Read while the messages are only in the journal and the tail.
+            let page = store.page(RoomName::new("a").unwrap(), PageQuery::Before { before: None, limit: 2 }).await;
+            assert_eq!(seqs(&page.unwrap()), [2, 3]);
+            // Dropped without `close`: the writer stops with the journal unarchived.
+        }
+        let journal: i64 =
+            Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM journal", [], |row| row.get(0)).unwrap();
+        assert_eq!(journal, 6, "the acknowledged messages wait in the journal");
+        let (commits, _stream) = mpsc::channel(64);
+        let store = SqliteStore::open(&path, commits).unwrap();
+        let room = RoomName::new("a").unwrap();
+        let page = store.page(room.clone(), PageQuery::After { after: 0, before: None, limit: 10 }).await.unwrap();
+        assert_eq!(page.messages.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["a1", "a2", "a3"]);
+        let again = append(&store, new_message("a", "a2 again", Some("k2"))).await;
+        assert_eq!((again.seq, again.duplicate), (2, true));
+        assert_eq!(append(&store, new_message("a", "a4", None)).await.seq, 4);
+        assert_eq!(append(&store, new_message("b", "b4", None)).await.seq, 4);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn pages_span_the_archive_and_the_journal_without_gaps_or_repeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let (commits, _stream) = mpsc::channel(1024);
+        let store = SqliteStore::open(&path, commits).unwrap();
+        for i in 1..=5 {
+            append(&store, new_message("a", &format!("{i}"), None)).await;
+        }
+        // Idle past the archive delay: 1 to 5 move to the archive.
+        tokio::time::sleep(writer::ARCHIVE_IDLE * 3).await;
+        for i in 6..=9 {
+            append(&store, new_message("a", &format!("{i}"), Some(&format!("k{i}")))).await;
+        }
+        let journal: i64 =
+            Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM journal", [], |row| row.get(0)).unwrap();
+        assert_eq!(journal, 4, "1 to 5 were archived, 6 to 9 wait in the journal");
+        let room = RoomName::new("a").unwrap();
+        let page = store.page(room.clone(), PageQuery::Before { before: None, limit: 6 }).await.unwrap();
+        assert_eq!((seqs(&page), page.has_more), ((4..=9).collect(), true));
+        let page = store.page(room.clone(), PageQuery::After { after: 3, before: Some(8), limit: 3 }).await.unwrap();
+        assert_eq!((seqs(&page), page.has_more), (vec![4, 5, 6], true));
+        let page = store.page(room.clone(), PageQuery::After { after: 0, before: None, limit: 50 }).await.unwrap();
+        assert_eq!((seqs(&page), page.has_more), ((1..=9).collect(), false));
+        let again = append(&store, new_message("a", "dup", Some("k7"))).await;
+        assert_eq!((again.seq, again.duplicate), (7, true));
+        let rooms = store.rooms(10).await.unwrap();
+        assert_eq!((rooms.len(), rooms[0].last_seq), (1, 9), "the directory counts the journal too");
         store.close().await;
     }
 }
