@@ -11,8 +11,8 @@ mod resilient;
 use std::{collections::VecDeque, time::Duration};
 
 use bavard_protocol::{
-    ClientFrame, ErrorBody, HistoryReply, HistoryRequest, JoinReply, JoinRequest, ReplyFrame, Request, RequestId,
-    RoomName, SendReply, SendRequest, ServerFrame, Welcome,
+    ClientFrame, ErrorBody, HistoryReply, HistoryRequest, JoinReply, JoinRequest, MembersReply, MembersRequest,
+    ReplyFrame, Request, RequestId, RoomName, SendReply, SendRequest, ServerFrame, Welcome,
 };
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -144,6 +144,12 @@ impl Connection {
     /// Reads a page of history.
     pub async fn history(&mut self, request: HistoryRequest) -> Result<HistoryReply, ClientError> {
         self.call(Request::History(request)).await
+    }
+
+    /// Reads a page of the users online in a room (start without a cursor, then pass the
+    /// reply's `cursor`, or a join reply's `members_cursor`, until it is `None`).
+    pub async fn members(&mut self, request: MembersRequest) -> Result<MembersReply, ClientError> {
+        self.call(Request::Members(request)).await
     }
 
     /// The next event (anything but a reply to a pending request).
