@@ -8,5 +8,6 @@ mod json;
 mod json_errors;
 mod lifecycle;
 mod limits;
+mod members;
 mod plain;
 mod terminal_client;
