@@ -111,6 +111,65 @@ describe('the web client', () => {
     assert.deepEqual(alice.errors, []);
   });
 
+  test('the room shows how many people are online, and the count follows arrivals and departures', async () => {
+    const { page: lena } = await newPage();
+    await login(lena, 'lena');
+    await joinRoom(lena, 'headcount');
+    await lena.locator('#room-online', { hasText: /^1 online$/ }).waitFor();
+    assert.equal(await lena.locator('#people-count').textContent(), '1');
+
+    const { context: mikeContext, page: mike } = await newPage();
+    await login(mike, 'mike');
+    await joinRoom(mike, 'headcount');
+    await mike.locator('#room-online', { hasText: /^2 online$/ }).waitFor();
+    await lena.locator('#room-online', { hasText: /^2 online$/ }).waitFor();
+    await lena.locator('#people-count', { hasText: /^2$/ }).waitFor();
+    await lena.locator('#member-list li', { hasText: /^mike$/ }).waitFor();
+
+    await mikeContext.close();
+    await lena.locator('#room-online', { hasText: /^1 online$/ }).waitFor();
+    await lena.locator('#people-count', { hasText: /^1$/ }).waitFor();
+    assert.deepEqual(lena.errors, []);
+  });
+
+  test('above the presence limit the count follows occupancy events and the list says how many more', async () => {
+    // A server of its own, where rooms of more than one user get occupancy counts only.
+    const small = await startServer({
+      db: path.join(tmp.dir, 'occupancy.db'),
+      args: ['--presence-events-max-members', '1'],
+    });
+    const opened = [];
+    try {
+      const nina = await openPage(browser, small);
+      opened.push(nina.context);
+      await login(nina.page, 'nina');
+      await joinRoom(nina.page, 'crowd');
+      await nina.page.locator('#room-online', { hasText: /^1 online$/ }).waitFor();
+
+      const oscar = await openPage(browser, small);
+      opened.push(oscar.context);
+      await login(oscar.page, 'oscar');
+      await joinRoom(oscar.page, 'crowd');
+      // The join reply lists both and counts both.
+      await oscar.page.locator('#room-online', { hasText: /^2 online$/ }).waitFor();
+      await oscar.page.locator('#member-list li', { hasText: /^nina$/ }).waitFor();
+
+      // Nina gets no presence event for oscar, only the count (within a second).
+      await nina.page.locator('#room-online', { hasText: /^2 online$/ }).waitFor();
+      await nina.page.locator('#member-list li.more', { hasText: /^and 1 more$/ }).waitFor();
+      assert.deepEqual(await nina.page.locator('#member-list li').allTextContents(), ['nina (you)', 'and 1 more']);
+
+      // Back at the limit, a presence event with the count.
+      await oscar.context.close();
+      await nina.page.locator('#room-online', { hasText: /^1 online$/ }).waitFor();
+      await nina.page.locator('#member-list li.more').waitFor({ state: 'detached' });
+      assert.deepEqual(nina.page.errors, []);
+    } finally {
+      for (const context of opened) await context.close().catch(() => {});
+      await small.stop();
+    }
+  });
+
   test('a reload keeps the nickname, the rooms and the history', async () => {
     const { page } = await newPage();
     await login(page, 'carol');

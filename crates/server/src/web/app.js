@@ -96,7 +96,8 @@
       joining: false,
       gapFilling: false,
       loadingOlder: false,
-      members: new Map(), // user id -> user
+      members: new Map(), // user id -> user: the join reply's list (at most 100), kept by presence
+      memberCount: 0, // users online: from the join reply, presence and occupancy events
       typing: new Map(), // user id -> {name, timer}
       unread: 0,
       pending: [], // {key, text, status: 'queued'|'sent'|'failed', error, ackedSeq}
@@ -295,6 +296,7 @@
       case 'message': received(frame); break;
       case 'presence': presence(frame); break;
       case 'typing': typing(frame); break;
+      case 'occupancy': occupancy(frame); break;
       case 'closing': setConn('connecting', 'The server is restarting…'); break;
       case 'error': break; // failed frames without id: typing in a room just left, say
       default: break; // newer servers may add event types
@@ -359,6 +361,8 @@
       return;
     }
     room.members = new Map(reply.members.map((u) => [u.id, u]));
+    // Older servers sent every member and no count.
+    room.memberCount = typeof reply.member_count === 'number' ? reply.member_count : room.members.size;
     addMessages(room, reply.messages, since !== undefined);
     let complete = true;
     if (since !== undefined && reply.recovered === false) {
@@ -632,6 +636,16 @@
       room.members.delete(u.id);
       stopTyping(room, u.id);
     }
+    room.memberCount = typeof event.member_count === 'number' ? event.member_count : room.members.size;
+    if (room.name === state.current) renderMembers();
+  }
+
+  /// A large room's count (it sends no per-user presence): the list stays as the join
+  /// reply gave it, the count moves.
+  function occupancy(event) {
+    const room = state.rooms.get(event.room);
+    if (!room || typeof event.member_count !== 'number') return;
+    room.memberCount = event.member_count;
     if (room.name === state.current) renderMembers();
   }
 
@@ -876,13 +890,19 @@
     const room = currentRoom();
     list.replaceChildren();
     // Offline, who is online is not known: show nothing rather than stale names.
-    const members = room && state.online ? Array.from(room.members.values()) : [];
+    const known = Boolean(room && state.online);
+    const members = known ? Array.from(room.members.values()) : [];
     members.sort((a, b) => a.name.localeCompare(b.name));
     for (const u of members) {
       const mine = state.me && u.id === state.me.id;
       list.append(el('li', '', mine ? `${u.name} (you)` : u.name));
     }
-    $('people-count').textContent = room && !state.online ? 'unknown while offline' : String(members.length);
+    // Join replies list the first 100 users, and large rooms send only the count (so
+    // the list may also hold people who left since): the count is the server's.
+    const count = known ? room.memberCount : 0;
+    if (count > members.length) list.append(el('li', 'more', `and ${count - members.length} more`));
+    $('people-count').textContent = room && !state.online ? 'unknown while offline' : String(count);
+    $('room-online').textContent = known && room.synced ? `${count} online` : '';
   }
 
   function renderTyping() {
