@@ -369,7 +369,8 @@ impl<W: Write> Chat<W> {
         if let Some(front) = self.queue.front_mut() {
             front.in_flight = None; // request ids belong to the old connection
         }
-        let online = reply.members.len();
+        // `members` lists at most the first 100; servers before `member_count` listed all.
+        let online = reply.member_count.max(reply.members.len());
         if !self.joined_once {
             eprintln!("* joined #{} as {} ({online} online)", self.room, printable(&me));
             for message in &reply.messages {

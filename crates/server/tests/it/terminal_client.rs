@@ -214,6 +214,23 @@ async fn messages_presence_and_typing_of_others_are_printed() {
 }
 
 #[tokio::test]
+async fn the_online_count_counts_everyone_in_a_room_of_more_than_100() {
+    let server = spawn().await;
+    let packed = room("packed");
+    let mut crowd = Vec::new();
+    for i in 0..100 {
+        let mut client = server.json(&format!("u{i}")).await;
+        within(client.join(&packed, None)).await.unwrap();
+        crowd.push(client);
+    }
+    let mut chat = ChatProcess::join(&server.ws("/ws"), "packed", "zoe");
+    chat.expect_stderr("* joined #packed as zoe (101 online)").await;
+    chat.close_stdin();
+    let status = chat.wait_exit().await;
+    assert!(status.success(), "exit {status}; seen {:#?}", chat.seen);
+}
+
+#[tokio::test]
 async fn the_history_flag_prints_earlier_messages_first() {
     let server = spawn().await;
     let old = room("old");
