@@ -28,6 +28,30 @@ pub(super) struct Room {
     state: Mutex<RoomState>,
 }
 
+/// An online user's key: one of its connections, hashed and compared by user id, so
+/// the room keeps no copy of the id (this is memory every member pays).
+struct UserKey(Arc<Subscriber>);
+
+impl std::hash::Hash for UserKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.user.id.as_str().hash(state);
+    }
+}
+
+impl PartialEq for UserKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.user.id == other.0.user.id
+    }
+}
+
+impl Eq for UserKey {}
+
+impl std::borrow::Borrow<str> for UserKey {
+    fn borrow(&self) -> &str {
+        &self.0.user.id
+    }
+}
+
 /// A user online in the room.
 struct Online {
     /// How many of the user's connections are members.
@@ -45,9 +69,10 @@ struct RoomState {
     /// Plain-text connections that are members.
     plain: HashMap<SessionId, Arc<Subscriber>>,
     /// Online users by id.
-    online: HashMap<String, Online>,
-    /// Online users in the order they came online (by arrival number).
-    roster: BTreeMap<u64, User>,
+    online: HashMap<UserKey, Online>,
+    /// Online users in the order they came online (by arrival number), each through
+    /// the connection that brought it online.
+    roster: BTreeMap<u64, Arc<Subscriber>>,
     /// The next arrival number.
     next_arrival: u64,
     /// When each user last had a `typing` event sent.
@@ -113,9 +138,9 @@ impl RoomState {
         let mut page = Vec::with_capacity(limit.min(self.roster.len()));
         let mut entries = self.roster.range((from, Bound::Unbounded));
         let mut last = None;
-        for (arrival, user) in entries.by_ref().take(limit) {
+        for (arrival, first) in entries.by_ref().take(limit) {
             self.visit();
-            page.push(user.clone());
+            page.push(first.user.clone());
             last = Some(*arrival);
         }
         let next = last.filter(|_| entries.next().is_some());
@@ -194,11 +219,16 @@ impl Room {
         if previous.is_none() {
             let user = &subscriber.user;
             let arrival = state.next_arrival;
-            let online = state.online.entry(user.id.clone()).or_insert(Online { connections: 0, arrival });
+            let online = match state.online.get_mut(user.id.as_str()) {
+                Some(online) => online,
+                None => {
+                    state.online.entry(UserKey(Arc::clone(subscriber))).or_insert(Online { connections: 0, arrival })
+                }
+            };
             online.connections += 1;
             if online.connections == 1 {
                 state.next_arrival += 1;
-                state.roster.insert(arrival, user.clone());
+                state.roster.insert(arrival, Arc::clone(subscriber));
                 change = state.presence(&self.name, user, true, subscriber.session, self.presence_max);
             }
         }
@@ -214,12 +244,12 @@ impl Room {
         let member = state.members_of(subscriber.protocol).remove(&subscriber.session)?;
         let user = &member.user;
         let mut change = CountChange::Told;
-        let went_offline = state.online.get_mut(&user.id).is_some_and(|online| {
+        let went_offline = state.online.get_mut(user.id.as_str()).is_some_and(|online| {
             online.connections -= 1;
             online.connections == 0
         });
         if went_offline {
-            if let Some(online) = state.online.remove(&user.id) {
+            if let Some(online) = state.online.remove(user.id.as_str()) {
                 state.roster.remove(&online.arrival);
             }
             state.typing_sent.remove(&user.id);
