@@ -135,6 +135,13 @@ pub struct ServeConfig {
     /// Most simultaneous WebSocket connections; further upgrades get 503.
     #[arg(long, env = "BAVARD_MAX_CONNECTIONS", default_value_t = 19_000)]
     pub max_connections: usize,
+
+    /// Threads running connections (0: one per core but one, at least one). The spare
+    /// core serves the store's writer thread and the kernel's network work; on two
+    /// cores one worker delivered a hot room with 20 % less CPU and a lower p99 than
+    /// two (BENCHMARKS.md).
+    #[arg(long, env = "BAVARD_WORKERS", default_value_t = 0)]
+    pub workers: usize,
 }
 
 impl ServeConfig {
@@ -146,6 +153,14 @@ impl ServeConfig {
     /// Idle timeout as a duration.
     pub fn idle_timeout(&self) -> Duration {
         secs(self.idle_timeout_secs)
+    }
+
+    /// How many runtime worker threads to start.
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |cores| cores.get().saturating_sub(1).max(1)),
+            n => n,
+        }
     }
 
     /// Shutdown grace as a duration.

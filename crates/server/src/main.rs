@@ -18,7 +18,8 @@ fn main() -> ExitCode {
         None => cli.serve,
     };
     init_logging(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let workers = config.worker_threads();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("bavard: cannot start the async runtime: {e}");
