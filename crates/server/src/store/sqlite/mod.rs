@@ -31,6 +31,8 @@ use super::{CommitEvent, MessageStore, NewMessage, Page, PageQuery, PendingAppen
 const WRITER_QUEUE: usize = 16_384;
 /// How many idle read connections are kept.
 const READ_POOL: usize = 4;
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The schema, applied on every start (each statement is idempotent). Version 2 added
 /// the journal.
@@ -72,6 +74,8 @@ pub struct SqliteStore {
     writer: mpsc::Sender<WriterCommand>,
     readers: Arc<ReadPool>,
     tail: Arc<Tail>,
+    /// Dropping it stops the checkpointer thread.
+    _checkpointer: std::sync::mpsc::Sender<()>,
 }
 
 impl SqliteStore {
@@ -80,6 +84,10 @@ impl SqliteStore {
     pub fn open(path: &Path, commits: mpsc::Sender<CommitEvent>) -> Result<Self, StoreError> {
         let mut conn = open_connection(path, false)?;
         conn.execute_batch(SCHEMA)?;
+        // Checkpoints copy pages into the database file and fsync it: that is the
+        // checkpointer thread's work, off the path of acknowledgements.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = start_checkpointer(path)?;
         // A journal left by a crash holds acknowledged messages: archive them first.
         let recovered = archive_journal(&mut conn)?;
         if recovered > 0 {
@@ -93,7 +101,7 @@ impl SqliteStore {
             .spawn(move || state.run(queue))
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         let readers = Arc::new(ReadPool { path: path.to_owned(), idle: Mutex::new(Vec::new()) });
-        Ok(Self { writer, readers, tail })
+        Ok(Self { writer, readers, tail, _checkpointer: checkpointer })
     }
 
     async fn read<T: Send + 'static>(
@@ -121,6 +129,24 @@ impl SqliteStore {
         let stored = self.read(move |conn| read_page(conn, &room, query)).await?;
         Ok(tail::merge(query, stored, recent.messages))
     }
+}
+
+/// Starts the thread that checkpoints the WAL every [`CHECKPOINT_EVERY`] (passively:
+/// it never blocks the writer or the readers) until the returned sender is dropped.
+fn start_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
+    let conn = open_connection(path, false)?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    thread::Builder::new()
+        .name("bavard-sqlite-checkpointer".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+                }
+            }
+        })
+        .map_err(|e| StoreError::Database(format!("cannot start the checkpointer thread: {e}")))?;
+    Ok(stop)
 }
 
 fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
