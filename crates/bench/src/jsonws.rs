@@ -12,7 +12,17 @@ use crate::rawws::{Endpoint, Incoming, WsConn};
 
 /// Connects to `/ws?name={name}` and reads the `welcome` frame.
 pub async fn connect(endpoint: &Endpoint, name: &str, bind: Option<IpAddr>) -> anyhow::Result<WsConn> {
-    let mut conn = WsConn::connect(endpoint, &format!("/ws?name={name}"), bind).await?;
+    connect_with_buffer(endpoint, name, bind, 16 * 1024).await
+}
+
+/// [`connect`] with a read buffer of `buf_bytes` to start with (see [`WsConn::connect_with_buffer`]).
+pub async fn connect_with_buffer(
+    endpoint: &Endpoint,
+    name: &str,
+    bind: Option<IpAddr>,
+    buf_bytes: usize,
+) -> anyhow::Result<WsConn> {
+    let mut conn = WsConn::connect_with_buffer(endpoint, &format!("/ws?name={name}"), bind, buf_bytes).await?;
     match conn.next().await? {
         Incoming::Data(frame) if frame_type(frame) == Some(b"welcome") => Ok(conn),
         Incoming::Data(frame) => bail!("expected welcome, got {}", String::from_utf8_lossy(frame)),

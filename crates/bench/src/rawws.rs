@@ -223,10 +223,17 @@ pub struct WsConn {
 }
 
 impl WsConn {
-    /// Connects and upgrades on `path` (from `bind` when given).
-    pub async fn connect(endpoint: &Endpoint, path: &str, bind: Option<IpAddr>) -> anyhow::Result<Self> {
+    /// Connects and upgrades on `path` (from `bind` when given), with a read buffer of
+    /// `buf_bytes` to start with (it grows to fit a larger frame; scenarios holding
+    /// thousands of connections start small).
+    pub async fn connect_with_buffer(
+        endpoint: &Endpoint,
+        path: &str,
+        bind: Option<IpAddr>,
+        buf_bytes: usize,
+    ) -> anyhow::Result<Self> {
         let (stream, leftover) = connect(endpoint, path, bind).await?;
-        let mut buf = vec![0u8; 16 * 1024];
+        let mut buf = vec![0u8; buf_bytes.max(16)];
         let end = leftover.len();
         if end > buf.len() {
             buf.resize(end, 0);

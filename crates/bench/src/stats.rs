@@ -96,6 +96,26 @@ pub fn rss_bytes(pid: &str) -> anyhow::Result<u64> {
     Ok(kib * 1024)
 }
 
+/// Sends SIGKILL to process `pid` and waits (up to `timeout`) until it is gone or a
+/// zombie; true when it died in time. Used to stop a server before closing thousands
+/// of connections at once, when that close is not what is being measured.
+pub fn kill_and_wait(pid: u32, timeout: Duration) -> anyhow::Result<bool> {
+    let target = nix::unistd::Pid::from_raw(i32::try_from(pid).context("pid out of range")?);
+    nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL)
+        .with_context(|| format!("cannot kill process {pid}"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let state = fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|stat| {
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
+        });
+        match state.as_deref() {
+            None | Some("Z") | Some("X") => return Ok(true),
+            Some(_) if Instant::now() >= deadline => return Ok(false),
+            Some(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
 /// Before/after CPU readings of the server (when its pid is known) and of this process.
 #[derive(Debug, Clone)]
 pub struct CpuMeter {

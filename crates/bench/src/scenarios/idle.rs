@@ -3,6 +3,12 @@
 //! side never runs out of ephemeral ports), and reports handshakes/s, handshake latency
 //! and the server's RSS growth per connection (needs `--server-pid`).
 //!
+//! With `--room-size` equal to `--conns` every plain-text connection is in one room;
+//! `--probe` then checks that the room really holds them all (one connection sends a
+//! message, every connection must receive it), and `--kill-server` stops the server
+//! before the connections close, because a plain-text room that empties at once costs
+//! the server a notice to every remaining member per departure (n²/2 frames).
+//!
 //! This process may hold 20,000 open files, so 19,000 connections is the practical top.
 
 use std::{
@@ -13,16 +19,22 @@ use std::{
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use tokio::{io::AsyncReadExt, net::TcpStream, sync::Semaphore};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::{watch, Semaphore},
+};
 
 use crate::{
-    rawws::{self, Endpoint, OP_TEXT},
+    jsonws,
+    rawws::{self, Endpoint, Masker, OP_TEXT},
     stats::{self, now_us, CpuMeter},
     Common,
 };
 
 /// CSV header of this scenario.
-pub const CSV_HEADER: &str = "server,protocol,conns,handshakes_per_s,handshake_p99_ms,rss_per_conn_bytes";
+pub const CSV_HEADER: &str =
+    "server,protocol,conns,handshakes_per_s,handshake_p99_ms,rss_per_conn_bytes,room_size,connect_s,probe_reached,probe_ms";
 
 /// Which protocol the idle connections speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -68,6 +80,18 @@ pub struct IdleArgs {
     /// Worker threads of the bench's runtime.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+
+    /// Plain protocol: after measuring, one connection sends a message and every
+    /// connection must receive it (proves each room holds its members); prints how many
+    /// did and how long the fan-out took. The scenario fails if one did not.
+    #[arg(long)]
+    pub probe: bool,
+
+    /// After measuring (and probing), SIGKILL the server (`--server-pid`) and wait for
+    /// it to die before closing the connections: closing a plain-text room of thousands
+    /// at once makes a server send n²/2 disconnect notices, minutes of CPU for 19,000.
+    #[arg(long, requires = "server_pid")]
+    pub kill_server: bool,
 }
 
 /// Runs the scenario and prints its result.
@@ -77,7 +101,7 @@ pub fn run(common: &Common, args: &IdleArgs) -> anyhow::Result<bool> {
     runtime.block_on(measure(common, args))
 }
 
-fn source_address(index: usize, per_address: usize) -> anyhow::Result<IpAddr> {
+pub(crate) fn source_address(index: usize, per_address: usize) -> anyhow::Result<IpAddr> {
     let offset = u32::try_from(index / per_address.max(1)).context("too many addresses")?;
     let base = u32::from(Ipv4Addr::new(127, 0, 0, 2));
     let ip = Ipv4Addr::from(base + offset);
@@ -165,6 +189,13 @@ async fn measure(common: &Common, args: &IdleArgs) -> anyhow::Result<bool> {
         stats::summary(&histogram),
         usage.per_million(opened as u64, "handshakes")
     );
+    let rooms = args.conns.div_ceil(args.room_size.max(1));
+    if args.protocol == Protocol::Plain {
+        println!(
+            "rooms: {rooms} of up to {} connections; time to connect them all {secs:.2} s ({handshakes_per_s:.0} joins/s)",
+            args.room_size.max(1)
+        );
+    }
     tokio::time::sleep(Duration::from_secs_f64(args.settle_secs.max(0.0))).await;
     let mut rss_per_conn = None;
     if let (Some(pid), Some(before)) = (pid.as_deref(), rss_before) {
@@ -186,10 +217,26 @@ async fn measure(common: &Common, args: &IdleArgs) -> anyhow::Result<bool> {
     } else {
         println!("server RSS unknown (no --server-pid)");
     }
+    let mut probe_ok = true;
+    let mut probe_cells = String::from(",");
+    if args.probe && args.protocol == Protocol::Plain && !streams.is_empty() {
+        let (back, reached, probe_ms) = probe(streams, args.room_size.max(1)).await?;
+        streams = back;
+        let total = streams.len();
+        probe_ok = reached == total;
+        println!(
+            "probe: reached {reached} of {total} connections in {probe_ms:.1} ms{}",
+            if probe_ok { "" } else { " (FAILED: not every connection is in its room)" }
+        );
+        probe_cells = format!("{reached},{probe_ms:.1}");
+    } else if args.probe {
+        println!("probe: skipped (only for --protocol plain)");
+    }
     if let Some(csv) = &common.csv {
         let label = &common.label;
+        let room_size = if args.protocol == Protocol::Plain { args.room_size.to_string() } else { String::new() };
         let row = format!(
-            "{label},{:?},{opened},{handshakes_per_s:.0},{:.3},{}",
+            "{label},{:?},{opened},{handshakes_per_s:.0},{:.3},{},{room_size},{secs:.3},{probe_cells}",
             args.protocol,
             stats::quantile_ms(&histogram, 0.99),
             rss_per_conn.map_or(String::new(), |r| format!("{r:.0}"))
@@ -197,6 +244,76 @@ async fn measure(common: &Common, args: &IdleArgs) -> anyhow::Result<bool> {
         stats::append_csv(csv, CSV_HEADER, &row)?;
     }
     tokio::time::sleep(Duration::from_secs_f64(args.hold_secs.max(0.0))).await;
+    if args.kill_server {
+        if let Some(pid) = common.server_pid {
+            let died = stats::kill_and_wait(pid, Duration::from_secs(10))?;
+            println!(
+                "server {pid} killed before closing the connections{}",
+                if died { "" } else { " (still alive after 10 s)" }
+            );
+        }
+    }
     drop(streams);
-    Ok(failures == 0)
+    Ok(failures == 0 && probe_ok)
+}
+
+/// Every connection starts reading; then the first connection of each room sends
+/// `probe-<tag>-<room>` and every connection reads until its room's probe arrives (10 s
+/// at most). Returns the streams, how many got their probe, and the time from the
+/// sends to the last arrival in ms (read by this one-thread bench: mostly its own time
+/// to go through every socket).
+async fn probe(streams: Vec<TcpStream>, room_size: usize) -> anyhow::Result<(Vec<TcpStream>, usize, f64)> {
+    let tag = now_us();
+    let mut masker = Masker::new(tag as u32);
+    let (go_tx, go_rx) = watch::channel(false);
+    let deadline = now_us() + 10_000_000;
+    let mut tasks = Vec::with_capacity(streams.len());
+    for (index, mut stream) in streams.into_iter().enumerate() {
+        let expected = format!("probe-{tag}-{}", index / room_size).into_bytes();
+        let frame = (index % room_size == 0).then(|| {
+            let mut frame = Vec::new();
+            rawws::encode_frame(&mut frame, OP_TEXT, &expected, masker.next_mask());
+            frame
+        });
+        let mut go = go_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Some(frame) = frame {
+                if go.wait_for(|go| *go).await.is_err() || stream.write_all(&frame).await.is_err() {
+                    return (stream, None);
+                }
+            }
+            let mut seen = Vec::new();
+            let mut chunk = [0u8; 2048];
+            let arrived = loop {
+                let left = Duration::from_micros(deadline.saturating_sub(now_us()));
+                match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+                    Ok(Ok(n)) if n > 0 => {
+                        seen.extend_from_slice(&chunk[..n]);
+                        if jsonws::find(&seen, &expected).is_some() {
+                            break Some(now_us());
+                        }
+                        if seen.len() > 64 * 1024 {
+                            seen.drain(..seen.len() - expected.len());
+                        }
+                    }
+                    _ => break None,
+                }
+            };
+            (stream, arrived)
+        }));
+    }
+    // Let every reader reach its first read before the probes go out.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = now_us();
+    go_tx.send(true).context("the probe readers are gone")?;
+    let (mut back, mut reached, mut last) = (Vec::with_capacity(tasks.len()), 0, started);
+    for task in tasks {
+        let (stream, arrived) = task.await.context("a probe reader panicked")?;
+        if let Some(at) = arrived {
+            reached += 1;
+            last = last.max(at);
+        }
+        back.push(stream);
+    }
+    Ok((back, reached, (last - started) as f64 / 1000.0))
 }
