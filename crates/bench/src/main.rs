@@ -15,6 +15,7 @@ use scenarios::{
     history::{self, HistoryArgs},
     hot_room::{self, HotRoomArgs},
     idle::{self, IdleArgs},
+    join_storm::{self, JoinStormArgs},
     many_rooms::{self, ManyRoomsArgs},
     reconnect::{self, ReconnectArgs},
 };
@@ -88,6 +89,15 @@ enum Scenario {
         #[command(flatten)]
         args: IdleArgs,
     },
+    /// Join storm: a room of 10,000 JSON members, then 1,000 more connections join at
+    ///    once; join-reply latency p50/p99 and joins/s (`--protocol plain`: connects into a
+    ///    plain-text room, for any server speaking the plain-text protocol).
+    JoinStorm {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: JoinStormArgs,
+    },
     /// 5. History: p99 of `history` (last 50, and at random depths) in a room of 1M
     ///    messages, seeded first if needed (reuse the database between runs).
     History {
@@ -119,6 +129,7 @@ fn main() -> ExitCode {
         Scenario::Durable { common, args } => durable::run(common, args).map(|r| r.errors == 0),
         Scenario::ManyRooms { common, args } => many_rooms::run(common, args),
         Scenario::Idle { common, args } => idle::run(common, args),
+        Scenario::JoinStorm { common, args } => join_storm::run(common, args),
         Scenario::History { common, args } => history::run(common, args),
         Scenario::Reconnect { common, args } => reconnect::run(common, args),
         Scenario::Smoke { common } => smoke(common),

@@ -4,5 +4,6 @@ pub mod durable;
 pub mod history;
 pub mod hot_room;
 pub mod idle;
+pub mod join_storm;
 pub mod many_rooms;
 pub mod reconnect;
