@@ -1,28 +1,51 @@
 #!/usr/bin/env bash
-# Scenario 1 (hot room) and idle memory, Bavard side by side with its peers, in one run.
+# Bavard side by side with its peers, every measurement repeated, medians reported.
 #
-#   bench/run.sh [--servers bavard,bun,node-ws,draft] [--quick] [--no-publish]
+#   bench/run.sh [--servers bavard,bun] [--runs N] [--quick] [--no-publish] [--force]
 #
-# 1. builds bavard and bavard-bench (release) and runs bench/peers/setup.sh;
-# 2. for each server in turn: starts it on a free port (bavard with a fresh temporary
-#    database and --rate-per-second 0), runs `bavard-bench hot-room` at rising rates
-#    (stops at the first failed step, after one retry of that step), stops it;
-# 3. for each server in turn: a fresh start, `bavard-bench idle --protocol plain` with
-#    10,000 silent connections (RSS per connection, handshakes/s), stop; for bavard
-#    also the same with its JSON protocol;
-# 4. plots bench/results/hot-room.png (bench/plot.py) and writes the report
-#    (bench/report.py): bench/results/benchmarks-section.md, and, unless --quick or
-#    --no-publish, the section "## Scenario 1 (hot room) and idle memory, side by side"
-#    of BENCHMARKS.md plus bench/hot-room.png.
+# 1. builds bavard and bavard-bench (release), runs bench/peers/setup.sh, then checks
+#    that the machine is quiet: it samples /proc for 5 s and refuses to go on if
+#    processes other than its own use more than 15% of a core on average (--force: go
+#    on, and the report says how busy the machine was). It keeps sampling the
+#    machine's load every second during the whole run.
+# 2. runs each measurement N times per server, alternating servers (bavard, bun,
+#    bavard, bun, ...), each run on a freshly started server (bavard with a fresh
+#    temporary database and --rate-per-second 0); every bench call has a timeout, and
+#    a failing call is reported, not fatal:
+#      hot-room     `bavard-bench hot-room`: 1,000 + 10 plain connections in one room,
+#                   rising rates (3 s steps), stop at the first failed step after one
+#                   retry; deliveries/s, p99 and server CPU-s per M deliveries
+#      idle         10,000 idle plain connections in rooms of 10 (RSS per connection,
+#                   handshakes/s)
+#      room-a/b     one plain room of 10,000, then of 19,000 idle connections: time to
+#                   connect them all, joins/s, RSS per connection (checked by a probe
+#                   message that must reach every connection)
+#      storm-plain  10,000 plain connections in one room, then 1,000 connect at once
+#                   (256 in flight): connect latency p50/p99, connections/s
+#      storm-json   bavard only: the same with 10,000 JSON members and 1,000 JSON
+#                   joins: join-reply latency p50/p99, joins/s
+#      durable-K    bavard only: 100 senders with K = 1, 4, 8 sends in flight each:
+#                   acked messages/s, ack p50/p99
+#      idle-json    bavard only: 10,000 idle JSON connections (RSS, handshakes/s)
+# 3. plots bench/results/hot-room.png (median per rate) and writes the report
+#    (bench/report.py): medians of the runs per figure, bench/results/runs.csv with
+#    every run's figures, bench/results/benchmarks-section.md and, unless --quick or
+#    --no-publish, the section "## Side by side: ..." of BENCHMARKS.md plus
+#    bench/hot-room.png.
 #
-# --servers  comma-separated subset, in the order given (default bavard,bun,node-ws,draft);
-#            the published section then only lists those servers
-# --quick    smoke test of this script (~1-2 min): 3 low rate steps of 1 s, 1,000 idle
-#            connections; never touches BENCHMARKS.md or bench/hot-room.png
+# --servers  comma-separated, in the order given (default bavard,bun; node-ws and
+#            draft are available too, and then the ladder starts at 100k)
+# --runs N   runs per server of each measurement (default 3; the median is reported)
+# --quick    smoke test of this script (a few minutes): small sizes, three 1 s steps;
+#            never touches BENCHMARKS.md or bench/hot-room.png
 # --no-publish  a full run that only writes bench/results/
+# --force    run even if the machine is busy (the report then says so)
 #
-# Raw outputs go to bench/results/ (emptied at the start, git-ignored). Every server this
-# script started is stopped when it exits, also on failure or Ctrl-C.
+# Expected duration of a full default run (bavard,bun, 3 runs) on a 2-core machine:
+# about 15 minutes plus the build (estimated and printed at the start; see
+# bench/README-bench.md for how the step lengths were chosen).
+# Raw outputs go to bench/results/ (emptied at the start, git-ignored). Every server
+# this script started is stopped when it exits, also on failure or Ctrl-C.
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -35,37 +58,71 @@ for a in "$@"; do
 done
 
 usage() { sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
-servers=bavard,bun,node-ws,draft
+servers=bavard,bun
+runs=3
 quick=0
 publish=1
+force=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --servers) [[ $# -ge 2 ]] || usage; servers=$2; shift 2 ;;
     --servers=*) servers=${1#--servers=}; shift ;;
+    --runs) [[ $# -ge 2 ]] || usage; runs=$2; shift 2 ;;
+    --runs=*) runs=${1#--runs=}; shift ;;
     --quick) quick=1; shift ;;
     --no-publish) publish=0; shift ;;
+    --force) force=1; shift ;;
     -h|--help) usage ;;
     *) echo "run.sh: unknown argument $1" >&2; usage ;;
   esac
 done
+[[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --runs needs a positive number" >&2; usage; }
 IFS=, read -r -a server_list <<< "$servers"
 [[ ${#server_list[@]} -gt 0 ]] || usage
+slow_peer=0
 for s in "${server_list[@]}"; do
-  case $s in bavard|bun|node-ws|draft) ;; *) echo "run.sh: unknown server '$s'" >&2; usage ;; esac
+  case $s in
+    bavard|bun) ;;
+    node-ws|draft) slow_peer=1 ;;
+    *) echo "run.sh: unknown server '$s'" >&2; usage ;;
+  esac
 done
 
+busy_limit=15 # % of a core used by other processes, on average, above which we refuse
 if [[ $quick == 1 ]]; then
   rates=100000,200000,400000
-  step_args=(--step-secs 1)
   step_secs=1
+  warmup_secs=0.5
   idle_conns=1000
+  room_a=1000
+  room_b=1900
+  storm_members=1000
+  storm_joiners=100
+  durable_secs=1
+  durable_warmup=0.5
+  busy_secs=3
   publish=0
 else
-  rates=100000,200000,400000,600000,800000,1000000,1250000,1500000,2000000,2500000,3000000,3500000,4000000,4500000,5000000,5500000,6000000,6500000,7000000
-  step_args=()
-  step_secs=5
+  # 3 s steps and a ladder that is coarse low down and 0.5M apart where Bavard and Bun
+  # top out (5-8M on 2 cores): a run of the ladder takes ~1-1.5 min, so 3 runs per
+  # server fit in the budget; the median of 3 short runs says more on a shared
+  # machine than one long one.
+  rates=500000,1000000,2000000,3000000,4000000,4500000,5000000,5500000,6000000,6500000,7000000,7500000,8000000,9000000,10000000
+  [[ $slow_peer == 0 ]] || rates=100000,200000,300000,$rates
+  step_secs=3
+  warmup_secs=1
   idle_conns=10000
+  room_a=10000
+  room_b=19000
+  storm_members=10000
+  storm_joiners=1000
+  durable_secs=5
+  durable_warmup=1
+  busy_secs=5
 fi
+storm_concurrency=256
+durable_senders=100
+durable_in_flight=(1 4 8)
 
 results=$here/results
 py=$here/.venv/bin/python
@@ -74,20 +131,84 @@ rc=0
 
 say() { printf 'run.sh: %s\n' "$*" >&2; }
 
+# --- what runs, in which order ------------------------------------------------------------
+measures=(hot-room idle room-a room-b storm-plain storm-json)
+for k in "${durable_in_flight[@]}"; do measures+=("durable-$k"); done
+measures+=(idle-json)
+
+servers_of() { # MEASURE: the servers that can do it, in the order given
+  case $1 in
+    storm-json|durable-*|idle-json)
+      for s in "${server_list[@]}"; do [[ $s != bavard ]] || echo bavard; done ;;
+    *) printf '%s\n' "${server_list[@]}" ;;
+  esac
+}
+
+n_rates=$(tr ',' '\n' <<< "$rates" | grep -c .)
+# Seconds one bench call of MEASURE may take before it is stopped.
+timeout_of() {
+  case $1 in
+    # every step twice (retries), each with warm-up, step, drain and slack, plus setup
+    hot-room) awk -v n="$n_rates" -v w="$warmup_secs" -v s="$step_secs" 'BEGIN { printf "%d", n * (w + s + 3) + 60 }' ;;
+    idle|idle-json|room-a|room-b) echo 150 ;;
+    storm-*) echo 240 ;;
+    durable-*) awk -v w="$durable_warmup" -v d="$durable_secs" 'BEGIN { printf "%d", w + d + 90 }' ;;
+  esac
+}
+# Rough seconds one run of MEASURE takes (server start and stop included), for the estimate.
+estimate_of() {
+  if [[ $quick == 1 ]]; then
+    case $1 in
+      hot-room) awk -v n="$n_rates" -v w="$warmup_secs" -v s="$step_secs" 'BEGIN { printf "%d", n * (w + s + 0.4) + 4 }' ;;
+      durable-*) awk -v w="$durable_warmup" -v d="$durable_secs" 'BEGIN { printf "%d", w + d + 4 }' ;;
+      *) echo 5 ;;
+    esac
+    return
+  fi
+  case $1 in
+    # Bavard and Bun pass the steps up to 6-7M (11 of them), then a failed step and its
+    # retry (with drain), plus connecting, calming down before the retry, start and stop.
+    hot-room) awk -v n="$n_rates" -v w="$warmup_secs" -v s="$step_secs" \
+        'BEGIN { p = n > 11 ? 11 : n; printf "%d", p * (w + s + 0.4) + 2 * (w + s + 2) + 12 }' ;;
+    idle|idle-json) echo 7 ;;
+    room-a) echo 8 ;;
+    room-b) echo 11 ;;
+    storm-plain) echo 8 ;;
+    storm-json) echo 14 ;;
+    durable-*) awk -v w="$durable_warmup" -v d="$durable_secs" 'BEGIN { printf "%d", w + d + 4 }' ;;
+  esac
+}
+estimate=0
+for m in "${measures[@]}"; do
+  n=$(servers_of "$m" | grep -c .)
+  estimate=$((estimate + n * runs * $(estimate_of "$m")))
+done
+say "measurements: ${#measures[@]} kinds x $runs runs over ${servers}: expected to take about" \
+  "$(((estimate + 59) / 60)) min, plus the build"
+
 # --- process bookkeeping: everything started here is stopped on exit ---------------------
 server_pids=()
 tmp_dirs=()
+declare -A server_db_dir=()
+
+alive() { # PID: running (not a zombie)
+  local state
+  [[ -r /proc/$1/stat ]] || return 1
+  state=$(< "/proc/$1/stat") 2>/dev/null || return 1
+  state=${state##*) }
+  [[ ${state%% *} != Z && ${state%% *} != X ]]
+}
 
 stop_server() { # PID
   local pid=$1 i
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$pid"; then
     kill -TERM "$pid" 2>/dev/null
-    for ((i = 0; i < 100; i++)); do
-      kill -0 "$pid" 2>/dev/null || break
+    for ((i = 0; i < 150; i++)); do
+      alive "$pid" || break
       sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
-      say "server $pid still running 10 s after SIGTERM: SIGKILL"
+    if alive "$pid"; then
+      say "server $pid still running 15 s after SIGTERM: SIGKILL"
       kill -KILL "$pid" 2>/dev/null
     fi
   fi
@@ -95,6 +216,10 @@ stop_server() { # PID
   local kept=()
   for i in "${server_pids[@]}"; do [[ $i == "$pid" ]] || kept+=("$i"); done
   server_pids=("${kept[@]}")
+  if [[ -n ${server_db_dir[$pid]:-} ]]; then
+    rm -rf "${server_db_dir[$pid]}"
+    unset "server_db_dir[$pid]"
+  fi
 }
 
 sampler_pid=
@@ -108,20 +233,21 @@ cleanup() {
   for d in "${tmp_dirs[@]}"; do rm -rf "$d"; done
   [[ -z $bench_fifo ]] || rm -f "$bench_fifo"
 }
-# Runs "$@" (a bavard-bench command) with its output appended to file $1 and shown;
-# in the background and waited for, so that INT/TERM traps run at once (bash defers
-# traps until a foreground command ends). Sets rc to the command's exit status.
+# Runs "$@" (a bavard-bench command) under `timeout`, with its output appended to file $1
+# and shown; in the background and waited for, so that INT/TERM traps run at once (bash
+# defers traps until a foreground command ends). Sets rc to the command's exit status
+# (124: timed out).
 bench_pid=
 bench_fifo=
-run_logged() { # FILE CMD...
-  local file=$1 out
-  shift
+run_logged() { # FILE SECONDS CMD...
+  local file=$1 secs=$2 out
+  shift 2
   out=$(mktemp -u "${TMPDIR:-/tmp}/bavard-bench-out.XXXXXX")
   mkfifo "$out" || { rc=1; return; }
   bench_fifo=$out
   tee -a "$file" < "$out" &
   local tee_pid=$!
-  "$@" > "$out" 2>&1 &
+  timeout -k 5 "$secs" "$@" > "$out" 2>&1 &
   bench_pid=$!
   wait "$bench_pid"
   rc=$?
@@ -129,6 +255,9 @@ run_logged() { # FILE CMD...
   wait "$tee_pid"
   rm -f "$out"
   bench_fifo=
+  if [[ $rc == 124 || $rc == 137 ]]; then
+    echo "### run.sh: exit timed out after $secs s" | tee -a "$file"
+  fi
 }
 stop_bench() {
   if [[ -n $bench_pid ]]; then
@@ -151,21 +280,22 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", int(sys.argv[1])))
 PY
       next_port=$((port + 1))
+      [[ $next_port -lt 19400 ]] || next_port=18500
       echo "$port"
       return 0
     fi
   done
+  next_port=18500
   return 1
 }
 
 server_pid=
 server_port=
-start_server() { # NAME: sets server_pid, server_port; returns non-zero if it does not come up
-  local name=$1 port pid log=$results/$1-server.log i
+start_server() { # NAME LOG: sets server_pid, server_port; non-zero if it does not come up
+  local name=$1 log=$2 port pid i db_dir=
   port=$(free_port) || { say "no free port"; return 1; }
   echo "### run.sh: $(date -u '+%H:%M:%S') start $name on 127.0.0.1:$port" >> "$log"
   if [[ $name == bavard ]]; then
-    local db_dir
     db_dir=$(mktemp -d "${TMPDIR:-/tmp}/bavard-bench.XXXXXX") || return 1
     tmp_dirs+=("$db_dir")
     "$bavard_bin" --listen "127.0.0.1:$port" --db "$db_dir/bench.db" --rate-per-second 0 >> "$log" 2>&1 &
@@ -174,15 +304,15 @@ start_server() { # NAME: sets server_pid, server_port; returns non-zero if it do
   fi
   pid=$!
   server_pids+=("$pid")
+  [[ -z $db_dir ]] || server_db_dir[$pid]=$db_dir
   for ((i = 0; i < 300; i++)); do
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! alive "$pid"; then
       wait "$pid" 2>/dev/null
       say "$name exited before accepting connections (see $log)"
       return 1
     fi
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       server_pid=$pid server_port=$port
-      say "$name up: pid $pid, port $port"
       return 0
     fi
     sleep 0.1
@@ -217,7 +347,9 @@ listen_overflows() { # machine-wide TcpExtListenOverflows (netns)
     /proc/net/netstat 2>/dev/null
 }
 
-# --- 0. results, build, setup ------------------------------------------------------------
+phase() { echo "$(date +%s.%N) $*" >> "$results/phases.txt"; } # begin|end MEASURE NAME RUN
+
+# --- 0. results, build, setup, is the machine quiet? ---------------------------------------
 rm -rf "$results"
 mkdir -p "$results"
 started=$(date +%s)
@@ -226,18 +358,31 @@ meta=$results/meta.env
   echo "command=$command_line"
   echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "servers=$servers"
+  echo "runs=$runs"
   echo "quick=$quick"
   echo "rates=$rates"
   echo "step_secs=$step_secs"
+  echo "warmup_secs=$warmup_secs"
   echo "idle_conns=$idle_conns"
-  echo "load_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "room_a=$room_a"
+  echo "room_b=$room_b"
+  echo "storm_members=$storm_members"
+  echo "storm_joiners=$storm_joiners"
+  echo "storm_concurrency=$storm_concurrency"
+  echo "durable_senders=$durable_senders"
+  echo "durable_in_flight=$(IFS=,; echo "${durable_in_flight[*]}")"
+  echo "durable_secs=$durable_secs"
+  echo "busy_limit_pct=$busy_limit"
+  echo "estimate_min=$(((estimate + 59) / 60))"
 } > "$meta"
+printf 'measure\tserver\trun\trc\tseconds\n' > "$results/runs.tsv"
 
 say "building (cargo build --release -p bavard -p bavard-bench)"
 dirty=$(git status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null | awk '{print "`" $NF "`"}' | paste -sd, - | sed 's/,/, /g')
 {
   echo "commit=$(git rev-parse --short HEAD)"
   echo "dirty=$dirty"
+  echo "dirty_any=$(git status --porcelain 2>/dev/null | grep -c .)"
   echo "rustc=$(rustc --version 2>/dev/null | cut -d' ' -f1-2)"
 } >> "$meta"
 if ! cargo build --release -p bavard -p bavard-bench 2>&1 | tee "$results/build.log" | tail -n 3; then
@@ -246,8 +391,8 @@ if ! cargo build --release -p bavard -p bavard-bench 2>&1 | tee "$results/build.
 fi
 [[ -z $dirty ]] || say "note: building with uncommitted changes in $dirty"
 
-# Run private copies: others may rebuild target/release while this runs, and the idle
-# phase must start the same bavard as the hot-room phase.
+# Run private copies: others may rebuild target/release while this runs, and every run
+# must start the same bavard.
 bin_dir=$(mktemp -d "${TMPDIR:-/tmp}/bavard-bench-bin.XXXXXX") || exit 1
 tmp_dirs+=("$bin_dir")
 cp "$root/target/release/bavard" "$root/target/release/bavard-bench" "$bin_dir/" || exit 1
@@ -258,85 +403,127 @@ say "bench/peers/setup.sh"
 "$here/peers/setup.sh" 2>&1 | tee "$results/setup.txt"
 [[ ${PIPESTATUS[0]} == 0 ]] || { say "setup.sh failed"; exit 1; }
 
-# Machine load while we run: CPU of this benchmark's processes and of everyone else's.
+say "checking that the machine is quiet (${busy_secs} s)"
+"$py" "$here/report.py" busy --root $$ --seconds "$busy_secs" --limit "$busy_limit" --out "$results/busy-start.txt" >&2
+busy_rc=$?
+busy_pct=$(sed -n 's/.*others_pct=\([0-9]*\).*/\1/p' "$results/busy-start.txt" 2>/dev/null)
+echo "busy_start_pct=${busy_pct:-?}" >> "$meta"
+if [[ $busy_rc == 3 ]]; then
+  if [[ $force == 0 ]]; then
+    say "the machine is busy: other processes use ${busy_pct:-?}% of a core on average (limit ${busy_limit}%)."
+    say "Figures measured now would measure that contention; wait until it is quiet, or run with --force"
+    say "(the report then says how busy the machine was)."
+    exit 3
+  fi
+  say "the machine is busy (${busy_pct:-?}% of a core), going on because of --force"
+  echo "busy_forced=1" >> "$meta"
+elif [[ $busy_rc != 0 ]]; then
+  say "could not measure how busy the machine is (report.py busy exited $busy_rc); going on"
+fi
+
+# The machine's load while we run: CPU of this benchmark's processes and of everyone else's.
 "$py" "$here/report.py" sample "$results/load.txt" --root $$ &
 sampler_pid=$!
-phase() { echo "$(date +%s.%N) $*" >> "$results/phases.txt"; } # begin|end NAME PHASE
 
-# --- 1. hot room ---------------------------------------------------------------------------
-hot_room() { # NAME
-  local name=$1 txt=$results/$1-hot-room.txt todo=$rates retry
+# --- 1. the measurements ----------------------------------------------------------------------
+# One bench call (or, for the hot room, one call plus retries) on a fresh server.
+bench_call() { # MEASURE NAME TXT CSV
+  local m=$1 name=$2 txt=$3 csv=$4 url="ws://127.0.0.1:$server_port" secs
+  secs=$(timeout_of "$m")
+  local common=(--url "$url" --server-pid "$server_pid" --csv "$csv" --label "$name")
+  case $m in
+    hot-room)
+      local todo=$rates retry
+      while :; do
+        run_logged "$txt" "$secs" "$bench_bin" hot-room "${common[@]}" --rates "$todo" \
+          --step-secs "$step_secs" --warmup-secs "$warmup_secs"
+        # 0: a step passed, 2: no step passed; anything else is an error of the run itself.
+        [[ $rc == 0 || $rc == 2 ]] || return
+        retry=$("$py" "$here/report.py" retry-rates "$txt" "$rates")
+        [[ -n $retry ]] || return
+        if ! alive "$server_pid"; then
+          echo "### run.sh: exit $name died during the run (no retry)" | tee -a "$txt"
+          rc=1
+          return
+        fi
+        wait_quiet "$server_pid"
+        echo "### run.sh: retry of the ${retry%%,*}/s step (each failed step is retried once)" | tee -a "$txt"
+        todo=$retry
+      done
+      ;;
+    idle)
+      run_logged "$txt" "$secs" "$bench_bin" idle "${common[@]}" --conns "$idle_conns" --room-size 10 --protocol plain ;;
+    idle-json)
+      run_logged "$txt" "$secs" "$bench_bin" idle "${common[@]}" --conns "$idle_conns" --protocol json ;;
+    room-a|room-b)
+      local n=$room_a
+      [[ $m == room-a ]] || n=$room_b
+      run_logged "$txt" "$secs" "$bench_bin" idle "${common[@]}" --conns "$n" --room-size "$n" --protocol plain \
+        --probe --kill-server ;;
+    storm-plain|storm-json)
+      run_logged "$txt" "$secs" "$bench_bin" join-storm "${common[@]}" --members "$storm_members" \
+        --joiners "$storm_joiners" --connect-concurrency "$storm_concurrency" --protocol "${m#storm-}" --kill-server ;;
+    durable-*)
+      run_logged "$txt" "$secs" "$bench_bin" durable "${common[@]}" --senders "$durable_senders" \
+        --in-flight "${m#durable-}" --duration "$durable_secs" --warmup-secs "$durable_warmup" ;;
+  esac
+}
+
+run_one() { # MEASURE NAME RUN
+  local m=$1 name=$2 run=$3 dir=$results/$1 t0 before after backlog
+  mkdir -p "$dir"
+  local txt=$dir/$name-r$run.txt csv=$dir/$name-r$run.csv log=$dir/$name-r$run-server.log
   : > "$txt"
-  say "== hot room: $name"
-  start_server "$name" || { echo "### run.sh: exit server did not start" >> "$txt"; failures=$((failures + 1)); return; }
-  phase begin "$name" hot-room
-  while :; do
-    run_logged "$txt" "$bench_bin" hot-room --url "ws://127.0.0.1:$server_port" --server-pid "$server_pid" \
-      --csv "$results/hot-room.csv" --label "$name" --rates "$todo" "${step_args[@]}"
-    # 0: a step passed, 2: no step passed; anything else is an error of the run itself.
+  t0=$(date +%s.%N)
+  say "== $m: $name, run $run of $runs ($(date -u '+%H:%M:%S'), $(($(date +%s) - started)) s in)"
+  rc=0
+  if ! start_server "$name" "$log"; then
+    echo "### run.sh: exit server did not start" >> "$txt"
+    rc=1
+  else
+    phase begin "$m" "$name" "$run"
+    # Send-Q of a listening socket is its accept backlog.
+    backlog=$(ss -Hltn "sport = :$server_port" 2>/dev/null | awk 'NR == 1 { print $3 }')
+    [[ -z $backlog ]] || echo "### run.sh: backlog $backlog" >> "$txt"
+    before=$(listen_overflows)
+    bench_call "$m" "$name" "$txt" "$csv"
+    after=$(listen_overflows)
+    phase end "$m" "$name" "$run"
+    if [[ $m != hot-room && -n $before && -n $after ]]; then
+      echo "### run.sh: ListenOverflows $((after - before))" >> "$txt"
+    fi
     if [[ $rc != 0 && $rc != 2 ]]; then
-      echo "### run.sh: exit status $rc of bavard-bench hot-room" | tee -a "$txt"
-      failures=$((failures + 1))
+      grep -q '^### run.sh: exit' "$txt" || echo "### run.sh: exit status $rc of bavard-bench" | tee -a "$txt"
     fi
-    retry=$("$py" "$here/report.py" retry-rates "$txt" "$rates")
-    [[ -n $retry ]] || break
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-      echo "### run.sh: exit $name died during the run (no retry)" | tee -a "$txt"
-      failures=$((failures + 1))
-      break
-    fi
-    wait_quiet "$server_pid"
-    echo "### run.sh: retry of the ${retry%%,*}/s step (each failed step is retried once)" | tee -a "$txt"
-    todo=$retry
+    stop_server "$server_pid"
+  fi
+  # 2 from the hot room only says that no step passed (a slow server): a result, not a failure.
+  [[ $rc == 0 || ($m == hot-room && $rc == 2) ]] || failures=$((failures + 1))
+  printf '%s\t%s\t%s\t%s\t%s\n' "$m" "$name" "$run" "$rc" "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')" \
+    >> "$results/runs.tsv"
+}
+
+for m in "${measures[@]}"; do
+  mapfile -t names < <(servers_of "$m")
+  [[ ${#names[@]} -gt 0 ]] || continue
+  for ((r = 1; r <= runs; r++)); do
+    for s in "${names[@]}"; do run_one "$m" "$s" "$r"; done
   done
-  phase end "$name" hot-room
-  stop_server "$server_pid"
-}
-
-# --- 2. idle -------------------------------------------------------------------------------
-idle() { # NAME [PROTOCOL]
-  local name=$1 protocol=${2:-plain} txt before after backlog
-  txt=$results/$name-idle.txt
-  [[ $protocol == plain ]] || txt=$results/$name-idle-$protocol.txt
-  : > "$txt"
-  say "== idle ($protocol): $name"
-  start_server "$name" || { echo "### run.sh: exit server did not start" >> "$txt"; failures=$((failures + 1)); return; }
-  phase begin "$name" "idle-$protocol"
-  # Send-Q of a listening socket is its accept backlog.
-  backlog=$(ss -Hltn "sport = :$server_port" 2>/dev/null | awk 'NR == 1 { print $3 }')
-  [[ -z $backlog ]] || echo "### run.sh: backlog $backlog" | tee -a "$txt"
-  before=$(listen_overflows)
-  run_logged "$txt" "$bench_bin" idle --url "ws://127.0.0.1:$server_port" --server-pid "$server_pid" \
-    --conns "$idle_conns" --protocol "$protocol" --csv "$results/idle.csv" --label "$name"
-  after=$(listen_overflows)
-  phase end "$name" "idle-$protocol"
-  if [[ -n $before && -n $after ]]; then
-    echo "### run.sh: ListenOverflows $((after - before))" | tee -a "$txt"
-  fi
-  if [[ $rc != 0 ]]; then
-    echo "### run.sh: exit status $rc of bavard-bench idle" | tee -a "$txt"
-    failures=$((failures + 1))
-  fi
-  stop_server "$server_pid"
-}
-
-for s in "${server_list[@]}"; do hot_room "$s"; done
-for s in "${server_list[@]}"; do
-  idle "$s"
-  [[ $s != bavard ]] || idle bavard json
 done
 
-# --- 3. plot and report --------------------------------------------------------------------
+# --- 2. plot and report -------------------------------------------------------------------------
 {
   echo "load_end=$(cut -d' ' -f1-3 /proc/loadavg)"
   elapsed=$(($(date +%s) - started))
   echo "duration=$((elapsed / 60)) min $((elapsed % 60)) s"
 } >> "$meta"
+kill -TERM "$sampler_pid" 2>/dev/null
+wait "$sampler_pid" 2>/dev/null
+sampler_pid=
 
-if [[ -s $results/hot-room.csv ]]; then
-  "$py" "$here/report.py" plot-csv "$results/hot-room.csv" "$results/hot-room-plot.csv" &&
-    "$py" "$here/plot.py" "$results/hot-room-plot.csv" -o "$results/hot-room.png" \
-      --title "Hot room (1,000 + 10 connections): deliveries/s vs p99 latency" ||
+if "$py" "$here/report.py" plot-csv "$results" "$results/hot-room-plot.csv"; then
+  "$py" "$here/plot.py" "$results/hot-room-plot.csv" -o "$results/hot-room.png" \
+    --title "Hot room (1,000 + 10 connections): deliveries/s vs p99 latency, median of $runs runs" ||
     { say "plot failed"; failures=$((failures + 1)); }
 else
   say "no hot-room CSV rows: no plot"
@@ -356,8 +543,8 @@ if [[ $publish == 1 ]]; then
 else
   say "report in $results/benchmarks-section.md (BENCHMARKS.md untouched)"
 fi
+say "done in $(($(date +%s) - started)) s (estimated $(((estimate + 59) / 60)) min plus the build)"
 if [[ $failures -gt 0 ]]; then
-  say "$failures problem(s), see above"
+  say "$failures bench call(s) failed or found a problem, see above and bench/results/runs.tsv"
   exit 1
 fi
-say "done in $(($(date +%s) - started)) s"
