@@ -3,10 +3,12 @@
 //!
 //! The writer (`writer.rs`) is the single authority on `seq`: it caches each room's
 //! last seq and assigns the next one, so a room's seqs are gap-free and reported on the
-//! commit stream in order. Appends land in an append-ordered journal and move to the
-//! room-ordered `messages` table in bulk; the tail (`tail.rs`) shows readers the
-//! journal's messages meanwhile. WAL mode lets reads run beside the writer.
+//! commit stream in order. Appends land in an append-ordered journal (its own file,
+//! `DB-log`) and the archiver (`archiver.rs`) moves them to the room-ordered
+//! `messages` table (the file `DB`) in bulk; the tail (`tail.rs`) shows readers the
+//! journal's messages meanwhile. WAL mode lets reads run beside both.
 
+mod archiver;
 mod tail;
 mod writer;
 
@@ -23,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::{
     tail::Tail,
-    writer::{archive_journal, Writer, WriterCommand},
+    writer::{Writer, WriterCommand},
 };
 use super::{CommitEvent, MessageStore, NewMessage, Page, PageQuery, PendingAppend, RoomSummary, StoreError};
 
@@ -34,8 +36,8 @@ const READ_POOL: usize = 4;
 /// How often the checkpointer copies the WAL into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// The schema, applied on every start (each statement is idempotent). Version 2 added
-/// the journal.
+/// The schema of the main database file, applied on every start (each statement is
+/// idempotent).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
     room      TEXT    NOT NULL,
@@ -49,6 +51,12 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (room, seq)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_by_key ON messages (room, user_id, key) WHERE key IS NOT NULL;
+PRAGMA user_version = 1;
+";
+
+/// The schema of the journal's file (`DB-log`): messages acknowledged but not yet
+/// archived, in append order.
+const JOURNAL_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS journal (
     id        INTEGER PRIMARY KEY,
     room      TEXT    NOT NULL,
@@ -60,7 +68,7 @@ CREATE TABLE IF NOT EXISTS journal (
     key       TEXT,
     reply_to  INTEGER
 );
-PRAGMA user_version = 2;
+PRAGMA user_version = 1;
 ";
 
 impl From<rusqlite::Error> for StoreError {
@@ -76,32 +84,60 @@ pub struct SqliteStore {
     tail: Arc<Tail>,
     /// Dropping it stops the checkpointer thread.
     _checkpointer: std::sync::mpsc::Sender<()>,
+    /// Dropping it stops the archiver thread.
+    _archiver: std::sync::mpsc::Sender<()>,
+}
+
+/// The journal's database file beside the main one: `bavard.db` -> `bavard.db-log`.
+pub fn journal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-log");
+    PathBuf::from(name)
+}
+
+/// Attaches the database file at `path` to `conn` under `alias`.
+fn attach(conn: &Connection, path: &Path, alias: &str) -> Result<(), StoreError> {
+    let name = path.to_str().ok_or_else(|| StoreError::Database(format!("{} is not UTF-8", path.display())))?;
+    conn.execute(&format!("ATTACH DATABASE ?1 AS {alias}"), [name])?;
+    Ok(())
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and starts the writer thread.
     /// Commits are reported on `commits`.
     pub fn open(path: &Path, commits: mpsc::Sender<CommitEvent>) -> Result<Self, StoreError> {
-        let mut conn = open_connection(path, false)?;
-        conn.execute_batch(SCHEMA)?;
+        let log_path = journal_path(path);
+        let mut archive = open_connection(path, false)?;
+        archive.execute_batch(SCHEMA)?;
+        let journal = open_connection(&log_path, false)?;
+        journal.execute_batch(JOURNAL_SCHEMA)?;
         // Checkpoints copy pages into the database file and fsync it: that is the
         // checkpointer thread's work, off the path of acknowledgements.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpointer = start_checkpointer(path)?;
+        journal.pragma_update(None, "wal_autocheckpoint", 0)?;
+        attach(&journal, path, "archive")?;
+        attach(&archive, &log_path, "log")?;
         // A journal left by a crash holds acknowledged messages: archive them first.
-        let recovered = archive_journal(&mut conn)?;
+        let recovered = archiver::archive_all(&mut archive)?;
         if recovered > 0 {
             tracing::info!(recovered, "archived the journal left by the previous run");
         }
+        let checkpointer = start_checkpointer(&log_path)?;
         let (writer, queue) = mpsc::channel(WRITER_QUEUE);
         let tail = Arc::new(Tail::default());
-        let mut state = Writer::new(conn, Arc::clone(&tail), commits);
+        let last_id = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let mut state = Writer::new(journal, Arc::clone(&last_id), Arc::clone(&tail), commits);
         thread::Builder::new()
             .name("bavard-sqlite-writer".into())
             .spawn(move || state.run(queue))
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
-        let readers = Arc::new(ReadPool { path: path.to_owned(), idle: Mutex::new(Vec::new()) });
-        Ok(Self { writer, readers, tail, _checkpointer: checkpointer })
+        let (stop_archiver, archiver_stopped) = std::sync::mpsc::channel();
+        let to_writer = writer.clone();
+        thread::Builder::new()
+            .name("bavard-sqlite-archiver".into())
+            .spawn(move || archiver::run(archive, last_id, to_writer, archiver_stopped))
+            .map_err(|e| StoreError::Database(format!("cannot start the archiver thread: {e}")))?;
+        let readers = Arc::new(ReadPool { path: path.to_owned(), log_path, idle: Mutex::new(Vec::new()) });
+        Ok(Self { writer, readers, tail, _checkpointer: checkpointer, _archiver: stop_archiver })
     }
 
     async fn read<T: Send + 'static>(
@@ -173,6 +209,7 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreErro
 
 struct ReadPool {
     path: PathBuf,
+    log_path: PathBuf,
     idle: Mutex<Vec<Connection>>,
 }
 
@@ -181,7 +218,11 @@ impl ReadPool {
         let pooled = self.idle.lock().map_err(|_| StoreError::Closed)?.pop();
         match pooled {
             Some(conn) => Ok(conn),
-            None => open_connection(&self.path, true),
+            None => {
+                let conn = open_connection(&self.path, true)?;
+                attach(&conn, &self.log_path, "log")?;
+                Ok(conn)
+            }
         }
     }
 
@@ -269,7 +310,7 @@ impl MessageStore for SqliteStore {
         Box::pin(self.read(move |conn| {
             let mut statement = conn.prepare_cached(
                 "SELECT room, MAX(seq), MAX(ts) FROM
-                   (SELECT room, seq, ts FROM messages UNION ALL SELECT room, seq, ts FROM journal)
+                   (SELECT room, seq, ts FROM messages UNION ALL SELECT room, seq, ts FROM log.journal)
                  GROUP BY room ORDER BY MAX(ts) DESC, room LIMIT ?1",
             )?;
             let rows = statement.query_map([i64::from(limit)], |row| {
@@ -356,6 +397,11 @@ mod tests {
         store.close().await;
     }
 
+    fn journal_rows(path: &Path) -> i64 {
+        let conn = Connection::open(journal_path(path)).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM journal", [], |row| row.get(0)).unwrap()
+    }
+
     fn seqs(page: &Page) -> Vec<u64> {
         page.messages.iter().map(|m| m.seq).collect()
     }
@@ -374,19 +420,28 @@ mod tests {
             // Read while the messages are only in the journal and the tail.
             let page = store.page(RoomName::new("a").unwrap(), PageQuery::Before { before: None, limit: 2 }).await;
             assert_eq!(seqs(&page.unwrap()), [2, 3]);
-            // Dropped without `close`: the writer stops with the journal unarchived.
+            // Dropped without `close`, as by a crash: the journal may keep rows.
         }
-        let journal: i64 =
-            Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM journal", [], |row| row.get(0)).unwrap();
-        assert_eq!(journal, 6, "the acknowledged messages wait in the journal");
+        // And an acknowledged row the archiver never saw (the process died first).
+        Connection::open(journal_path(&path))
+            .unwrap()
+            .execute(
+                "INSERT INTO journal (id, room, seq, ts, user_id, user_name, text, key)
+                 VALUES (1000, 'a', 4, 0, 'u_1', 'u_1', 'a4', 'k4')",
+                [],
+            )
+            .unwrap();
         let (commits, _stream) = mpsc::channel(64);
         let store = SqliteStore::open(&path, commits).unwrap();
+        assert_eq!(journal_rows(&path), 0, "the journal was archived at start");
         let room = RoomName::new("a").unwrap();
         let page = store.page(room.clone(), PageQuery::After { after: 0, before: None, limit: 10 }).await.unwrap();
-        assert_eq!(page.messages.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["a1", "a2", "a3"]);
+        assert_eq!(page.messages.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["a1", "a2", "a3", "a4"]);
         let again = append(&store, new_message("a", "a2 again", Some("k2"))).await;
         assert_eq!((again.seq, again.duplicate), (2, true));
-        assert_eq!(append(&store, new_message("a", "a4", None)).await.seq, 4);
+        let again = append(&store, new_message("a", "a4 again", Some("k4"))).await;
+        assert_eq!((again.seq, again.duplicate), (4, true));
+        assert_eq!(append(&store, new_message("a", "a5", None)).await.seq, 5);
         assert_eq!(append(&store, new_message("b", "b4", None)).await.seq, 4);
         store.close().await;
     }
@@ -400,14 +455,17 @@ mod tests {
         for i in 1..=5 {
             append(&store, new_message("a", &format!("{i}"), None)).await;
         }
-        // Idle past the archive delay: 1 to 5 move to the archive.
-        tokio::time::sleep(writer::ARCHIVE_IDLE * 3).await;
+        // The archiver takes a small backlog after a short wait, and the writer then
+        // deletes it from the journal.
+        let archived = async {
+            while journal_rows(&path) > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), archived).await.unwrap();
         for i in 6..=9 {
             append(&store, new_message("a", &format!("{i}"), Some(&format!("k{i}")))).await;
         }
-        let journal: i64 =
-            Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM journal", [], |row| row.get(0)).unwrap();
-        assert_eq!(journal, 4, "1 to 5 were archived, 6 to 9 wait in the journal");
         let room = RoomName::new("a").unwrap();
         let page = store.page(room.clone(), PageQuery::Before { before: None, limit: 6 }).await.unwrap();
         assert_eq!((seqs(&page), page.has_more), ((4..=9).collect(), true));

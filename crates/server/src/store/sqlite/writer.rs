@@ -1,22 +1,23 @@
 //! The writer thread: the single authority on `seq`, and the only connection that
-//! writes.
+//! writes the journal.
 //!
-//! Appends are group-committed to the `journal`, a table in append order with no
-//! other index: a commit writes the few pages at its end (plus one fsync) however many
-//! rooms the batch touches. Writing them straight into the room-ordered `messages`
-//! table dirtied a page per room per index (100 rooms: ~110 pages, ~440 KiB and 3-4 ms
-//! per commit here). The journal is moved into `messages` in one transaction when it
-//! holds [`ARCHIVE_ROWS`] rows or the writer has been idle for [`ARCHIVE_IDLE`], oldest
-//! first in chunks of [`ARCHIVE_CHUNK`] (one chunk is a short pause for the appends
-//! queued behind it), so each room's pages are written once per chunk instead of once
-//! per commit. Until
-//! then the [`Tail`] serves the journal's messages to readers, and idempotency keys
-//! are checked against the journal in memory and against `messages` through its index.
+//! Appends are group-committed to the `journal`, a table in append order in its own
+//! database file (`DB-log`) with no other index: a commit writes the few pages at its
+//! end (plus one fsync) however many rooms the batch touches. Writing them straight
+//! into the room-ordered `messages` table dirtied a page per room per index (100
+//! rooms: ~110 pages, ~440 KiB and 3-4 ms per commit here). The archiver thread
+//! (`archiver.rs`) copies the journal into `messages` on the other core and tells the
+//! writer how far it got; the writer then forgets those rows (their keys, the tail,
+//! and the rows themselves, deleted in its next transaction). Until then the [`Tail`]
+//! serves them to readers, and idempotency keys are checked against the journal in
+//! memory and against `messages` through its index.
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::Arc,
-    time::{Duration, Instant},
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
 };
 
 use bavard_protocol::{Message, RoomName, Timestamp};
@@ -28,17 +29,13 @@ use crate::store::{Appended, CommitEvent, NewMessage, StoreError};
 
 /// The most appends one transaction takes.
 const MAX_BATCH: usize = 4_096;
-/// Journal rows above which chunks are archived even while appends keep coming.
-pub(super) const ARCHIVE_ROWS: usize = 16_384;
-/// Journal rows moved per archive transaction.
-pub(super) const ARCHIVE_CHUNK: usize = 4_096;
-/// Idle time after which the journal is archived.
-pub(super) const ARCHIVE_IDLE: Duration = Duration::from_millis(100);
 
 /// What the writer is asked to do.
 pub(super) enum WriterCommand {
     Append(NewMessage, oneshot::Sender<Result<Appended, StoreError>>),
     Barrier(RoomName, oneshot::Sender<()>),
+    /// The archiver copied every journal row up to this id into `messages`.
+    Archived(i64),
     Close(oneshot::Sender<()>),
 }
 
@@ -55,52 +52,39 @@ pub(super) struct Writer {
     journal_keys: HashMap<KeyId, Appended>,
     /// The journal's messages in journal order: what each archived chunk takes away.
     journal: VecDeque<Journaled>,
+    /// The id of the last journal row written; the archiver reads it to know what waits.
+    last_id: Arc<AtomicI64>,
+    /// Journal rows up to this id are archived and can be deleted.
+    deletable_through: i64,
     tail: Arc<Tail>,
     commits: mpsc::Sender<CommitEvent>,
 }
 
 impl Writer {
-    /// A writer over `conn`, whose journal must be empty (see [`archive_leftovers`]).
-    pub(super) fn new(conn: Connection, tail: Arc<Tail>, commits: mpsc::Sender<CommitEvent>) -> Self {
-        Self { conn, last_seq: HashMap::new(), journal_keys: HashMap::new(), journal: VecDeque::new(), tail, commits }
+    /// A writer over `conn` (the journal database, with `messages` attached as
+    /// `archive`), whose journal must be empty (see [`super::archiver::archive_all`]).
+    pub(super) fn new(
+        conn: Connection,
+        last_id: Arc<AtomicI64>,
+        tail: Arc<Tail>,
+        commits: mpsc::Sender<CommitEvent>,
+    ) -> Self {
+        Self {
+            conn,
+            last_seq: HashMap::new(),
+            journal_keys: HashMap::new(),
+            journal: VecDeque::new(),
+            last_id,
+            deletable_through: 0,
+            tail,
+            commits,
+        }
     }
 
     /// Serves commands until the queue closes or a `Close` arrives.
     pub(super) fn run(&mut self, mut queue: mpsc::Receiver<WriterCommand>) {
-        // A clock for the idle wait only; the writer never runs other tasks.
-        let clock = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
-            Ok(clock) => clock,
-            Err(e) => {
-                tracing::error!(error = %e, "the sqlite writer cannot start its clock; appends will fail");
-                return;
-            }
-        };
         let mut batch = Vec::with_capacity(64);
-        // Whether the writer waited ARCHIVE_IDLE with nothing to do since its last batch.
-        let mut idle = false;
-        loop {
-            let first = if self.journal.is_empty() {
-                queue.blocking_recv()
-            } else if idle {
-                match queue.try_recv() {
-                    Ok(command) => Some(command),
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        self.archive_chunk();
-                        continue;
-                    }
-                    Err(mpsc::error::TryRecvError::Disconnected) => None,
-                }
-            } else {
-                match clock.block_on(async { tokio::time::timeout(ARCHIVE_IDLE, queue.recv()).await }) {
-                    Ok(command) => command,
-                    Err(_idle) => {
-                        idle = true;
-                        continue;
-                    }
-                }
-            };
-            idle = false;
-            let Some(first) = first else { break };
+        while let Some(first) = queue.blocking_recv() {
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match queue.try_recv() {
@@ -109,8 +93,6 @@ impl Writer {
                 }
             }
             let closing = self.process(&mut batch);
-            let keep = if closing.is_some() { 0 } else { ARCHIVE_ROWS };
-            while self.journal.len() > keep && self.archive_chunk() {}
             if let Some(done) = closing {
                 queue.close();
                 // Appends queued behind the close are refused; their senders see `Closed`.
@@ -132,12 +114,16 @@ impl Writer {
                     self.commit_appends(std::mem::take(&mut appends));
                     self.barrier(room, done);
                 }
+                WriterCommand::Archived(through) => self.archived(through),
                 WriterCommand::Close(done) => {
                     self.commit_appends(std::mem::take(&mut appends));
                     closing = Some(done);
                     break;
                 }
             }
+        }
+        if appends.is_empty() {
+            self.delete_archived();
         }
         self.commit_appends(appends);
         closing
@@ -156,10 +142,9 @@ impl Writer {
         if let Some(seq) = self.last_seq.get(room) {
             return Ok(*seq);
         }
-        // The journal is archived at start and whenever the cache is dropped, so the
-        // archive alone knows the last seq of a room the cache has not seen.
         let seq: i64 = self.conn.query_row(
-            "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room = ?1",
+            "SELECT COALESCE(MAX(seq), 0) FROM
+               (SELECT seq FROM archive.messages WHERE room = ?1 UNION ALL SELECT seq FROM journal WHERE room = ?1)",
             [room.as_str()],
             |row| row.get(0),
         )?;
@@ -193,9 +178,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, count = appends.len(), "group commit failed");
-                // Nothing of the batch was stored; reload the seqs from the database to
-                // be safe (the journal is archived first, so the archive knows them all).
-                while !self.journal.is_empty() && self.archive_chunk() {}
+                // Nothing of the batch was stored; reload the seqs from the database.
                 self.last_seq.clear();
                 for (_, reply) in appends {
                     let _sender_gone = reply.send(Err(StoreError::Database(e.to_string())));
@@ -209,8 +192,9 @@ impl Writer {
         if let Some(found) = pending.get(id).or_else(|| self.journal_keys.get(id)) {
             return Ok(Some(Appended { duplicate: true, ..*found }));
         }
-        let mut by_key =
-            self.conn.prepare_cached("SELECT seq, ts FROM messages WHERE room = ?1 AND user_id = ?2 AND key = ?3")?;
+        let mut by_key = self
+            .conn
+            .prepare_cached("SELECT seq, ts FROM archive.messages WHERE room = ?1 AND user_id = ?2 AND key = ?3")?;
         let found = by_key
             .query_row(params![id.0.as_str(), id.1, id.2], |row| {
                 Ok(Appended { seq: row.get::<_, i64>(0)? as u64, ts: Timestamp(row.get(1)?), duplicate: true })
@@ -245,7 +229,8 @@ impl Writer {
             if let Some(id) = &key_id {
                 batch_keys.insert(id.clone(), appended);
             }
-            journaled.push((Journaled { room: message.room.clone(), seq: *seq, key: key_id }, appended));
+            let id = self.last_id.load(Ordering::Relaxed) + journaled.len() as i64 + 1;
+            journaled.push((Journaled { id, room: message.room.clone(), seq: *seq, key: key_id }, appended));
             outcomes.push(appended);
             committed.push(Arc::new(Message {
                 room: message.room.clone(),
@@ -258,13 +243,17 @@ impl Writer {
             }));
         }
         let tx = self.conn.transaction()?;
+        if self.deletable_through > 0 {
+            tx.prepare_cached("DELETE FROM journal WHERE id <= ?1")?.execute([self.deletable_through])?;
+        }
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO journal (room, seq, ts, user_id, user_name, text, key, reply_to)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO journal (id, room, seq, ts, user_id, user_name, text, key, reply_to)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
-            for message in &committed {
+            for (message, (journaled, _)) in committed.iter().zip(&journaled) {
                 insert.execute(params![
+                    journaled.id,
                     message.room.as_str(),
                     message.seq as i64,
                     message.ts.millis(),
@@ -277,40 +266,48 @@ impl Writer {
             }
         }
         tx.commit()?;
+        self.deletable_through = 0;
+        if let Some((last, _)) = journaled.last() {
+            self.last_id.store(last.id, Ordering::Release);
+        }
         for (room, seq) in next_seq {
             self.last_seq.insert(room.clone(), seq);
         }
         Ok(Inserted { outcomes, committed, journaled })
     }
 
-    /// Moves the oldest chunk of the journal into `messages`; false (and the journal
-    /// and the tail left as they are, for a later retry) when that fails.
-    fn archive_chunk(&mut self) -> bool {
-        let started = Instant::now();
-        let chunk = self.journal.len().min(ARCHIVE_CHUNK);
-        if chunk == 0 {
-            return true;
-        }
-        if let Err(e) = archive_oldest(&mut self.conn, chunk) {
-            tracing::error!(error = %e, "cannot archive the journal; will retry");
-            return false;
-        }
+    /// Forgets the journal rows up to `through`, which the archiver has copied into
+    /// `messages`: their keys and tail entries now, the rows with the next transaction.
+    fn archived(&mut self, through: i64) {
         let mut archived: HashMap<RoomName, u64> = HashMap::new();
-        for moved in self.journal.drain(..chunk) {
+        while self.journal.front().is_some_and(|oldest| oldest.id <= through) {
+            let Some(moved) = self.journal.pop_front() else { break };
             if let Some(key) = moved.key {
                 self.journal_keys.remove(&key);
             }
-            let through = archived.entry(moved.room).or_default();
-            *through = (*through).max(moved.seq);
+            let done = archived.entry(moved.room).or_default();
+            *done = (*done).max(moved.seq);
         }
         self.tail.forget_through(&archived);
-        tracing::debug!(chunk, took = ?started.elapsed(), "journal chunk archived");
-        true
+        self.deletable_through = self.deletable_through.max(through);
+    }
+
+    /// Deletes archived journal rows in a transaction of their own, when no append
+    /// comes to carry the delete (an idle writer: its fsync costs nobody).
+    fn delete_archived(&mut self) {
+        if self.deletable_through == 0 {
+            return;
+        }
+        match self.conn.execute("DELETE FROM journal WHERE id <= ?1", [self.deletable_through]) {
+            Ok(_) => self.deletable_through = 0,
+            Err(e) => tracing::warn!(error = %e, "cannot delete archived journal rows; will retry"),
+        }
     }
 }
 
 /// A message in the journal, as the archive needs to know it.
 struct Journaled {
+    id: i64,
     room: RoomName,
     seq: u64,
     key: Option<KeyId>,
@@ -324,47 +321,4 @@ struct Inserted {
     committed: Vec<Arc<Message>>,
     /// The new messages as the journal knows them, with their outcome.
     journaled: Vec<(Journaled, Appended)>,
-}
-
-/// Moves every journal row into `messages`; returns how many.
-pub(super) fn archive_journal(conn: &mut Connection) -> Result<usize, StoreError> {
-    let mut moved = 0;
-    loop {
-        let chunk = archive_oldest(conn, ARCHIVE_CHUNK)?;
-        moved += chunk;
-        if chunk < ARCHIVE_CHUNK {
-            return Ok(moved);
-        }
-    }
-}
-
-/// Moves the `count` oldest journal rows into `messages` in one transaction; returns
-/// how many there were.
-///
-/// The archive needs no fsync of its own: WAL frames are replayed in order, so the
-/// next journal commit's fsync makes it durable too, and an archive lost to a crash
-/// leaves its rows in the journal, which the next start archives again.
-fn archive_oldest(conn: &mut Connection, count: usize) -> Result<usize, StoreError> {
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    let moved = move_oldest(conn, count);
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    moved
-}
-
-fn move_oldest(conn: &mut Connection, count: usize) -> Result<usize, StoreError> {
-    let tx = conn.transaction()?;
-    let last_id: Option<i64> =
-        tx.query_row("SELECT MAX(id) FROM (SELECT id FROM journal ORDER BY id LIMIT ?1)", [count as i64], |row| {
-            row.get(0)
-        })?;
-    let Some(last_id) = last_id else { return Ok(0) };
-    let moved = tx.execute(
-        "INSERT INTO messages (room, seq, ts, user_id, user_name, text, key, reply_to)
-         SELECT room, seq, ts, user_id, user_name, text, key, reply_to FROM journal WHERE id <= ?1
-         ORDER BY room, seq",
-        [last_id],
-    )?;
-    tx.execute("DELETE FROM journal WHERE id <= ?1", [last_id])?;
-    tx.commit()?;
-    Ok(moved)
 }
