@@ -806,6 +806,12 @@ def build_section(results_dir, meta, versions, runs, samples, phases, png_ref):
                   + "; ".join(f"{d[0]} ({d[1]:.0f}% of a core on average)" for d in disturbed)
                   + ". Those figures measure that contention as much as the servers.", ""]
 
+    hot_runs = runs.get("hot-room", {})
+    if any(s.get("bench_saturated") and s["passed"] for per in hot_runs.values() for r in per.values()
+           for s in r["info"]["steps"]):
+        lines += ["Where the notes say the bench was >85% busy, the one-thread load generator was near its limit: "
+                  "the hot-room limit found there may be the generator's, not the server's.", ""]
+
     # Notes from the raw outputs.
     notes = notes_per_measure(runs, servers, plan, ladder)
     if notes:

@@ -42,7 +42,7 @@
 # --force    run even if the machine is busy (the report then says so)
 #
 # Expected duration of a full default run (bavard,bun, 3 runs) on a 2-core machine:
-# about 15 minutes plus the build (estimated and printed at the start; see
+# about 16 minutes plus the build (estimated and printed at the start; see
 # bench/README-bench.md for how the step lengths were chosen).
 # Raw outputs go to bench/results/ (emptied at the start, git-ignored). Every server
 # this script started is stopped when it exits, also on failure or Ctrl-C.
@@ -104,11 +104,11 @@ if [[ $quick == 1 ]]; then
   busy_secs=3
   publish=0
 else
-  # 3 s steps and a ladder that is coarse low down and 0.5M apart where Bavard and Bun
-  # top out (5-8M on 2 cores): a run of the ladder takes ~1-1.5 min, so 3 runs per
-  # server fit in the budget; the median of 3 short runs says more on a shared
-  # machine than one long one.
-  rates=500000,1000000,2000000,3000000,4000000,4500000,5000000,5500000,6000000,6500000,7000000,7500000,8000000,9000000,10000000
+  # 3 s steps on a ladder whose steps are at most 33% apart above 0.75M (0.5M apart
+  # from 2M, where Bavard and Bun top out on 2 cores): a server reaching 7M runs 17
+  # steps, about 1.5 min, so 3 runs per server fit in the budget; the median of 3
+  # short runs says more on a shared machine than one long one.
+  rates=500000,750000,1000000,1250000,1500000,2000000,2500000,3000000,3500000,4000000,4500000,5000000,5500000,6000000,6500000,7000000,7500000,8000000,9000000,10000000
   [[ $slow_peer == 0 ]] || rates=100000,200000,300000,$rates
   p99_limit=50
   step_secs=3
@@ -168,10 +168,10 @@ estimate_of() {
     return
   fi
   case $1 in
-    # Bavard and Bun pass the steps up to 6-7M (11 of them), then a failed step and its
-    # retry (with drain), plus connecting, calming down before the retry, start and stop.
+    # A server reaching 7M passes 16 steps, then a failed step and its retry (with
+    # drain), plus connecting, calming down before the retry, start and stop.
     hot-room) awk -v n="$n_rates" -v w="$warmup_secs" -v s="$step_secs" \
-        'BEGIN { p = n > 11 ? 11 : n; printf "%d", p * (w + s + 0.4) + 2 * (w + s + 2) + 12 }' ;;
+        'BEGIN { p = n > 16 ? 16 : n; printf "%d", p * (w + s + 0.4) + 2 * (w + s + 2) + 12 }' ;;
     idle|idle-json) echo 7 ;;
     room-a) echo 8 ;;
     room-b) echo 11 ;;
