@@ -695,7 +695,8 @@ def build_section(results_dir, meta, versions, runs, samples, phases, png_ref):
     if mean_steal >= 1:
         parts.append(f"hypervisor steal {mean_steal:.0f}% of a core on average")
     busy += "; ".join(parts) if parts else "not sampled"
-    busy += ". The busiest measurements are marked ‡ below."
+    busy += (f". Measurements during which they used more than {BUSY_LIMIT_PCT}% of a core on average are "
+             "marked ‡ in the table.")
     if meta.get("busy_forced") == "1":
         busy = (f"**The machine was busy**: started with `--force` although other processes used "
                 f"{busy_start}% of a core (more than the {meta.get('busy_limit_pct', BUSY_LIMIT_PCT)}% "
