@@ -142,12 +142,13 @@ impl Writer {
         if let Some(seq) = self.last_seq.get(room) {
             return Ok(*seq);
         }
-        let seq: i64 = self.conn.query_row(
-            "SELECT COALESCE(MAX(seq), 0) FROM
-               (SELECT seq FROM archive.messages WHERE room = ?1 UNION ALL SELECT seq FROM journal WHERE room = ?1)",
-            [room.as_str()],
-            |row| row.get(0),
-        )?;
+        let seq: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT COALESCE(MAX(seq), 0) FROM
+                   (SELECT seq FROM archive.messages WHERE room = ?1 UNION ALL SELECT seq FROM journal WHERE room = ?1)",
+            )?
+            .query_row([room.as_str()], |row| row.get(0))?;
         let seq = seq as u64;
         self.last_seq.insert(room.clone(), seq);
         Ok(seq)
