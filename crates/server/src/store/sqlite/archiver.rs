@@ -25,11 +25,11 @@ use crate::store::StoreError;
 /// How often the archiver looks at the journal.
 const LOOK_EVERY: Duration = Duration::from_millis(20);
 /// Rows waiting that are copied at once, without waiting for the writer to idle.
-const BUSY_ROWS: i64 = 1_024;
+const BUSY_ROWS: i64 = 4_096;
 /// How long a smaller backlog may wait.
-const MAX_WAIT: Duration = Duration::from_millis(200);
+const MAX_WAIT: Duration = Duration::from_millis(500);
 /// The most rows one copy takes.
-const CHUNK: i64 = 8_192;
+const CHUNK: i64 = 16_384;
 
 /// Copies journal rows with ids in `(after, through]` into `messages`; returns how many
 /// were new.
