@@ -96,6 +96,19 @@ pub fn rss_bytes(pid: &str) -> anyhow::Result<u64> {
     Ok(kib * 1024)
 }
 
+/// Kills the server (when its pid is known) and says so, before a scenario closes its
+/// thousands of connections: that close is not what is measured.
+pub fn kill_before_closing(server_pid: Option<u32>) -> anyhow::Result<()> {
+    if let Some(pid) = server_pid {
+        let died = kill_and_wait(pid, Duration::from_secs(10))?;
+        println!(
+            "server {pid} killed before closing the connections{}",
+            if died { "" } else { " (still alive after 10 s)" }
+        );
+    }
+    Ok(())
+}
+
 /// Sends SIGKILL to process `pid` and waits (up to `timeout`) until it is gone or a
 /// zombie; true when it died in time. Used to stop a server before closing thousands
 /// of connections at once, when that close is not what is being measured.

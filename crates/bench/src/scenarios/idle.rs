@@ -245,13 +245,7 @@ async fn measure(common: &Common, args: &IdleArgs) -> anyhow::Result<bool> {
     }
     tokio::time::sleep(Duration::from_secs_f64(args.hold_secs.max(0.0))).await;
     if args.kill_server {
-        if let Some(pid) = common.server_pid {
-            let died = stats::kill_and_wait(pid, Duration::from_secs(10))?;
-            println!(
-                "server {pid} killed before closing the connections{}",
-                if died { "" } else { " (still alive after 10 s)" }
-            );
-        }
+        stats::kill_before_closing(common.server_pid)?;
     }
     drop(streams);
     Ok(failures == 0 && probe_ok)

@@ -393,13 +393,7 @@ async fn measure(common: &Common, args: &JoinStormArgs) -> anyhow::Result<bool> 
         stats::append_csv(csv, CSV_HEADER, &row)?;
     }
     if args.kill_server {
-        if let Some(pid) = common.server_pid {
-            let died = stats::kill_and_wait(pid, Duration::from_secs(10))?;
-            println!(
-                "server {pid} killed before closing the connections{}",
-                if died { "" } else { " (still alive after 10 s)" }
-            );
-        }
+        stats::kill_before_closing(common.server_pid)?;
     }
     Ok(storm.errors == 0 && problems.is_empty())
 }

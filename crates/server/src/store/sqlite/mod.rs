@@ -397,6 +397,12 @@ mod tests {
         store.close().await;
     }
 
+    /// A store whose commit stream nobody reads (these tests read pages, not events).
+    fn open_store(path: &Path) -> SqliteStore {
+        let (commits, _unread) = mpsc::channel(1);
+        SqliteStore::open(path, commits).unwrap()
+    }
+
     fn journal_rows(path: &Path) -> i64 {
         let conn = Connection::open(journal_path(path)).unwrap();
         conn.query_row("SELECT COUNT(*) FROM journal", [], |row| row.get(0)).unwrap()
@@ -411,8 +417,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         {
-            let (commits, _stream) = mpsc::channel(64);
-            let store = SqliteStore::open(&path, commits).unwrap();
+            let store = open_store(&path);
             for i in 1..=3 {
                 append(&store, new_message("a", &format!("a{i}"), Some(&format!("k{i}")))).await;
                 append(&store, new_message("b", &format!("b{i}"), None)).await;
@@ -431,8 +436,7 @@ mod tests {
                 [],
             )
             .unwrap();
-        let (commits, _stream) = mpsc::channel(64);
-        let store = SqliteStore::open(&path, commits).unwrap();
+        let store = open_store(&path);
         assert_eq!(journal_rows(&path), 0, "the journal was archived at start");
         let room = RoomName::new("a").unwrap();
         let page = store.page(room.clone(), PageQuery::After { after: 0, before: None, limit: 10 }).await.unwrap();
@@ -450,8 +454,7 @@ mod tests {
     async fn pages_span_the_archive_and_the_journal_without_gaps_or_repeats() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let (commits, _stream) = mpsc::channel(1024);
-        let store = SqliteStore::open(&path, commits).unwrap();
+        let store = open_store(&path);
         for i in 1..=5 {
             append(&store, new_message("a", &format!("{i}"), None)).await;
         }
