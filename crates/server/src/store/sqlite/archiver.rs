@@ -28,6 +28,8 @@ const LOOK_EVERY: Duration = Duration::from_millis(20);
 const BUSY_ROWS: i64 = 4_096;
 /// How long a smaller backlog may wait.
 const MAX_WAIT: Duration = Duration::from_millis(500);
+/// How long the archiver waits after a failed copy.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The most rows one copy takes.
 const CHUNK: i64 = 16_384;
 
@@ -80,7 +82,13 @@ pub(super) fn run(
                     break;
                 }
             }
-            Err(e) => tracing::error!(error = %e, "cannot archive the journal; will retry"),
+            Err(e) => {
+                // Reads still see the rows through the tail; retry, but not in a spin.
+                tracing::error!(error = %e, "cannot archive the journal; will retry in {RETRY_AFTER:?}");
+                if !matches!(stop.recv_timeout(RETRY_AFTER), Err(std_mpsc::RecvTimeoutError::Timeout)) {
+                    break;
+                }
+            }
         }
     }
     tracing::debug!("sqlite archiver stopped");
