@@ -169,8 +169,13 @@ impl ServeConfig {
     }
 
     /// The defaults with another database and listen address (for tests and embedding).
+    /// `BAVARD_*` variables are ignored: what is not set here is the documented default,
+    /// whatever the environment says.
     pub fn with(listen: SocketAddr, db: PathBuf) -> Self {
-        let mut config = match Cli::try_parse_from(["bavard"]) {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Cli::command().mut_args(|arg| arg.env(None));
+        let parsed = command.try_get_matches_from(["bavard"]).and_then(|matches| Cli::from_arg_matches(&matches));
+        let mut config = match parsed {
             Ok(cli) => cli.serve,
             Err(e) => unreachable!("the defaults parse: {e}"),
         };
@@ -182,4 +187,20 @@ impl ServeConfig {
 
 fn secs(value: f64) -> Duration {
     Duration::try_from_secs_f64(value.max(0.0)).unwrap_or(Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_ignore_the_environment() {
+        // Only this test in the library reads this variable.
+        std::env::set_var("BAVARD_PRESENCE_EVENTS_MAX_MEMBERS", "7");
+        let config = ServeConfig::with("127.0.0.1:0".parse().unwrap(), "t.db".into());
+        let parsed = Cli::try_parse_from(["bavard"]).unwrap().serve;
+        std::env::remove_var("BAVARD_PRESENCE_EVENTS_MAX_MEMBERS");
+        assert_eq!(parsed.presence_events_max_members, 7, "the command line reads the environment");
+        assert_eq!(config.presence_events_max_members, 1000, "embedded servers do not");
+    }
 }
