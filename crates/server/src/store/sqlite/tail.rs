@@ -35,7 +35,13 @@ impl Tail {
     pub(super) fn extend(&self, messages: &[Arc<Message>]) {
         let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
         for message in messages {
-            rooms.entry(message.room.clone()).or_default().push_back(Arc::clone(message));
+            // A room name is cloned only when its room enters the tail, not per message.
+            match rooms.get_mut(&message.room) {
+                Some(recent) => recent.push_back(Arc::clone(message)),
+                None => {
+                    rooms.insert(message.room.clone(), VecDeque::from([Arc::clone(message)]));
+                }
+            }
         }
     }
 

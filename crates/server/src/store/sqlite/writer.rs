@@ -159,13 +159,15 @@ impl Writer {
             return;
         }
         let ts = Timestamp::now();
-        match self.insert_all(&appends, ts) {
+        let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = appends.into_iter().unzip();
+        let count = messages.len();
+        match self.insert_all(messages, ts) {
             Ok(Inserted { outcomes, committed, journaled }) => {
-                for (journaled, appended) in journaled {
-                    if let Some(id) = &journaled.key {
-                        self.journal_keys.insert(id.clone(), appended);
+                for entry in journaled {
+                    if let Some(id) = &entry.key {
+                        self.journal_keys.insert(id.clone(), Appended { seq: entry.seq, ts, duplicate: false });
                     }
-                    self.journal.push_back(journaled);
+                    self.journal.push_back(entry);
                 }
                 self.tail.extend(&committed);
                 // The hub hears of a commit before its senders are acked, so an acked
@@ -173,15 +175,15 @@ impl Writer {
                 if !committed.is_empty() {
                     let _hub_gone = self.commits.blocking_send(CommitEvent::Committed(committed));
                 }
-                for ((_, reply), outcome) in appends.into_iter().zip(outcomes) {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _sender_gone = reply.send(Ok(outcome));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, count = appends.len(), "group commit failed");
+                tracing::error!(error = %e, count, "group commit failed");
                 // Nothing of the batch was stored; reload the seqs from the database.
                 self.last_seq.clear();
-                for (_, reply) in appends {
+                for reply in replies {
                     let _sender_gone = reply.send(Err(StoreError::Database(e.to_string())));
                 }
             }
@@ -204,18 +206,18 @@ impl Writer {
         Ok(found)
     }
 
-    fn insert_all(&mut self, appends: &[(NewMessage, Reply)], ts: Timestamp) -> Result<Inserted, StoreError> {
-        for (message, _) in appends {
+    fn insert_all(&mut self, messages: Vec<NewMessage>, ts: Timestamp) -> Result<Inserted, StoreError> {
+        for message in &messages {
             self.room_last_seq(&message.room)?;
         }
         // Everything but the inserts is decided before the transaction opens.
-        let mut next_seq: HashMap<&RoomName, u64> = HashMap::new();
+        let mut next_seq: HashMap<RoomName, u64> = HashMap::new();
         // Keys of this batch, for repeats inside it.
         let mut batch_keys: HashMap<KeyId, Appended> = HashMap::new();
-        let mut journaled = Vec::with_capacity(appends.len());
-        let mut outcomes = Vec::with_capacity(appends.len());
-        let mut committed = Vec::with_capacity(appends.len());
-        for (message, _) in appends {
+        let mut journaled = Vec::with_capacity(messages.len());
+        let mut outcomes = Vec::with_capacity(messages.len());
+        let mut committed = Vec::with_capacity(messages.len());
+        for message in messages {
             let key_id = message.key.as_ref().map(|key| (message.room.clone(), message.from.id.clone(), key.clone()));
             if let Some(id) = &key_id {
                 if let Some(original) = self.find_key(&batch_keys, id)? {
@@ -223,25 +225,24 @@ impl Writer {
                     continue;
                 }
             }
-            let last = self.last_seq.get(&message.room).copied().unwrap_or_default();
-            let seq = next_seq.entry(&message.room).or_insert(last);
+            let seq = match next_seq.get_mut(&message.room) {
+                Some(seq) => seq,
+                None => {
+                    let last = self.last_seq.get(&message.room).copied().unwrap_or_default();
+                    next_seq.entry(message.room.clone()).or_insert(last)
+                }
+            };
             *seq += 1;
             let appended = Appended { seq: *seq, ts, duplicate: false };
             if let Some(id) = &key_id {
                 batch_keys.insert(id.clone(), appended);
             }
             let id = self.last_id.load(Ordering::Relaxed) + journaled.len() as i64 + 1;
-            journaled.push((Journaled { id, room: message.room.clone(), seq: *seq, key: key_id }, appended));
+            journaled.push(Journaled { id, room: message.room.clone(), seq: *seq, key: key_id });
             outcomes.push(appended);
-            committed.push(Arc::new(Message {
-                room: message.room.clone(),
-                seq: *seq,
-                ts,
-                from: message.from.clone(),
-                text: message.text.clone(),
-                key: message.key.clone(),
-                reply_to: message.reply_to,
-            }));
+            // The message moves into the event: no copy of its text per append.
+            let NewMessage { room, from, text, key, reply_to } = message;
+            committed.push(Arc::new(Message { room, seq: appended.seq, ts, from, text, key, reply_to }));
         }
         let tx = self.conn.transaction()?;
         if self.deletable_through > 0 {
@@ -252,7 +253,7 @@ impl Writer {
                 "INSERT INTO journal (id, room, seq, ts, user_id, user_name, text, key, reply_to)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
-            for (message, (journaled, _)) in committed.iter().zip(&journaled) {
+            for (message, journaled) in committed.iter().zip(&journaled) {
                 insert.execute(params![
                     journaled.id,
                     message.room.as_str(),
@@ -268,12 +269,10 @@ impl Writer {
         }
         tx.commit()?;
         self.deletable_through = 0;
-        if let Some((last, _)) = journaled.last() {
+        if let Some(last) = journaled.last() {
             self.last_id.store(last.id, Ordering::Release);
         }
-        for (room, seq) in next_seq {
-            self.last_seq.insert(room.clone(), seq);
-        }
+        self.last_seq.extend(next_seq);
         Ok(Inserted { outcomes, committed, journaled })
     }
 
@@ -320,6 +319,6 @@ struct Inserted {
     outcomes: Vec<Appended>,
     /// The new messages (duplicates excluded).
     committed: Vec<Arc<Message>>,
-    /// The new messages as the journal knows them, with their outcome.
-    journaled: Vec<(Journaled, Appended)>,
+    /// The new messages as the journal knows them.
+    journaled: Vec<Journaled>,
 }
