@@ -241,7 +241,7 @@ impl Hub {
     }
 
     /// One occupancy round (see [`Hub::run_occupancy`]).
-    pub fn announce_occupancy(&self) {
+    fn announce_occupancy(&self) {
         let due = std::mem::take(&mut *self.occupancy_due.lock().unwrap_or_else(|p| p.into_inner()));
         for room in due {
             room.announce_occupancy();
@@ -250,29 +250,28 @@ impl Hub {
 
     /// Unsubscribes the session from `room`; false when it was not a member.
     pub fn leave(&self, subscriber: &Subscriber, name: &RoomName) -> bool {
-        let Some(room) = self.room(name) else { return false };
-        let left = room.remove(subscriber, false);
-        if let Some(change) = &left {
-            self.count_changed(&room, *change);
-        }
-        if room.is_empty() {
-            self.drop_room(name, &room);
-        }
-        left.is_some()
+        self.remove_member(subscriber, name, false)
     }
 
     /// Removes the session from every room in `rooms`, telling the others it left.
     pub fn disconnect(&self, subscriber: &Subscriber, rooms: impl IntoIterator<Item = RoomName>) {
         for name in rooms {
-            if let Some(room) = self.room(&name) {
-                if let Some(change) = room.remove(subscriber, true) {
-                    self.count_changed(&room, change);
-                }
-                if room.is_empty() {
-                    self.drop_room(&name, &room);
-                }
-            }
+            self.remove_member(subscriber, &name, true);
         }
+    }
+
+    /// Takes the session out of one room (dropping the room once empty); false when it
+    /// was not a member.
+    fn remove_member(&self, subscriber: &Subscriber, name: &RoomName, disconnected: bool) -> bool {
+        let Some(room) = self.room(name) else { return false };
+        let removed = room.remove(subscriber, disconnected);
+        if let Some(change) = removed {
+            self.count_changed(&room, change);
+        }
+        if room.is_empty() {
+            self.drop_room(name, &room);
+        }
+        removed.is_some()
     }
 
     /// A page of the users online in `room`, in the order they came online, after

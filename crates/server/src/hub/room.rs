@@ -132,6 +132,10 @@ impl RoomState {
         }
     }
 
+    fn has_members(&self) -> bool {
+        !self.json.is_empty() || !self.plain.is_empty()
+    }
+
     /// A page of the roster after `cursor`, and the cursor of the next page.
     fn roster_page(&self, cursor: Option<u64>, limit: usize) -> (Vec<User>, Option<u64>) {
         let from = cursor.map_or(Bound::Unbounded, Bound::Excluded);
@@ -290,22 +294,17 @@ impl Room {
     }
 
     pub(super) fn has_member(&self, subscriber: &Subscriber) -> bool {
-        let state = self.lock();
-        match subscriber.protocol {
-            Protocol::Json => state.json.contains_key(&subscriber.session),
-            Protocol::Plain => state.plain.contains_key(&subscriber.session),
-        }
+        self.lock().members_of(subscriber.protocol).contains_key(&subscriber.session)
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        let state = self.lock();
-        state.json.is_empty() && state.plain.is_empty()
+        !self.lock().has_members()
     }
 
     /// Marks an empty room retired; returns false (and changes nothing) if it has members.
     pub(super) fn retire_if_empty(&self) -> bool {
         let mut state = self.lock();
-        state.retired = state.json.is_empty() && state.plain.is_empty();
+        state.retired = !state.has_members();
         state.retired
     }
 
