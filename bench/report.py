@@ -87,6 +87,19 @@ def cpu_totals():
     return v[0] + v[1] + v[2] + v[5] + v[6], v[7]
 
 
+def descendants(table, root):
+    """ROOT and every process below it in TABLE (pid -> (ppid, ...))."""
+    ours = {root}
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, *_rest) in table.items():
+            if ppid in ours and pid not in ours:
+                ours.add(pid)
+                grew = True
+    return ours
+
+
 def proc_table():
     """{pid: (ppid, own ticks, reaped children's ticks, comm)} of every process right now."""
     table = {}
@@ -119,14 +132,7 @@ class LoadProbe:
     def read(self):
         table = proc_table()
         busy, steal = cpu_totals()
-        ours = {self.root}
-        grew = True
-        while grew:
-            grew = False
-            for pid, (ppid, *_rest) in table.items():
-                if ppid in ours and pid not in ours:
-                    ours.add(pid)
-                    grew = True
+        ours = descendants(table, self.root)
         ours_ticks = sum(table[p][1] + table[p][2] for p in ours if p in table)
         softirqd = sum(t[1] for t in table.values() if t[3].startswith("ksoftirqd"))
         return time.monotonic(), busy, steal, ours_ticks, softirqd, frozenset(ours), table
@@ -178,14 +184,7 @@ def busiest_others(root, n=3):
     a = proc_table()
     time.sleep(0.5)
     b = proc_table()
-    ours = {root}
-    grew = True
-    while grew:
-        grew = False
-        for pid, (ppid, *_rest) in b.items():
-            if ppid in ours and pid not in ours:
-                ours.add(pid)
-                grew = True
+    ours = descendants(b, root)
     hz = os.sysconf("SC_CLK_TCK")
     use = []
     for pid, (_, ticks, _, comm) in b.items():
