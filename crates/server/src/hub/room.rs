@@ -473,6 +473,18 @@ mod tests {
     }
 
     #[test]
+    fn changes_between_two_occupancy_rounds_make_one_event_with_the_last_count() {
+        let room = room(1);
+        let watcher = member(1, Protocol::Json);
+        room.add(&watcher, 100).unwrap();
+        let changes: Vec<CountChange> = (2..=4).map(|s| room.add(&member(s, Protocol::Json), 100).unwrap().1).collect();
+        assert_eq!(changes, [CountChange::Announce, CountChange::Told, CountChange::Told], "the room asks once");
+        taken(&watcher);
+        room.announce_occupancy();
+        assert_eq!(taken(&watcher), [r#"{"type":"occupancy","room":"r","member_count":4}"#]);
+    }
+
+    #[test]
     fn typing_is_dropped_above_the_presence_limit() {
         let room = room(2);
         let (a, b, c) = (member(1, Protocol::Json), member(2, Protocol::Json), member(3, Protocol::Json));
