@@ -9,7 +9,6 @@ use axum::serve::ListenerExt;
 use bavard_protocol::Limits;
 use tokio::{
     net::{TcpListener, TcpSocket},
-    sync::mpsc,
     task::JoinHandle,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -17,7 +16,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     api::{self, AppState, OriginPolicy},
     config::ServeConfig,
-    hub::{Hub, HubSettings},
+    hub::{self, Hub, HubSettings, Solo},
     session::SessionSettings,
     store::{MessageStore, SqliteStore},
 };
@@ -79,17 +78,19 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     check(&config)?;
     let listener = bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let (commits, commit_stream) = mpsc::channel(COMMIT_STREAM_DEPTH);
+    let (commits, commit_stream) = hub::commit_stream(COMMIT_STREAM_DEPTH);
     let store: Arc<dyn MessageStore> = Arc::new(
         SqliteStore::open(&config.db, commits)
             .with_context(|| format!("cannot open the database {}", config.db.display()))?,
     );
     let hub = Arc::new(Hub::new(
         Arc::clone(&store),
+        Arc::new(Solo),
         HubSettings {
             recovery_limit: config.recovery_limit,
             typing_interval: std::time::Duration::from_secs(2),
             presence_max_members: config.presence_events_max_members,
+            node: format!("n_{:016x}", rand::random::<u64>()).into(),
         },
     ));
     let dispatcher = tokio::spawn({

@@ -1,6 +1,6 @@
 //! HTTP surface: the WebSocket endpoints, the room directory, health and readiness, the machine-readable
 //! protocol description, and the embedded web client. Handlers stay thin: they parse,
-//! call the hub or store, and map errors to status codes.
+//! call the hub, and map errors to status codes.
 
 mod origin;
 mod rooms;
@@ -59,7 +59,7 @@ async fn healthz() -> &'static str {
 
 /// Readiness: the store answers.
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
-    match state.hub.store().ping().await {
+    match state.hub.ready().await {
         Ok(()) => (StatusCode::OK, "ready".to_owned()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")),
     }

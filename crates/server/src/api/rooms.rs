@@ -11,6 +11,7 @@ use bavard_protocol::{RoomName, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use crate::hub::RoomListing;
 
 /// The most rooms one call returns.
 const MAX_ROOMS: u32 = 1_000;
@@ -49,16 +50,11 @@ pub async fn list(State(state): State<AppState>, Query(query): Query<RoomsQuery>
         let message = format!("limit must be between 1 and {MAX_ROOMS}");
         return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": message }))).into_response();
     }
-    match state.hub.store().rooms(limit).await {
+    match state.hub.directory(limit).await {
         Ok(rooms) => {
             let rooms = rooms
                 .into_iter()
-                .map(|summary| RoomEntry {
-                    online: state.hub.online_count(&summary.room),
-                    room: summary.room,
-                    last_seq: summary.last_seq,
-                    last_ts: summary.last_ts,
-                })
+                .map(|RoomListing { room, last_seq, last_ts, online }| RoomEntry { room, last_seq, last_ts, online })
                 .collect();
             Json(RoomDirectory { rooms }).into_response()
         }

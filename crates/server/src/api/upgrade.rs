@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
 use super::AppState;
-use crate::session::{self, Mode, SessionContext};
+use crate::session::{self, SessionContext};
 use crate::ws::ServerSocket;
 
 /// The longest nickname accepted with `?name=`, in characters.
@@ -32,7 +32,7 @@ pub struct ConnectParams {
 
 /// `GET /ws`: the JSON protocol.
 pub async fn json(State(state): State<AppState>, Query(params): Query<ConnectParams>, request: Request) -> Response {
-    upgrade(state, params, request, Mode::Json)
+    upgrade(state, params, request, None)
 }
 
 /// `GET /ws/chat`: the plain-text protocol in room `chat`.
@@ -42,7 +42,7 @@ pub async fn plain_default(
     request: Request,
 ) -> Response {
     match RoomName::new(plain::DEFAULT_ROOM) {
-        Ok(room) => upgrade(state, params, request, Mode::Plain(room)),
+        Ok(room) => upgrade(state, params, request, Some(room)),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
@@ -55,7 +55,7 @@ pub async fn plain_room(
     request: Request,
 ) -> Response {
     match RoomName::new(&room) {
-        Ok(room) => upgrade(state, params, request, Mode::Plain(room)),
+        Ok(room) => upgrade(state, params, request, Some(room)),
         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     }
 }
@@ -64,7 +64,8 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
     (status, message.into()).into_response()
 }
 
-fn upgrade(state: AppState, params: ConnectParams, mut request: Request, mode: Mode) -> Response {
+/// Upgrades to a session of the JSON protocol, or of the plain-text one in `plain_room`.
+fn upgrade(state: AppState, params: ConnectParams, mut request: Request, plain_room: Option<RoomName>) -> Response {
     if !state.origins.allows(request.headers()) {
         return refuse(StatusCode::FORBIDDEN, "this Origin may not open WebSockets here (see --allowed-origins)");
     }
@@ -93,7 +94,10 @@ fn upgrade(state: AppState, params: ConnectParams, mut request: Request, mode: M
         match on_upgrade.await {
             Ok(upgraded) => {
                 let socket = ServerSocket::new(TokioIo::new(upgraded), max_frame_bytes);
-                session::run(socket, context, mode).await;
+                match plain_room {
+                    None => session::run_json(socket, context).await,
+                    Some(room) => session::run_plain(socket, context, room).await,
+                }
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }

@@ -1,36 +1,49 @@
-//! Rooms, membership, presence, typing and fan-out.
+//! Rooms, membership, presence, typing and fan-out: everything a session or the HTTP
+//! API asks of the server goes through the [`Hub`], which alone talks to the store.
 //!
 //! The hub never assigns seqs and never touches sockets: the store reports commits in
-//! order on the commit stream, and [`Hub::run_dispatcher`] turns each one into a frame
-//! encoded once per protocol and pushed, as shared bytes, onto every member's bounded
-//! outbox. A member whose outbox is full is flagged (its session closes with 4008)
-//! rather than skipped. Joining a room is ordered against that stream through a store
-//! barrier, so a join's reply and the live events that follow it meet without a gap
-//! or an overlap.
+//! order on the commit stream ([`commits`]), and [`Hub::run_dispatcher`] turns each one
+//! into a [`Frame`] encoded once per protocol and pushed, as shared bytes, onto every
+//! member's bounded outbox. A member whose outbox is full is flagged (its session
+//! closes with 4008) rather than skipped. Joining a room is ordered against that stream
+//! through a barrier, so a join's reply and the live events that follow it meet
+//! without a gap or an overlap. What this node commits is also handed to the
+//! [`Broker`], and what other nodes commit comes back through it.
 //!
 //! Joining and leaving cost the same in a room of ten or of ten thousand (see
 //! `room.rs`): large rooms report their count in `occupancy` events, which
 //! [`Hub::run_occupancy`] sends at most once per second per room.
 
+mod broker;
+mod commits;
 mod outbox;
 mod room;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::HashMap,
+    future::Future,
+    pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, RwLock,
     },
+    task::{Context, Poll},
     time::Duration,
 };
 
-use bavard_protocol::{JoinReply, MembersReply, Message, RoomName, SendRequest, User, JOIN_REPLY_MEMBERS};
-use tokio::sync::mpsc;
+use bavard_protocol::{HistoryReply, JoinReply, MembersReply, Message, RoomName, Timestamp, User, JOIN_REPLY_MEMBERS};
+use futures_util::StreamExt;
 
+#[cfg(test)]
+pub use broker::InProcessBroker;
+pub use broker::{Broker, NodeId, Solo};
+pub use commits::{commit_stream, CommitSender, CommitStream};
 pub use outbox::{Frame, Outbox, Taken};
 use room::{CountChange, Room};
 
-use crate::store::{CommitEvent, MessageStore, NewMessage, Page, PageQuery, PendingAppend, StoreError};
+use crate::store::{Appended, MessageStore, NewMessage, Page, PageQuery, PendingAppend, StoreError};
 
 /// Which protocol a member speaks, which decides how events are encoded for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +80,8 @@ pub struct HubSettings {
     /// Rooms with more users online than this get `occupancy` counts instead of
     /// per-user `presence` events, and no `typing` events.
     pub presence_max_members: usize,
+    /// This node's name among the hubs that share a broker.
+    pub node: NodeId,
 }
 
 /// How often large rooms announce their member count (when it changed).
@@ -86,12 +101,67 @@ pub enum HubError {
     Store(#[from] StoreError),
 }
 
+/// A message to publish, whichever door it came in by: the hub's own form of a send.
+#[derive(Debug, Clone)]
+pub struct Post {
+    /// The room it goes to.
+    pub room: RoomName,
+    /// Its text (already validated).
+    pub text: String,
+    /// Idempotency key: a repeat from the same user in the same room is not stored twice.
+    pub key: Option<String>,
+    /// The seq of the message it answers.
+    pub reply_to: Option<u64>,
+}
+
+/// A published message, once durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Posted {
+    /// The message's seq (the original one when `duplicate`).
+    pub seq: u64,
+    /// When it was stored.
+    pub ts: Timestamp,
+    /// True when the key had been used before and nothing new was stored or delivered.
+    pub duplicate: bool,
+}
+
+impl From<Appended> for Posted {
+    fn from(Appended { seq, ts, duplicate }: Appended) -> Self {
+        Self { seq, ts, duplicate }
+    }
+}
+
+/// A post in commit order, resolving once it is durable (see [`Hub::publish`]).
+pub struct PendingPost(PendingAppend);
+
+impl Future for PendingPost {
+    type Output = Result<Posted, HubError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx).map(|appended| Ok(Posted::from(appended?)))
+    }
+}
+
+/// A room of the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomListing {
+    /// The room's name.
+    pub room: RoomName,
+    /// Its last seq.
+    pub last_seq: u64,
+    /// When its last message was stored.
+    pub last_ts: Timestamp,
+    /// Users online in it now, on this node.
+    pub online: usize,
+}
+
 /// Rooms and their members; see the module docs.
 pub struct Hub {
     /// Rooms that have at least one member (or a join under way). Read on every
     /// delivery, written only when a room appears or empties.
     rooms: RwLock<HashMap<RoomName, Arc<Room>>>,
     store: Arc<dyn MessageStore>,
+    broker: Arc<dyn Broker>,
     settings: HubSettings,
     next_session: AtomicU64,
     /// Large rooms whose member count changed since the last occupancy round.
@@ -99,20 +169,16 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub over `store`.
-    pub fn new(store: Arc<dyn MessageStore>, settings: HubSettings) -> Self {
+    /// A hub over `store`, hearing other nodes through `broker`.
+    pub fn new(store: Arc<dyn MessageStore>, broker: Arc<dyn Broker>, settings: HubSettings) -> Self {
         Self {
             rooms: RwLock::new(HashMap::new()),
             store,
+            broker,
             settings,
             next_session: AtomicU64::new(1),
             occupancy_due: Mutex::new(Vec::new()),
         }
-    }
-
-    /// The store behind the hub.
-    pub fn store(&self) -> &Arc<dyn MessageStore> {
-        &self.store
     }
 
     /// A fresh session id.
@@ -121,23 +187,39 @@ impl Hub {
     }
 
     /// Consumes the store's commit stream until it ends, delivering each committed
-    /// message to the members of its room, in order.
-    pub async fn run_dispatcher(&self, mut commits: mpsc::Receiver<CommitEvent>) {
-        while let Some(event) = commits.recv().await {
-            match event {
-                CommitEvent::Committed(messages) => self.deliver(&messages),
-                CommitEvent::Barrier { room, last_seq, done } => {
-                    let room = {
-                        let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
-                        let presence_max = self.settings.presence_max_members;
-                        Arc::clone(rooms.entry(room.clone()).or_insert_with(|| Arc::new(Room::new(room, presence_max))))
-                    };
-                    room.catch_up_to(last_seq);
-                    let _joiner_gone = done.send(());
+    /// message to the members of its room, in order, and handing it to the broker;
+    /// meanwhile delivers what other nodes committed, as the broker reports it.
+    pub async fn run_dispatcher(&self, mut commits: CommitStream) {
+        let mut remote = self.broker.subscribe();
+        loop {
+            tokio::select! {
+                // Local commits first: a join's barrier waits on them.
+                biased;
+                event = commits.next() => match event {
+                    Some(commits::CommitEvent::Committed(messages)) => {
+                        self.deliver(&messages);
+                        self.broker.publish(&self.settings.node, &messages);
+                    }
+                    Some(commits::CommitEvent::Barrier { room, last_seq, done }) => {
+                        self.room_or_new(room).catch_up_to(last_seq);
+                        let _joiner_gone = done.send(());
+                    }
+                    None => break,
+                },
+                Some(event) = remote.next() => {
+                    if event.origin != self.settings.node {
+                        self.deliver(&event.messages);
+                    }
                 }
             }
         }
         tracing::debug!("commit stream ended; dispatcher stopped");
+    }
+
+    fn room_or_new(&self, name: RoomName) -> Arc<Room> {
+        let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
+        let presence_max = self.settings.presence_max_members;
+        Arc::clone(rooms.entry(name.clone()).or_insert_with(|| Arc::new(Room::new(name, presence_max))))
     }
 
     /// Fans a commit batch out room by room: each member's outbox is locked once per
@@ -295,22 +377,17 @@ impl Hub {
         }
     }
 
-    /// Queues a message for the next commit, in this call's order. The member must have
-    /// joined the room. The returned future resolves once the message is durable; its
-    /// delivery to the room happens through the commit stream either way.
-    pub async fn publish(&self, subscriber: &Subscriber, send: SendRequest) -> Result<PendingAppend, HubError> {
-        let member = self.room(&send.room).is_some_and(|room| room.has_member(subscriber));
+    /// Queues a message from `subscriber` for the next commit, in this call's order. The
+    /// member must have joined the room. The returned future resolves once the message
+    /// is durable; its delivery to the room happens through the commit stream either way.
+    pub async fn publish(&self, subscriber: &Subscriber, post: Post) -> Result<PendingPost, HubError> {
+        let member = self.room(&post.room).is_some_and(|room| room.has_member(subscriber));
         if !member {
-            return Err(HubError::NotMember(send.room));
+            return Err(HubError::NotMember(post.room));
         }
-        let message = NewMessage {
-            room: send.room,
-            from: subscriber.user.clone(),
-            text: send.text,
-            key: send.key,
-            reply_to: send.reply_to,
-        };
-        Ok(self.store.append(message).await?)
+        let Post { room, text, key, reply_to } = post;
+        let message = NewMessage { room, from: subscriber.user.clone(), text, key, reply_to };
+        Ok(PendingPost(self.store.append(message).await?))
     }
 
     /// Tells the room's other JSON members that the subscriber types, at most once per
@@ -322,14 +399,41 @@ impl Hub {
         Ok(())
     }
 
-    /// Reads a page of history (no membership needed: rooms are public in this version).
-    pub async fn history(&self, room: &RoomName, query: PageQuery) -> Result<Page, HubError> {
-        Ok(self.store.page(room.clone(), query).await?)
+    /// Reads a page of `room`'s history, oldest first: with `after`, the oldest `limit`
+    /// messages after it (and before `before`); otherwise the newest `limit` before
+    /// `before`. No membership needed: rooms are public in this version.
+    pub async fn history(
+        &self,
+        room: &RoomName,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<HistoryReply, HubError> {
+        let query = match after {
+            Some(after) => PageQuery::After { after, before, limit },
+            None => PageQuery::Before { before, limit },
+        };
+        let Page { messages, has_more } = self.store.page(room.clone(), query).await?;
+        Ok(HistoryReply { messages, has_more })
     }
 
-    /// How many users are online in `room`.
-    pub fn online_count(&self, room: &RoomName) -> usize {
-        self.room(room).map_or(0, |room| room.online_count())
+    /// The rooms that have messages, most recently active first, with who is online.
+    pub async fn directory(&self, limit: u32) -> Result<Vec<RoomListing>, HubError> {
+        let rooms = self.store.rooms(limit).await?;
+        Ok(rooms
+            .into_iter()
+            .map(|summary| RoomListing {
+                online: self.room(&summary.room).map_or(0, |room| room.online_count()),
+                room: summary.room,
+                last_seq: summary.last_seq,
+                last_ts: summary.last_ts,
+            })
+            .collect())
+    }
+
+    /// Whether this node can serve: its store answers.
+    pub async fn ready(&self) -> Result<(), HubError> {
+        Ok(self.store.ping().await?)
     }
 }
 
@@ -341,6 +445,6 @@ fn query_is_empty(query: PageQuery) -> bool {
 }
 
 /// Encodes a message as the `message` event of the JSON protocol.
-pub fn encode_message_event(message: &Message) -> Frame {
+fn encode_message_event(message: &Message) -> Frame {
     Frame::from(bavard_protocol::ServerFrame::Message(message.clone()).to_json())
 }

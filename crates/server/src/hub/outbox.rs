@@ -13,8 +13,37 @@ use std::{
 
 use tokio::sync::Notify;
 
-/// An encoded text frame. Cloning shares the bytes: one encoding serves every member.
-pub type Frame = tungstenite::Utf8Bytes;
+/// An encoded text frame, ready for any member's socket. Cloning shares the bytes:
+/// one encoding serves every member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame(Text);
+
+/// The bytes of a frame, as the WebSocket layer takes them.
+type Text = tungstenite::Utf8Bytes;
+
+impl Frame {
+    /// A frame of constant text (no allocation).
+    pub fn from_static(text: &'static str) -> Self {
+        Self(Text::from_static(text))
+    }
+
+    /// The frame's text.
+    #[cfg(test)]
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The frame's bytes, for the socket (no copy).
+    pub fn into_text(self) -> Text {
+        self.0
+    }
+}
+
+impl From<String> for Frame {
+    fn from(text: String) -> Self {
+        Self(Text::from(text))
+    }
+}
 
 /// A bounded queue of frames owed to one connection.
 ///

@@ -2,14 +2,14 @@
 //! with the request's `id`, and errors that keep the connection open.
 
 use bavard_protocol::{
-    encode_ok_reply, ClientFrame, Empty, ErrorBody, ErrorCode, HistoryReply, HistoryRequest, JoinRequest, Request,
-    RequestId, SendReply, SendRequest, ServerFrame, Welcome, PROTOCOL_VERSION,
+    encode_ok_reply, ClientFrame, Empty, ErrorBody, ErrorCode, HistoryRequest, JoinRequest, Request, RequestId,
+    SendReply, SendRequest, ServerFrame, Welcome, PROTOCOL_VERSION,
 };
 use futures_util::{Sink, Stream};
 use tungstenite::Message as WsMessage;
 
 use super::{End, SentOutcome, Session};
-use crate::{hub::HubError, store::PageQuery};
+use crate::hub::{HubError, Post};
 
 /// How many messages `join` and `history` return when the client names no limit.
 const DEFAULT_PAGE: u32 = 50;
@@ -121,8 +121,9 @@ where
     }
 
     async fn send(&mut self, id: Option<RequestId>, send: SendRequest) -> Result<(), End> {
-        let room = send.room.clone();
-        match self.hub.publish(&self.me, send).await {
+        let SendRequest { room, text, key, reply_to } = send;
+        let post = Post { room: room.clone(), text, key, reply_to };
+        match self.hub.publish(&self.me, post).await {
             Ok(pending) => {
                 self.pending.push_back(Box::pin(async move { SentOutcome { id, room, outcome: pending.await } }));
                 Ok(())
@@ -134,23 +135,18 @@ where
     /// Answers a send once its commit is known.
     pub(super) async fn json_sent(&mut self, sent: SentOutcome) -> Result<(), End> {
         match sent.outcome {
-            Ok(appended) => {
-                let reply =
-                    SendReply { room: sent.room, seq: appended.seq, ts: appended.ts, duplicate: appended.duplicate };
+            Ok(posted) => {
+                let reply = SendReply { room: sent.room, seq: posted.seq, ts: posted.ts, duplicate: posted.duplicate };
                 self.reply(sent.id, &reply).await
             }
-            Err(e) => self.feed_error(sent.id.as_ref(), &hub_error(HubError::Store(e))).await,
+            Err(e) => self.feed_error(sent.id.as_ref(), &hub_error(e)).await,
         }
     }
 
     async fn history(&mut self, id: Option<RequestId>, history: HistoryRequest) -> Result<(), End> {
         let limit = history.limit.unwrap_or(DEFAULT_PAGE);
-        let query = match history.after {
-            Some(after) => PageQuery::After { after, before: history.before, limit },
-            None => PageQuery::Before { before: history.before, limit },
-        };
-        match self.hub.history(&history.room, query).await {
-            Ok(page) => self.reply(id, &HistoryReply { messages: page.messages, has_more: page.has_more }).await,
+        match self.hub.history(&history.room, history.before, history.after, limit).await {
+            Ok(page) => self.reply(id, &page).await,
             Err(e) => self.feed_error(id.as_ref(), &hub_error(e)).await,
         }
     }

@@ -25,10 +25,7 @@ use tungstenite::{
 
 pub use rate::RateLimiter;
 
-use crate::{
-    hub::{Frame, Hub, Outbox, Protocol, Subscriber, Taken},
-    store::{Appended, StoreError},
-};
+use crate::hub::{Frame, Hub, HubError, Outbox, Posted, Protocol, Subscriber, Taken};
 
 /// Limits and timings shared by every session.
 #[derive(Debug, Clone)]
@@ -126,20 +123,11 @@ pub struct SessionContext {
     pub user: User,
 }
 
-/// Which protocol to speak, and for plain text, in which room.
-#[derive(Debug, Clone)]
-pub enum Mode {
-    /// JSON protocol v1.
-    Json,
-    /// The original plain-text protocol in one room.
-    Plain(RoomName),
-}
-
 /// A send awaiting its commit, with what its reply needs.
 struct SentOutcome {
     id: Option<RequestId>,
     room: RoomName,
-    outcome: Result<Appended, StoreError>,
+    outcome: Result<Posted, HubError>,
 }
 
 /// The rooms a connection has joined: a few, so a small vector beats a hash set's
@@ -163,6 +151,11 @@ impl JoinedRooms {
 
     fn drain(&mut self) -> std::vec::Drain<'_, RoomName> {
         self.0.drain(..)
+    }
+
+    /// The room joined first (a plain-text session's only room).
+    fn first(&self) -> Option<&RoomName> {
+        self.0.first()
     }
 }
 
@@ -219,21 +212,31 @@ struct Session<S> {
     shutdown: CancellationToken,
 }
 
-/// Runs a connection to its end and closes it with the right code.
-///
+/// Runs a JSON protocol connection to its end and closes it with the right code.
+pub fn run_json<S>(socket: S, context: SessionContext) -> impl Future<Output = ()>
+where
+    S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
+{
+    run(socket, context, Protocol::Json, None)
+}
+
+/// Runs a plain-text connection in `room` to its end and closes it with the right code.
+pub fn run_plain<S>(socket: S, context: SessionContext, room: RoomName) -> impl Future<Output = ()>
+where
+    S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
+{
+    run(socket, context, Protocol::Plain, Some(room))
+}
+
 /// Not an `async fn`: the session is built before the returned future, so the future
 /// holds it once instead of once as a local and once in the block that runs it. That
 /// future lives as long as the connection, so its size is memory per idle connection.
-pub fn run<S>(socket: S, context: SessionContext, mode: Mode) -> impl Future<Output = ()>
+fn run<S>(socket: S, context: SessionContext, protocol: Protocol, room: Option<RoomName>) -> impl Future<Output = ()>
 where
     S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
 {
     let SessionContext { hub, settings, shutdown, user } = context;
     let outbox = Outbox::new(settings.outbox_frames);
-    let protocol = match mode {
-        Mode::Json => Protocol::Json,
-        Mode::Plain(_) => Protocol::Plain,
-    };
     let session_id = hub.next_session_id();
     let me = Arc::new(Subscriber { session: session_id, user, protocol, outbox });
     // Debug level: at the default level nothing inside a session logs, and a recorded
@@ -255,7 +258,7 @@ where
     };
     async move {
         tracing::debug!("connected");
-        let end = session.serve(mode).await;
+        let end = session.serve(room).await;
         Box::pin(session.finish(end)).await;
     }
     .instrument(span)
@@ -265,10 +268,11 @@ impl<S> Session<S>
 where
     S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
 {
-    async fn serve(&mut self, mode: Mode) -> End {
-        let opened = match &mode {
-            Mode::Json => Box::pin(self.json_open()).await,
-            Mode::Plain(room) => Box::pin(self.plain_open(room.clone())).await,
+    /// Opens the session (a plain-text one in `plain_room`), then serves it until it ends.
+    async fn serve(&mut self, plain_room: Option<RoomName>) -> End {
+        let opened = match plain_room {
+            None => Box::pin(self.json_open()).await,
+            Some(room) => Box::pin(self.plain_open(room)).await,
         };
         if let Err(end) = opened {
             return end;
@@ -304,7 +308,7 @@ where
                 Some(Ok(())) => continue,
                 None => {}
             }
-            let plain = matches!(mode, Mode::Plain(_));
+            let plain = me.protocol == Protocol::Plain;
             let room_for_more = self.pending.len() < self.settings.max_pending_sends;
             // Plain-text clients cannot be told about rate limits: they are slowed down
             // (their frames wait in the socket) instead.
@@ -325,7 +329,7 @@ where
                 incoming = self.socket.next(), if room_for_more && !throttled => match incoming {
                     // Boxed: requests are rarer than deliveries, and their futures are large;
                     // inlined, they would make every idle connection's task that large.
-                    Some(Ok(message)) => Box::pin(self.on_frame(message, &mode)).await,
+                    Some(Ok(message)) => Box::pin(self.on_frame(message)).await,
                     Some(Err(error)) => Err(End::from_ws_error(error, self.settings.limits.max_frame_bytes)),
                     None => Err(End::Disconnected),
                 },
@@ -338,12 +342,12 @@ where
         }
     }
 
-    async fn on_frame(&mut self, message: WsMessage, mode: &Mode) -> Result<(), End> {
+    async fn on_frame(&mut self, message: WsMessage) -> Result<(), End> {
         self.last_heard = Instant::now();
         match message {
-            WsMessage::Text(text) => match mode {
-                Mode::Json => self.json_text(&text).await,
-                Mode::Plain(room) => self.plain_text(room, text.as_str()).await,
+            WsMessage::Text(text) => match self.me.protocol {
+                Protocol::Json => self.json_text(&text).await,
+                Protocol::Plain => self.plain_text(text.as_str()).await,
             },
             WsMessage::Binary(_) => Err(End::Binary),
             WsMessage::Close(_) => Err(End::ClientClosed),
@@ -356,7 +360,7 @@ where
         let Self { socket, outgoing, me, settings, .. } = self;
         let write = async {
             while let Some(frame) = outgoing.pop_front() {
-                socket.feed(WsMessage::Text(frame)).await?;
+                socket.feed(WsMessage::Text(frame.into_text())).await?;
             }
             // The buffer came from the outbox with the frames; an idle session keeps none.
             *outgoing = VecDeque::new();

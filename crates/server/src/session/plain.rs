@@ -1,11 +1,12 @@
 //! The original plain-text protocol side of a session: every text frame is a message
 //! in the session's one room; nothing is ever sent back but room traffic.
 
-use bavard_protocol::{RoomName, SendRequest};
+use bavard_protocol::RoomName;
 use futures_util::{Sink, Stream};
 use tungstenite::Message as WsMessage;
 
 use super::{End, Session};
+use crate::hub::Post;
 
 impl<S> Session<S>
 where
@@ -24,7 +25,7 @@ where
         }
     }
 
-    pub(super) async fn plain_text(&mut self, room: &RoomName, text: &str) -> Result<(), End> {
+    pub(super) async fn plain_text(&mut self, text: &str) -> Result<(), End> {
         // The read loop only reads when a token is available, so this always succeeds.
         self.rate.try_take();
         if text.is_empty() {
@@ -36,8 +37,11 @@ where
         if chars > max {
             return Err(End::TooBig(format!("text of {chars} characters; the limit is {max}")));
         }
-        let send = SendRequest { room: room.clone(), text: text.to_owned(), key: None, reply_to: None };
-        match self.hub.publish(&self.me, send).await {
+        let Some(room) = self.rooms.first().cloned() else {
+            return Err(End::Disconnected);
+        };
+        let post = Post { room, text: text.to_owned(), key: None, reply_to: None };
+        match self.hub.publish(&self.me, post).await {
             // Delivery, to this client too, comes through the room once committed.
             Ok(_committing) => Ok(()),
             Err(e) => {

@@ -2,16 +2,15 @@
 //! backends (`sqlite` is the embedded default).
 //!
 //! A store owns sequence numbers: it assigns each room's next `seq` when it commits
-//! an append, and it reports every commit, in commit order, on the commit stream
-//! ([`CommitEvent`]) that the hub fans out. Nothing here knows about sessions.
+//! an append, and it reports every commit, in commit order, on the hub's commit stream
+//! (`hub::CommitSender`), which the hub fans out. Nothing here knows about sessions.
 
 mod sqlite;
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{future::Future, pin::Pin};
 
 use bavard_protocol::{Message, RoomName, Timestamp, User};
 use futures_util::future::BoxFuture;
-use tokio::sync::oneshot;
 
 pub use sqlite::SqliteStore;
 
@@ -54,23 +53,6 @@ pub struct Appended {
 
 /// An append that is queued in commit order and resolves once it is durable.
 pub type PendingAppend = Pin<Box<dyn Future<Output = Result<Appended, StoreError>> + Send>>;
-
-/// What the store reports on its commit stream, in commit order.
-#[derive(Debug)]
-pub enum CommitEvent {
-    /// Messages just committed, in seq order within each room.
-    Committed(Vec<Arc<Message>>),
-    /// Every commit before this point has been reported; `last_seq` is the room's
-    /// last committed seq. The hub signals `done` once it has taken note.
-    Barrier {
-        /// The room asked about.
-        room: RoomName,
-        /// Its last committed seq (0 for an empty room).
-        last_seq: u64,
-        /// Fired by the hub after processing this event.
-        done: oneshot::Sender<()>,
-    },
-}
 
 /// Which slice of a room's history to read. Pages are always returned oldest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,8 +104,8 @@ pub trait MessageStore: Send + Sync + 'static {
     /// resolves once the message is durable.
     fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<PendingAppend, StoreError>>;
 
-    /// Sends a [`CommitEvent::Barrier`] for `room` down the commit stream and resolves
-    /// once the hub has processed it.
+    /// Puts a barrier for `room` on the commit stream, after every commit so far, and
+    /// resolves once the hub has processed it.
     fn barrier(&self, room: RoomName) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Reads a page of `room`'s history.

@@ -27,7 +27,8 @@ use self::{
     tail::Tail,
     writer::{Writer, WriterCommand},
 };
-use super::{CommitEvent, MessageStore, NewMessage, Page, PageQuery, PendingAppend, RoomSummary, StoreError};
+use super::{MessageStore, NewMessage, Page, PageQuery, PendingAppend, RoomSummary, StoreError};
+use crate::hub::CommitSender;
 
 /// How many appends may wait for the writer before `append` applies backpressure.
 const WRITER_QUEUE: usize = 16_384;
@@ -105,7 +106,7 @@ fn attach(conn: &Connection, path: &Path, alias: &str) -> Result<(), StoreError>
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and starts the writer thread.
     /// Commits are reported on `commits`.
-    pub fn open(path: &Path, commits: mpsc::Sender<CommitEvent>) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, commits: CommitSender) -> Result<Self, StoreError> {
         let log_path = journal_path(path);
         let mut archive = open_connection(path, false)?;
         archive.execute_batch(SCHEMA)?;
@@ -372,7 +373,7 @@ mod tests {
     #[tokio::test]
     async fn seqs_are_per_room_gap_free_and_keys_deduplicate() {
         let dir = tempfile::tempdir().unwrap();
-        let (commits, mut stream) = mpsc::channel(64);
+        let (commits, mut stream) = crate::hub::commit_stream(64);
         let store = SqliteStore::open(&dir.path().join("t.db"), commits).unwrap();
         assert_eq!(append(&store, new_message("a", "1", None)).await.seq, 1);
         assert_eq!(append(&store, new_message("b", "1", None)).await.seq, 1);
@@ -380,10 +381,7 @@ mod tests {
         let again = append(&store, new_message("a", "2 again", Some("k"))).await;
         assert_eq!((again.seq, again.duplicate), (2, true));
         assert_eq!(append(&store, new_message("a", "3", None)).await.seq, 3);
-        let mut reported = Vec::new();
-        while let Ok(CommitEvent::Committed(batch)) = stream.try_recv() {
-            reported.extend(batch.iter().map(|m| (m.room.to_string(), m.seq)));
-        }
+        let reported: Vec<_> = stream.drain_committed().iter().map(|m| (m.room.to_string(), m.seq)).collect();
         let expected = [("a", 1), ("b", 1), ("a", 2), ("a", 3)].map(|(r, s)| (r.to_string(), s));
         assert_eq!(reported, expected);
 
@@ -399,7 +397,7 @@ mod tests {
 
     /// A store whose commit stream nobody reads (these tests read pages, not events).
     fn open_store(path: &Path) -> SqliteStore {
-        let (commits, _unread) = mpsc::channel(1);
+        let (commits, _unread) = crate::hub::commit_stream(1);
         SqliteStore::open(path, commits).unwrap()
     }
 

@@ -25,7 +25,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use super::tail::Tail;
-use crate::store::{Appended, CommitEvent, NewMessage, StoreError};
+use crate::{
+    hub::CommitSender,
+    store::{Appended, NewMessage, StoreError},
+};
 
 /// The most appends one transaction takes.
 const MAX_BATCH: usize = 4_096;
@@ -57,18 +60,13 @@ pub(super) struct Writer {
     /// Journal rows up to this id are archived and can be deleted.
     deletable_through: i64,
     tail: Arc<Tail>,
-    commits: mpsc::Sender<CommitEvent>,
+    commits: CommitSender,
 }
 
 impl Writer {
     /// A writer over `conn` (the journal database, with `messages` attached as
     /// `archive`), whose journal must be empty (see [`super::archiver::archive_all`]).
-    pub(super) fn new(
-        conn: Connection,
-        last_id: Arc<AtomicI64>,
-        tail: Arc<Tail>,
-        commits: mpsc::Sender<CommitEvent>,
-    ) -> Self {
+    pub(super) fn new(conn: Connection, last_id: Arc<AtomicI64>, tail: Arc<Tail>, commits: CommitSender) -> Self {
         Self {
             conn,
             last_seq: HashMap::new(),
@@ -132,7 +130,7 @@ impl Writer {
     fn barrier(&mut self, room: RoomName, done: oneshot::Sender<()>) {
         match self.room_last_seq(&room) {
             Ok(last_seq) => {
-                let _hub_gone = self.commits.blocking_send(CommitEvent::Barrier { room, last_seq, done });
+                let _hub_gone = self.commits.blocking_barrier(room, last_seq, done);
             }
             Err(e) => tracing::error!(error = %e, "cannot read the last seq of room {room}"),
         }
@@ -173,7 +171,7 @@ impl Writer {
                 // The hub hears of a commit before its senders are acked, so an acked
                 // message is already on its way to the members.
                 if !committed.is_empty() {
-                    let _hub_gone = self.commits.blocking_send(CommitEvent::Committed(committed));
+                    let _hub_gone = self.commits.blocking_committed(committed);
                 }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _sender_gone = reply.send(Ok(outcome));

@@ -1,0 +1,106 @@
+//! The hub against a real store: two hubs on one in-process broker behave as two
+//! nodes of a cluster.
+
+use std::{collections::VecDeque, sync::Arc, time::Duration};
+
+use bavard_protocol::{RoomName, User};
+
+use super::*;
+use crate::store::SqliteStore;
+
+async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), future).await.expect("timed out")
+}
+
+/// A node: a hub over its own SQLite store, its dispatcher running, on `broker`.
+fn node(name: &str, broker: &Arc<InProcessBroker>, dir: &std::path::Path) -> Arc<Hub> {
+    let (commits, stream) = commit_stream(64);
+    let store = SqliteStore::open(&dir.join(format!("{name}.db")), commits).unwrap();
+    let settings = HubSettings {
+        recovery_limit: 100,
+        typing_interval: Duration::from_secs(2),
+        presence_max_members: 1000,
+        node: name.into(),
+    };
+    let hub = Arc::new(Hub::new(Arc::new(store), Arc::clone(broker) as Arc<dyn Broker>, settings));
+    tokio::spawn({
+        let hub = Arc::clone(&hub);
+        async move { hub.run_dispatcher(stream).await }
+    });
+    hub
+}
+
+fn member(hub: &Hub, name: &str) -> Arc<Subscriber> {
+    let user = User { id: format!("u_{name}"), name: name.to_owned() };
+    Arc::new(Subscriber { session: hub.next_session_id(), user, protocol: Protocol::Json, outbox: Outbox::new(64) })
+}
+
+fn post(room: &RoomName, text: &str) -> Post {
+    Post { room: room.clone(), text: text.to_owned(), key: None, reply_to: None }
+}
+
+/// The `(seq, text)` of every `message` event in the member's outbox, waiting until
+/// there are `count` of them.
+async fn messages(member: &Subscriber, count: usize) -> Vec<(u64, String)> {
+    let mut seen = Vec::new();
+    within(async {
+        while seen.len() < count {
+            let mut frames = VecDeque::new();
+            if let Taken::Frames = member.outbox.take(&mut frames) {
+                for frame in frames {
+                    let event: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+                    if event["type"] == "message" {
+                        seen.push((event["seq"].as_u64().unwrap(), event["text"].as_str().unwrap().to_owned()));
+                    }
+                }
+            } else {
+                member.outbox.changed().await;
+            }
+        }
+    })
+    .await;
+    seen
+}
+
+#[tokio::test]
+async fn two_hubs_on_one_broker_deliver_each_others_commits_once_without_storing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Arc::new(InProcessBroker::new(64));
+    let (a, b) = (node("a", &broker, dir.path()), node("b", &broker, dir.path()));
+    let room = RoomName::new("lobby").unwrap();
+    let (alice, bob) = (member(&a, "alice"), member(&b, "bob"));
+    within(a.join(&alice, &room, None, 0)).await.unwrap();
+    within(b.join(&bob, &room, None, 0)).await.unwrap();
+
+    for text in ["one", "two"] {
+        let posted = within(within(a.publish(&alice, post(&room, text))).await.unwrap()).await.unwrap();
+        assert!(!posted.duplicate);
+    }
+    let expected = vec![(1, "one".to_owned()), (2, "two".to_owned())];
+    assert_eq!(messages(&bob, 2).await, expected, "the other node's member gets each message once, in order");
+
+    // A marker published after the broker has echoed a's commits back to a: had the
+    // echo been delivered again, it would come before the marker.
+    within(within(a.publish(&alice, post(&room, "marker"))).await.unwrap()).await.unwrap();
+    let mut seen = messages(&alice, 3).await;
+    assert_eq!(seen.pop(), Some((3, "marker".to_owned())));
+    assert_eq!(seen, expected, "the publishing node's member gets each message once");
+
+    let stored_on_b = within(b.history(&room, None, None, 10)).await.unwrap();
+    assert!(stored_on_b.messages.is_empty(), "b fans a's messages out without storing them");
+    let stored_on_a = within(a.history(&room, None, None, 10)).await.unwrap();
+    assert_eq!(stored_on_a.messages.len(), 3);
+}
+
+#[tokio::test]
+async fn publishing_needs_membership_of_the_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = node("solo", &Arc::new(InProcessBroker::new(4)), dir.path());
+    let room = RoomName::new("lobby").unwrap();
+    let stranger = member(&hub, "stranger");
+    match within(hub.publish(&stranger, post(&room, "hello"))).await {
+        Err(HubError::NotMember(name)) => assert_eq!(name, room),
+        Err(other) => panic!("expected NotMember, got {other}"),
+        Ok(_) => panic!("a non-member published"),
+    }
+}
