@@ -51,6 +51,20 @@ impl CommitSender {
     }
 }
 
+/// The same reports from async code (the in-memory store of the tests).
+#[cfg(test)]
+impl CommitSender {
+    /// Reports committed messages; false once the hub is gone.
+    pub async fn committed(&self, messages: Vec<Arc<Message>>) -> bool {
+        self.0.send(CommitEvent::Committed(messages)).await.is_ok()
+    }
+
+    /// Puts a barrier for `room` in commit order; false once the hub is gone.
+    pub async fn barrier(&self, room: RoomName, last_seq: u64, done: oneshot::Sender<()>) -> bool {
+        self.0.send(CommitEvent::Barrier { room, last_seq, done }).await.is_ok()
+    }
+}
+
 impl CommitStream {
     /// The next report, in commit order; None once the store has closed its end.
     pub(super) async fn next(&mut self) -> Option<CommitEvent> {

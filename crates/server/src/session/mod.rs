@@ -9,6 +9,8 @@
 mod json;
 mod plain;
 mod rate;
+#[cfg(test)]
+mod tests;
 
 use std::{collections::VecDeque, future::Future, sync::Arc, task::Poll, time::Duration};
 

@@ -5,6 +5,8 @@
 //! an append, and it reports every commit, in commit order, on the hub's commit stream
 //! (`hub::CommitSender`), which the hub fans out. Nothing here knows about sessions.
 
+#[cfg(test)]
+mod memory;
 mod sqlite;
 
 use std::{future::Future, pin::Pin};
@@ -12,6 +14,8 @@ use std::{future::Future, pin::Pin};
 use bavard_protocol::{Message, RoomName, Timestamp, User};
 use futures_util::future::BoxFuture;
 
+#[cfg(test)]
+pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 /// What a store failure looks like to its callers.
