@@ -5,7 +5,9 @@
 //! kept, not lost). [`Resilient`] wraps it with reconnection: it rejoins its rooms with
 //! `since`, drops what it has already seen, and resends unacknowledged messages with
 //! the same `key`, so a flaky network neither loses nor duplicates messages.
+//! [`endpoint`] turns what a user types (`http://host:8000`) into the URL to connect to.
 
+mod endpoint;
 mod resilient;
 
 use std::{collections::VecDeque, time::Duration};
@@ -19,7 +21,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::{tungstenite, MaybeTlsStream, WebSocketStream};
 
 pub use bavard_protocol as protocol;
-pub use resilient::Resilient;
+pub use endpoint::{endpoint, InvalidUrl};
+pub use resilient::{Event, Resilient};
 pub use tungstenite::Message as WsMessage;
 
 /// What can go wrong talking to the server.
@@ -28,6 +31,15 @@ pub enum ClientError {
     /// The WebSocket failed (connect, read or write).
     #[error("websocket error: {0}")]
     WebSocket(#[from] tungstenite::Error),
+    /// The server answered the WebSocket upgrade with an HTTP error (a bad name, a
+    /// foreign origin, too many connections...); `body` is its explanation.
+    #[error("the server refused the connection with HTTP {status}{}", explained(.body))]
+    Refused {
+        /// The HTTP status code.
+        status: u16,
+        /// The response body, trimmed (the server says there what was wrong).
+        body: String,
+    },
     /// The server closed the connection.
     #[error("connection closed by the server (code {code}: {reason})")]
     Closed {
@@ -57,6 +69,25 @@ impl ClientError {
     }
 }
 
+fn explained(body: &str) -> String {
+    if body.is_empty() {
+        String::new()
+    } else {
+        format!(": {body}")
+    }
+}
+
+/// An HTTP refusal of the upgrade becomes [`ClientError::Refused`], with its body.
+fn connect_error(error: tungstenite::Error) -> ClientError {
+    match error {
+        tungstenite::Error::Http(response) => {
+            let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            ClientError::Refused { status: response.status().as_u16(), body: body.trim().to_owned() }
+        }
+        other => ClientError::WebSocket(other),
+    }
+}
+
 /// One connection speaking the JSON protocol.
 pub struct Connection {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -67,12 +98,14 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to a `ws://host:port/ws?name=...` URL and reads the `welcome` frame.
+    /// Connects to a `ws://host:port/ws?name=...` URL (see [`endpoint`]) and reads the
+    /// `welcome` frame. A server that refuses the upgrade gives [`ClientError::Refused`].
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
         let timeout = Duration::from_secs(10);
         let (socket, _) = tokio::time::timeout(timeout, tokio_tungstenite::connect_async_with_config(url, None, true))
             .await
-            .map_err(|_| ClientError::Timeout(timeout))??;
+            .map_err(|_| ClientError::Timeout(timeout))?
+            .map_err(connect_error)?;
         let mut connection =
             Self { socket, welcome: placeholder_welcome(), events: VecDeque::new(), next_id: 1, timeout };
         match connection.read_frame().await? {

@@ -1,50 +1,36 @@
-//! `bavard chat`: a terminal client for one room, built on [`bavard_client::Connection`].
+//! `bavard chat`, the terminal client: a module of the `bavard` binary (main.rs declares
+//! it), not of the server library. It owns the terminal side only: reading lines,
+//! printing the room. Connecting, reconnecting with backoff, recovering missed messages
+//! and resending with the same key are [`Resilient`]'s.
 //!
 //! Standard input is read line by line on a thread of its own; each non-empty line is
-//! sent to the room with an idempotency key, one at a time so the room gets them in
-//! order. Standard output gets the room's messages (`[room #seq] name: text`) and
-//! events (`* name joined`, `* name left`, `* name is typing`); status lines and errors
-//! go to standard error. At the end of input the client waits for the server to store
-//! what it sent, then exits 0, so it works in a pipe.
-//!
-//! It survives the network: when the connection drops it reconnects with backoff,
-//! rejoins with `since` = the last seq it printed (paging with `history` if the server
-//! could not recover the whole gap), never prints a seq twice, and resends the
-//! unacknowledged line with the same key, which the server does not duplicate.
+//! sent to the room, one at a time so the room gets them in order. Standard output gets
+//! the room's messages (`[room #seq] name: text`) and events (`* name joined`, `* name
+//! left`, `* name is typing`); status lines and errors go to standard error. At the end
+//! of input the client waits for the server to store what it sent, then exits 0, so it
+//! works in a pipe.
 
 use std::{
-    collections::VecDeque,
     io::{self, BufRead, Write},
     process::ExitCode,
     time::Duration,
 };
 
 use anyhow::{anyhow, bail, Context};
+use bavard::config::ChatArgs;
 use bavard_client::{
-    protocol::{
-        ErrorCode, HistoryRequest, JoinReply, JoinRequest, Message, ReplyFrame, Request, RequestId, RoomName,
-        SendReply, SendRequest, ServerFrame,
-    },
-    ClientError, Connection,
+    endpoint,
+    protocol::{Message, RoomName, ServerFrame},
+    ClientError, Event, Resilient,
 };
 use tokio::{sync::mpsc, time::Instant};
-use tungstenite::Error as WsError;
 
-use crate::config::ChatArgs;
-
-/// Silence on the socket after which the client pings the server; a second silence
-/// that long without an answer counts as a lost connection.
-const IDLE: Duration = Duration::from_secs(15);
-/// First and longest wait between reconnection attempts.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// How long the client keeps trying to reconnect before it gives up.
-const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 /// After the last ack at the end of input: how long to wait for the messages' own
 /// `message` events, so they are printed too.
 const ECHO_WAIT: Duration = Duration::from_secs(2);
-/// Page size when recovering a gap with `history`.
-const GAP_PAGE: u32 = 200;
+/// Failed connection attempts in a row after which a lost connection is given up
+/// (about a minute, with the backoff).
+const RECONNECT_ATTEMPTS: u32 = 20;
 
 /// Runs `bavard chat` to its end: 0 when everything read was sent, 1 otherwise.
 pub fn main(args: ChatArgs) -> ExitCode {
@@ -57,8 +43,7 @@ pub fn main(args: ChatArgs) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let lines = read_stdin()?;
-        let mut chat = Chat::new(args, io::stdout())?;
-        chat.run(lines).await
+        Chat::new(&args, io::stdout())?.run(args.history, lines).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,8 +61,7 @@ fn read_stdin() -> anyhow::Result<mpsc::UnboundedReceiver<io::Result<String>>> {
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
-            let stdin = io::stdin();
-            let mut reader = stdin.lock();
+            let mut reader = io::stdin().lock();
             let mut buffer = Vec::new();
             loop {
                 buffer.clear();
@@ -103,63 +87,9 @@ fn read_stdin() -> anyhow::Result<mpsc::UnboundedReceiver<io::Result<String>>> {
     Ok(received)
 }
 
-/// The WebSocket URL to connect to: `http(s)` becomes `ws(s)`, an empty path becomes
-/// `/ws`, and the nickname is added to the query string.
-pub fn endpoint(url: &str, name: Option<&str>) -> anyhow::Result<String> {
-    let url = url.trim();
-    let (scheme, rest) =
-        url.split_once("://").ok_or_else(|| anyhow!("invalid URL {url:?}: expected ws://HOST:PORT/ws"))?;
-    let scheme = match scheme.to_ascii_lowercase().as_str() {
-        "ws" | "http" => "ws",
-        "wss" | "https" => "wss",
-        other => bail!("invalid URL {url:?}: unsupported scheme {other:?} (use ws:// or wss://)"),
-    };
-    let rest = rest.split('#').next().unwrap_or_default();
-    let (location, query) = match rest.split_once('?') {
-        Some((location, query)) => (location, Some(query)),
-        None => (rest, None),
-    };
-    let (authority, path) = match location.find('/') {
-        Some(slash) => location.split_at(slash),
-        None => (location, ""),
-    };
-    if authority.is_empty() {
-        bail!("invalid URL {url:?}: no host");
-    }
-    let path = if path.is_empty() || path == "/" { "/ws" } else { path };
-    let mut params: Vec<String> = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .filter(|p| !p.is_empty())
-        .filter(|p| name.is_none() || !p.starts_with("name="))
-        .map(str::to_owned)
-        .collect();
-    if let Some(name) = name {
-        params.push(format!("name={}", percent_encode(name)));
-    }
-    let mut endpoint = format!("{scheme}://{authority}{path}");
-    if !params.is_empty() {
-        endpoint.push('?');
-        endpoint.push_str(&params.join("&"));
-    }
-    Ok(endpoint)
-}
-
-fn percent_encode(text: &str) -> String {
-    let mut encoded = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
-}
-
 /// Text from the network made safe for a terminal: control characters and bidi
 /// overrides are shown escaped (`\u{1b}`), not obeyed; continuation lines are indented.
-pub fn printable(text: &str) -> String {
+fn printable(text: &str) -> String {
     let mut shown = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -176,116 +106,36 @@ pub fn printable(text: &str) -> String {
     shown
 }
 
-/// A connection error worth retrying (as opposed to the server refusing us for good).
-fn is_transient(error: &ClientError) -> bool {
-    match error {
-        ClientError::WebSocket(WsError::Http(response)) => {
-            response.status().is_server_error() || response.status().as_u16() == 429
-        }
-        ClientError::WebSocket(WsError::Url(_)) => false,
-        ClientError::WebSocket(_) | ClientError::Timeout(_) => true,
-        ClientError::Closed { code, .. } => !matches!(code, 1008 | 1003),
-        ClientError::Protocol(_) => true,
-        ClientError::Server(body) => matches!(body.code, ErrorCode::Internal | ErrorCode::RateLimited),
-    }
-}
-
-/// Says what went wrong in words, including the body of a refused upgrade (the server
-/// explains there, e.g. an invalid name).
-fn describe(error: &ClientError) -> String {
-    if let ClientError::WebSocket(WsError::Http(response)) = error {
-        let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-        let body = body.trim();
-        let status = response.status();
-        return if body.is_empty() {
-            format!("the server answered {status}")
-        } else {
-            format!("the server answered {status}: {body}")
-        };
-    }
-    error.to_string()
-}
-
-/// Why connecting and joining failed.
-enum OpenError {
-    /// The connection or the server said no (maybe only for now: see [`is_transient`]).
-    Client(ClientError),
-    /// Something that retrying cannot fix (standard output is gone, say).
-    Fatal(anyhow::Error),
-}
-
-impl From<ClientError> for OpenError {
-    fn from(error: ClientError) -> Self {
-        Self::Client(error)
-    }
-}
-
-/// A line on its way to the room.
-struct Outgoing {
-    key: String,
-    text: String,
-    /// The id of the `send` request awaiting its reply on the current connection.
-    in_flight: Option<RequestId>,
-}
-
 /// What woke the main loop up.
 enum Step {
     Line(Option<io::Result<String>>),
-    Event(Result<ServerFrame, ClientError>),
-    Timer,
+    Event(Result<Event, ClientError>),
 }
 
-/// The client's state; see the module docs.
+/// The terminal's state; see the module docs.
 struct Chat<W: Write> {
+    client: Resilient,
     url: String,
     room: RoomName,
-    history: u32,
     out: W,
-    connection: Option<Connection>,
-    /// The last seq printed; every message after it is printed exactly once.
-    last_seq: u64,
-    joined_once: bool,
-    /// Lines not yet acknowledged, oldest first; only the first one is ever in flight.
-    queue: VecDeque<Outgoing>,
+    /// The longest line the server takes, from its last `welcome`.
+    max_text_chars: usize,
     /// The highest seq the server acknowledged for our own lines.
     highest_acked: u64,
-    key_prefix: String,
-    next_key: u64,
-    /// When the first queued line may be sent again after a retryable refusal.
-    retry_at: Option<Instant>,
-    retry_delay: Duration,
-    /// Lines the server refused for good.
+    /// Lines not sent: refused by the server, or too long.
     failed: usize,
-    max_text_chars: usize,
-    /// The id of a liveness `ping` awaiting its reply.
-    ping: Option<RequestId>,
 }
 
 impl<W: Write> Chat<W> {
-    fn new(args: ChatArgs, out: W) -> anyhow::Result<Self> {
+    fn new(args: &ChatArgs, out: W) -> anyhow::Result<Self> {
         let room = RoomName::new(args.room.trim()).map_err(|e| anyhow!("--room: {e}"))?;
         let name = args.name.as_deref().map(str::trim);
         if name == Some("") {
             bail!("--name must not be empty");
         }
-        Ok(Self {
-            url: endpoint(&args.url, name)?,
-            room,
-            history: args.history,
-            out,
-            connection: None,
-            last_seq: 0,
-            joined_once: false,
-            queue: VecDeque::new(),
-            highest_acked: 0,
-            key_prefix: format!("t{:016x}", rand::random::<u64>()),
-            next_key: 1,
-            retry_at: None,
-            retry_delay: BACKOFF_MIN,
-            failed: 0,
-            max_text_chars: usize::MAX,
-            ping: None,
-        })
+        let url = endpoint(&args.url, name)?;
+        let client = Resilient::new(url.clone());
+        Ok(Self { client, url, room, out, max_text_chars: usize::MAX, highest_acked: 0, failed: 0 })
     }
 
     /// Prints one line to standard output.
@@ -304,222 +154,80 @@ impl<W: Write> Chat<W> {
         self.say(&line)
     }
 
-    /// Prints `message` if it is news, keeping `last_seq` and catching up any gap first.
-    async fn accept(&mut self, message: Message) -> anyhow::Result<()> {
-        if message.room != self.room || message.seq <= self.last_seq {
-            return Ok(());
-        }
-        if message.seq > self.last_seq + 1 {
-            // Never expected from the server (its order is gap-free), but never print a hole.
-            self.fill_gap(self.last_seq, message.seq).await?;
-        }
-        self.print_message(&message)?;
-        self.last_seq = message.seq;
-        Ok(())
-    }
-
-    /// Prints the stored messages with `after < seq < before`; false if the connection
-    /// failed on the way.
-    async fn fill_gap(&mut self, after: u64, before: u64) -> anyhow::Result<bool> {
-        let mut from = after;
-        while before > from + 1 {
-            let Some(connection) = self.connection.as_mut() else { return Ok(false) };
-            let request = HistoryRequest {
-                room: self.room.clone(),
-                after: Some(from),
-                before: Some(before),
-                limit: Some(GAP_PAGE),
-            };
-            let page = match connection.history(request).await {
-                Ok(page) => page,
-                Err(e) if is_transient(&e) => {
-                    self.lost(&e);
-                    return Ok(false);
-                }
-                Err(e) => bail!("cannot read the history of #{}: {}", self.room, describe(&e)),
-            };
-            let Some(newest) = page.messages.last().map(|m| m.seq) else { break };
-            for message in &page.messages {
-                if message.seq > self.last_seq {
-                    self.print_message(message)?;
-                    self.last_seq = message.seq;
-                }
-            }
-            if !page.has_more {
-                break;
-            }
-            from = newest;
-        }
-        Ok(true)
-    }
-
-    /// Connects and joins: the first time with the latest `--history` messages, later
-    /// with `since` so that nothing is missed or repeated.
-    async fn open(&mut self) -> Result<(), OpenError> {
-        let mut connection = Connection::connect(&self.url).await?;
-        connection.set_timeout(IDLE);
-        self.max_text_chars = connection.welcome().limits.max_text_chars.max(1);
-        let me = connection.welcome().user.name.clone();
-        let since = self.joined_once.then_some(self.last_seq);
-        let limit = if self.joined_once { None } else { Some(self.history) };
-        let join = Request::Join(JoinRequest { room: self.room.clone(), since, limit });
-        let reply: JoinReply = connection.call(join).await?;
-        self.connection = Some(connection);
-        self.ping = None;
-        if let Some(front) = self.queue.front_mut() {
-            front.in_flight = None; // request ids belong to the old connection
-        }
-        // `members` lists at most the first 100; servers before `member_count` listed all.
-        let online = reply.member_count.max(reply.members.len());
-        if !self.joined_once {
-            eprintln!("* joined #{} as {} ({online} online)", self.room, printable(&me));
-            for message in &reply.messages {
-                self.print_message(message).map_err(OpenError::Fatal)?;
-            }
-            self.last_seq = reply.seq;
-            self.joined_once = true;
-            return Ok(());
-        }
-        eprintln!("* reconnected to #{} ({online} online)", self.room);
-        if reply.seq < self.last_seq {
-            eprintln!("* the server's history of #{} restarted at #{}", self.room, reply.seq);
-            self.last_seq = reply.seq;
-        }
-        let newest = reply.messages.last().map_or(self.last_seq, |m| m.seq);
-        for message in &reply.messages {
-            if message.seq > self.last_seq {
-                self.print_message(message).map_err(OpenError::Fatal)?;
-                self.last_seq = message.seq;
-            }
-        }
-        if reply.recovered == Some(false) {
-            let complete = self.fill_gap(newest, reply.seq + 1).await.map_err(OpenError::Fatal)?;
-            if !complete {
-                return Err(ClientError::Closed { code: 1006, reason: "lost while recovering".into() }.into());
-            }
-        }
-        Ok(())
-    }
-
-    /// Reconnects with exponential backoff, giving up after [`GIVE_UP_AFTER`].
-    async fn reconnect(&mut self) -> anyhow::Result<()> {
-        let started = Instant::now();
-        let mut delay = BACKOFF_MIN;
-        loop {
-            match self.open().await {
-                Ok(()) => return Ok(()),
-                Err(OpenError::Fatal(e)) => return Err(e),
-                Err(OpenError::Client(e)) if !is_transient(&e) => {
-                    bail!("cannot rejoin #{} at {}: {}", self.room, self.url, describe(&e))
-                }
-                Err(OpenError::Client(e)) if started.elapsed() >= GIVE_UP_AFTER => bail!(
-                    "lost the connection to {} and could not reconnect within {GIVE_UP_AFTER:?}: {}",
-                    self.url,
-                    describe(&e)
-                ),
-                Err(OpenError::Client(e)) => tracing::debug!(error = %e, "reconnect failed; retrying in {delay:?}"),
-            }
-            self.connection = None;
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(BACKOFF_MAX);
-        }
-    }
-
-    /// Forgets a broken connection; the line in flight will be resent with its key.
-    fn lost(&mut self, error: &ClientError) {
-        if self.connection.take().is_some() {
-            eprintln!("* connection lost ({}); reconnecting", describe(error));
-        }
-        if let Some(front) = self.queue.front_mut() {
-            front.in_flight = None;
-        }
-        self.ping = None;
-    }
-
-    /// Sends the first queued line if nothing is in flight and no retry is waiting.
-    async fn pump(&mut self) {
-        if self.retry_at.is_some_and(|at| at > Instant::now()) {
-            return;
-        }
-        self.retry_at = None;
-        let (Some(connection), Some(front)) = (self.connection.as_mut(), self.queue.front_mut()) else { return };
-        if front.in_flight.is_some() {
-            return;
-        }
-        let request = SendRequest {
-            room: self.room.clone(),
-            text: front.text.clone(),
-            key: Some(front.key.clone()),
-            reply_to: None,
+    /// Joins with the latest `history` messages, then runs until the end of input and
+    /// the last ack (or a fatal error).
+    async fn run(mut self, history: u32, mut lines: mpsc::UnboundedReceiver<io::Result<String>>) -> anyhow::Result<()> {
+        // A first connection that fails is a mistake to report, not a network to wait for.
+        self.client.set_max_attempts(1);
+        let joined = match self.client.join_with_history(&self.room, history).await {
+            Ok(joined) => joined,
+            Err(e) => bail!("cannot join #{} at {}: {e}", self.room, self.url),
         };
-        match connection.submit(Request::Send(request)).await {
-            Ok(id) => front.in_flight = Some(id),
-            Err(e) => self.lost(&e),
+        self.client.set_max_attempts(RECONNECT_ATTEMPTS);
+        let me = self.client.welcome().map(|welcome| printable(&welcome.user.name)).unwrap_or_default();
+        let online = joined.member_count.max(joined.members.len());
+        eprintln!("* joined #{} as {me} ({online} online)", self.room);
+        for message in &joined.messages {
+            self.print_message(message)?;
         }
+        loop {
+            let step = tokio::select! {
+                line = lines.recv() => Step::Line(line),
+                event = self.client.next_event() => Step::Event(event),
+            };
+            match step {
+                Step::Line(Some(Ok(line))) => self.send(line).await?,
+                Step::Line(Some(Err(e))) => return Err(e).context("cannot read standard input"),
+                Step::Line(None) => break,
+                Step::Event(event) => self.show(event)?,
+            }
+        }
+        // Everything is stored; give our own messages a moment to be printed.
+        let deadline = Instant::now() + ECHO_WAIT;
+        while self.client.last_seq(&self.room).unwrap_or(0) < self.highest_acked {
+            match tokio::time::timeout_at(deadline, self.client.next_event()).await {
+                Ok(event) => self.show(event)?,
+                Err(_) => break,
+            }
+        }
+        self.client.close().await;
+        if self.failed > 0 {
+            bail!("{} line(s) could not be sent", self.failed);
+        }
+        Ok(())
     }
 
-    /// Queues a line read from standard input.
-    fn queue_line(&mut self, line: String) {
+    /// Sends a line read from standard input and waits for its ack.
+    async fn send(&mut self, line: String) -> anyhow::Result<()> {
         if line.trim().is_empty() {
-            return;
+            return Ok(());
+        }
+        if let Some(welcome) = self.client.welcome() {
+            self.max_text_chars = welcome.limits.max_text_chars.max(1);
         }
         let chars = line.chars().count();
         if chars > self.max_text_chars {
             eprintln!("bavard chat: line not sent: it has {chars} characters; the limit is {}", self.max_text_chars);
             self.failed += 1;
-            return;
+            return Ok(());
         }
-        let key = format!("{}-{}", self.key_prefix, self.next_key);
-        self.next_key += 1;
-        self.queue.push_back(Outgoing { key, text: line, in_flight: None });
-    }
-
-    /// Handles the reply to our `send` (or `ping`).
-    fn replied(&mut self, reply: ReplyFrame) {
-        if self.ping.as_ref() == Some(&reply.id) {
-            self.ping = None;
-            return;
-        }
-        let Some(front) = self.queue.front_mut() else { return };
-        if front.in_flight.as_ref() != Some(&reply.id) {
-            return;
-        }
-        front.in_flight = None;
-        if reply.ok {
-            if let Ok(sent) = reply.result_as::<SendReply>() {
-                self.highest_acked = self.highest_acked.max(sent.seq);
-            }
-            self.queue.pop_front();
-            self.retry_delay = BACKOFF_MIN;
-            return;
-        }
-        let error = reply.error.unwrap_or_else(|| {
-            bavard_client::protocol::ErrorBody::new(ErrorCode::Internal, "error reply without an error body")
-        });
-        match error.code {
-            ErrorCode::RateLimited | ErrorCode::Internal => {
-                self.retry_at = Some(Instant::now() + self.retry_delay);
-                self.retry_delay = (self.retry_delay * 2).min(BACKOFF_MAX);
-            }
-            ErrorCode::Forbidden => {
-                // Not (or no longer) a member: rejoin on a new connection, then resend.
-                self.lost(&ClientError::Server(error));
-            }
-            _ => {
-                let text: String = front.text.chars().take(40).collect();
+        match self.client.send(&self.room, &line).await {
+            Ok(sent) => self.highest_acked = self.highest_acked.max(sent.seq),
+            Err(ClientError::Server(error)) => {
+                let text: String = line.chars().take(40).collect();
                 eprintln!("bavard chat: line not sent ({}): {}", error.message, printable(&text));
                 self.failed += 1;
-                self.queue.pop_front();
             }
+            Err(e) => bail!("lost the connection to {} and could not get it back: {e}", self.url),
         }
+        Ok(())
     }
 
-    /// Handles one frame from the server.
-    async fn event(&mut self, frame: ServerFrame) -> anyhow::Result<()> {
-        match frame {
-            ServerFrame::Message(message) => self.accept(message).await?,
-            ServerFrame::Reply(reply) => self.replied(reply),
-            ServerFrame::Presence(presence) if presence.room == self.room => {
+    /// Shows one event: the room's on standard output, the connection's on standard error.
+    fn show(&mut self, event: Result<Event, ClientError>) -> anyhow::Result<()> {
+        match event {
+            Ok(Event::Message(message)) => self.print_message(&message)?,
+            Ok(Event::Server(ServerFrame::Presence(presence))) => {
                 for user in &presence.joined {
                     self.say(&format!("* {} joined", printable(&user.name)))?;
                 }
@@ -527,79 +235,24 @@ impl<W: Write> Chat<W> {
                     self.say(&format!("* {} left", printable(&user.name)))?;
                 }
             }
-            ServerFrame::Typing(typing) if typing.room == self.room => {
+            Ok(Event::Server(ServerFrame::Typing(typing))) => {
                 self.say(&format!("* {} is typing", printable(&typing.user.name)))?;
             }
-            ServerFrame::Closing { reason } => eprintln!("* the server is going away: {}", printable(&reason)),
-            ServerFrame::Error { error } => eprintln!("* the server reports an error: {}", printable(&error.message)),
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// Runs until the end of input and the last ack (or a fatal error).
-    async fn run(&mut self, mut lines: mpsc::UnboundedReceiver<io::Result<String>>) -> anyhow::Result<()> {
-        match self.open().await {
-            Ok(()) => {}
-            Err(OpenError::Fatal(e)) => return Err(e),
-            Err(OpenError::Client(e)) => bail!("cannot join #{} at {}: {}", self.room, self.url, describe(&e)),
-        }
-        let mut input_open = true;
-        let mut echo_deadline: Option<Instant> = None;
-        loop {
-            if !input_open && self.queue.is_empty() {
-                // Everything is stored; give our own messages a moment to be printed.
-                let deadline = *echo_deadline.get_or_insert_with(|| Instant::now() + ECHO_WAIT);
-                if self.last_seq >= self.highest_acked || Instant::now() >= deadline {
-                    break;
-                }
+            Ok(Event::Server(ServerFrame::Closing { reason })) => {
+                eprintln!("* the server is going away: {}", printable(&reason));
             }
-            if self.connection.is_none() {
-                self.reconnect().await?;
-                continue;
+            Ok(Event::Server(ServerFrame::Error { error })) => {
+                eprintln!("* the server reports an error: {}", printable(&error.message));
             }
-            self.pump().await;
-            let wake_at = match (self.retry_at, echo_deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let Some(connection) = self.connection.as_mut() else { continue };
-            let step = tokio::select! {
-                line = lines.recv(), if input_open => Step::Line(line),
-                event = connection.next_event() => Step::Event(event),
-                () = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() => Step::Timer,
-            };
-            match step {
-                Step::Line(Some(Ok(line))) => self.queue_line(line),
-                Step::Line(Some(Err(e))) => return Err(e).context("cannot read standard input"),
-                Step::Line(None) => input_open = false,
-                Step::Event(Ok(frame)) => {
-                    self.ping = None;
-                    self.event(frame).await?;
-                }
-                Step::Event(Err(ClientError::Timeout(_))) if self.ping.is_none() => {
-                    // Quiet for a while: make sure the server is still there.
-                    if let Some(connection) = self.connection.as_mut() {
-                        match connection.submit(Request::Ping).await {
-                            Ok(id) => self.ping = Some(id),
-                            Err(e) => self.lost(&e),
-                        }
-                    }
-                }
-                Step::Event(Err(ClientError::Protocol(problem))) => {
-                    // A frame this version does not know (a newer server): skip it.
-                    tracing::debug!(%problem, "skipped a frame");
-                }
-                Step::Event(Err(e)) if is_transient(&e) => self.lost(&e),
-                Step::Event(Err(e)) => bail!("the server ended the session: {}", describe(&e)),
-                Step::Timer => {}
+            Ok(Event::Server(_)) => {}
+            Ok(Event::Disconnected(error)) => eprintln!("* connection lost ({error}); reconnecting"),
+            Ok(Event::Rejoined { room, member_count }) => eprintln!("* reconnected to #{room} ({member_count} online)"),
+            Ok(Event::HistoryRestarted { room, seq }) => {
+                eprintln!("* the server's history of #{room} restarted at #{seq}");
             }
-        }
-        if let Some(connection) = self.connection.take() {
-            connection.close().await;
-        }
-        if self.failed > 0 {
-            bail!("{} line(s) could not be sent", self.failed);
+            // A frame this version cannot read (the connection goes on): skip it.
+            Err(ClientError::Protocol(problem)) => eprintln!("* skipped a frame: {}", printable(&problem)),
+            Err(e) => bail!("lost the connection to {} and could not get it back: {e}", self.url),
         }
         Ok(())
     }
@@ -608,18 +261,6 @@ impl<W: Write> Chat<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoint_adds_the_path_and_the_encoded_name() -> anyhow::Result<()> {
-        assert_eq!(endpoint("ws://127.0.0.1:8000/ws", Some("al ice"))?, "ws://127.0.0.1:8000/ws?name=al%20ice");
-        assert_eq!(endpoint("http://h:1", None)?, "ws://h:1/ws");
-        assert_eq!(endpoint("https://h/", Some("é&x"))?, "wss://h/ws?name=%C3%A9%26x");
-        assert_eq!(endpoint("ws://h/ws?token=t&name=old#frag", Some("new"))?, "ws://h/ws?token=t&name=new");
-        assert!(endpoint("127.0.0.1:8000", None).is_err());
-        assert!(endpoint("ftp://h/ws", None).is_err());
-        assert!(endpoint("ws:///ws", None).is_err());
-        Ok(())
-    }
 
     #[test]
     fn printable_neutralises_terminal_escapes() {

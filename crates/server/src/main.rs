@@ -1,5 +1,8 @@
 //! The `bavard` binary: parse the command line, set up logging, serve until SIGTERM or
-//! SIGINT, then shut down gracefully and exit 0.
+//! SIGINT, then shut down gracefully and exit 0; or, for `bavard chat`, run the
+//! terminal client ([`chat`], part of the binary, not of the server library).
+
+mod chat;
 
 use std::process::ExitCode;
 
@@ -14,7 +17,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match cli.command {
         Some(Command::Serve(config)) => config,
-        Some(Command::Chat(args)) => return bavard::chat::main(args),
+        Some(Command::Chat(args)) => return chat::main(args),
         None => cli.serve,
     };
     init_logging(config.log_format);

@@ -125,12 +125,17 @@ async fn the_server_pings_idle_clients_and_closes_dead_ones() {
         c.idle_timeout_secs = 0.7;
     })
     .await;
-    // A live client answers pings (tungstenite does so while reading) and stays.
+    // A live client answers pings (tungstenite does so while reading) and stays. It
+    // reads for twice the idle timeout; then the reply to its ping shows the connection
+    // is open: a close, however late the server sent it, would come before the reply.
     let mut alive = server.json("alive").await;
     alive.set_timeout(Duration::from_millis(1500));
     let heard = alive.next_event().await;
-    assert!(matches!(heard, Err(ClientError::Timeout(_))), "{heard:?}");
-    assert!(within(alive.request(Request::Ping)).await.unwrap().ok);
+    assert!(matches!(heard, Err(ClientError::Timeout(_))), "nothing but pings while idle: {heard:?}");
+    match within(alive.request(Request::Ping)).await {
+        Ok(reply) => assert!(reply.ok, "{reply:?}"),
+        Err(e) => panic!("the live client was closed: {e}"),
+    }
     // A client that never reads never answers: it is pinged, then closed. It reads the
     // raw bytes afterwards, so that nothing answers on its behalf.
     let mut dead = raw_websocket(server.addr, "/ws?name=dead").await;
@@ -165,8 +170,14 @@ async fn broken_framing_closes_with_1002_and_invalid_utf8_with_1007() {
         // Answer the server's close at once, so that it does not linger waiting for us.
         within(socket.write_all(&masked(0x8, &1000u16.to_be_bytes()))).await.unwrap();
         let frames = within(read_raw_frames(&mut socket)).await;
-        let (opcode, payload) = frames.iter().find(|(opcode, _)| *opcode == OPCODE_CLOSE).unwrap();
-        assert_eq!(*opcode, OPCODE_CLOSE);
+        // The welcome, then the close, and nothing after it.
+        const OPCODE_TEXT: u8 = 0x1;
+        let opcodes: Vec<u8> = frames.iter().map(|(opcode, _)| *opcode).collect();
+        assert_eq!(opcodes, [OPCODE_TEXT, OPCODE_CLOSE], "{frame:?}");
+        let payload = &frames[1].1;
         assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), expected, "{frame:?}");
+        // The close says why, in words.
+        let reason = std::str::from_utf8(&payload[2..]).unwrap();
+        assert!(!reason.trim().is_empty(), "{frame:?}: a close code without a reason");
     }
 }

@@ -10,4 +10,5 @@ mod lifecycle;
 mod limits;
 mod members;
 mod plain;
+mod resilient;
 mod terminal_client;

@@ -1,7 +1,5 @@
 //! The original draft's plain-text protocol, byte for byte, with rooms and history.
 
-use std::time::Duration;
-
 use bavard_protocol::HistoryRequest;
 
 use crate::helpers::*;
@@ -55,8 +53,12 @@ async fn rooms_are_isolated() {
     default.send("in chat").await;
     assert_eq!(explicit_chat.recv().await, "Message reçu : in chat", "/ws/chat is room chat");
     assert_eq!(default.recv().await, "Message reçu : in chat");
-    a.expect_silence(Duration::from_millis(200)).await;
-    b.expect_silence(Duration::from_millis(200)).await;
+    // Each room gets only its own: the next frame a and b see is their own marker, sent
+    // after the other rooms' messages were delivered (to everyone in those rooms).
+    for (client, marker) in [(&mut a, "marker a"), (&mut b, "marker b")] {
+        client.send(marker).await;
+        assert_eq!(client.recv().await, format!("Message reçu : {marker}"));
+    }
 }
 
 #[tokio::test]

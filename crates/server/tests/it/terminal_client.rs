@@ -3,7 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
+    process::{Child, ChildStdin, ExitStatus, Stdio},
     time::Duration,
 };
 
@@ -37,11 +37,9 @@ fn lines_of(reader: impl std::io::Read + Send + 'static) -> mpsc::UnboundedRecei
 
 impl ChatProcess {
     fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bavard"))
+        let mut child = bavard_command()
             .arg("chat")
             .args(args)
-            .env_remove("BAVARD_NAME")
-            .env_remove("BAVARD_ROOM")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
