@@ -23,7 +23,12 @@ report: reads RESULTS_DIR (meta.env, setup.txt, runs.tsv, load.txt, phases.txt a
   the medians), prints the Markdown section, writes it to
   RESULTS_DIR/benchmarks-section.md and, with --benchmarks, replaces that section of
   the file (or the older section it succeeds, or appends it), keeping every other
-  section as it is.
+  section as it is. The section is "## Side by side: ..." for a run of every
+  measurement without a baseline; meta.env's section (run.sh --section TITLE) makes
+  it "## TITLE"; else a run with a baseline or with --only gets a title of its own
+  (it is not the main section). The table shows only the measurements that ran;
+  with a baseline (server bavard-base) and bavard, a last column gives bavard's
+  median against the baseline's, in %.
 
 How busy the machine is: /proc/stat gives the CPU time of everything (user, nice,
 system, irq, softirq; the kernel here charges interrupt time to the task it
@@ -539,6 +544,7 @@ class Figure:
     """One row of the table: how to get a run's value and how to print it."""
 
     def __init__(self, label, get, num, unit="", lower_is_better=False):
+        # lower_is_better: True, False (higher is better) or None (neither, e.g. % of a core)
         self.label, self.get, self.num, self.unit, self.lower = label, get, num, unit, lower_is_better
 
 
@@ -555,6 +561,25 @@ def median_cell(values, fig, runs):
     if len(values) < runs:
         cell += f" [{len(values)} of {runs} runs]"
     return cell
+
+
+def change_cell(new, base, fig):
+    """bavard's median against the baseline's, in % of the baseline's; `better`/`worse` only
+    when the two servers' run ranges do not overlap (else within the run-to-run spread)."""
+    new, base = [v for v in new if v is not None], [v for v in base if v is not None]
+    if not new or not base:
+        return "", None
+    mn, mb = statistics.median(new), statistics.median(base)
+    if mb == 0:
+        return ("0%", 0.0) if mn == 0 else ("—", None)
+    pct = (mn - mb) / abs(mb) * 100
+    cell = f"{pct:+.1f}%"
+    if len(new) > 1 and len(base) > 1 and (min(new) > max(base) or max(new) < min(base)):
+        if fig.lower is None:
+            cell += " (ranges apart)"
+        else:
+            cell += " (better)" if (mn < mb) == fig.lower else " (worse)"
+    return cell, pct
 
 
 def why_failed(step):
@@ -585,7 +610,7 @@ def measure_plan(meta):
                "M"),
         Figure("p99 at that step", lambda f: f.get("p99"), num_ms, "ms", True),
         Figure("server CPU-s per M deliveries at that step", lambda f: f.get("cpu"), num_cpu, "", True),
-        Figure("server % of a core at that step", lambda f: f.get("core"), num_count, "%"),
+        Figure("server % of a core at that step", lambda f: f.get("core"), num_count, "%", None),
     ]
     idle = lambda: [  # noqa: E731
         Figure("time to connect them all", lambda f: f.get("connect_s"), num_secs, "s", True),
@@ -654,13 +679,30 @@ def reference_rate(runs_hot, servers, ladder):
     return best
 
 
+def section_title(meta):
+    """The heading of the section this run writes (see the module's doc)."""
+    if meta.get("section"):
+        return "## " + meta["section"].lstrip("#").strip()
+    if meta.get("baseline"):
+        label = meta.get("baseline_label") or Path(meta["baseline"]).name
+        dirty = " with uncommitted changes" if meta.get("dirty") else ""
+        return f"## Before and after: bavard at {meta.get('commit', '?')}{dirty} against {label}"
+    if meta.get("only"):
+        return SECTION + f" (only {meta.get('measures', meta['only']).replace(',', ', ')})"
+    return SECTION
+
+
 def build_section(results_dir, meta, versions, runs, samples, phases, png_ref):
     m = machine()
     servers = [s for s in meta.get("servers", "bavard,bun").split(",") if s]
     n_runs = int(meta.get("runs", "3"))
     quick = meta.get("quick") == "1"
     ladder = [int(r) for r in meta.get("rates", "").split(",") if r]
-    lines = [SECTION, ""]
+    ran = set(runs)
+    base_label = meta.get("baseline_label") or Path(meta.get("baseline") or "bavard-base").name
+    compare = "bavard" in servers and "bavard-base" in servers
+    heading = section_title(meta)
+    lines = [heading, ""]
     if quick:
         lines += ["> **Quick run** (`--quick`): small sizes, 1-second steps, a few low rates, a p99 limit of "
                   f"{meta.get('p99_limit_ms', '?')} ms. A smoke test of `bench/run.sh`, not a measurement.", ""]
@@ -711,6 +753,19 @@ def build_section(results_dir, meta, versions, runs, samples, phases, png_ref):
     lines.append(f"- Bavard: commit `{commit}`{tree}, `cargo build --release` ({meta.get('rustc', 'rustc ?')}); "
                  "`bavard --listen 127.0.0.1:PORT --db FRESH_TMP/bench.db --rate-per-second 0`, all other "
                  "options default.")
+    if "bavard-base" in servers:
+        sha = meta.get("baseline_sha256")
+        lines.append(
+            f"- Baseline **bavard-base** ({base_label}): `{meta.get('baseline', '?')}`"
+            + (f" (sha256 `{sha}…`)" if sha else "") + ", started exactly as bavard (a fresh temporary "
+            "database, `--rate-per-second 0`, all other options default) and driven by the same freshly built "
+            "`bavard-bench`; it runs in every measurement bavard runs in, alternating with the other servers."
+            + (" The last column compares the medians: bavard's against bavard-base's, in % of bavard-base's; "
+               "it says *better* or *worse* only when the two servers' ranges over the runs do not overlap "
+               "(otherwise the difference is within the run-to-run spread)." if compare else ""))
+    if meta.get("only"):
+        lines.append(f"- Only some measurements ran (`--only {meta['only']}`): "
+                     + ", ".join(f"`{x}`" for x in meta.get("measures", meta["only"]).split(",") if x) + ".")
     v = versions
     peers = []
     if "bun" in servers:
@@ -724,23 +779,31 @@ def build_section(results_dir, meta, versions, runs, samples, phases, png_ref):
         lines.append("- Peers (see `bench/README-bench.md`; plain-text protocol only, they store nothing): "
                      + "; ".join(peers) + ".")
     step = meta.get("step_secs", "3")
-    lines.append(
-        f"- Hot room (`bavard-bench hot-room`): rates (deliveries/s offered) "
-        f"{', '.join(fmt_rate(r) for r in ladder)}; each step {meta.get('warmup_secs', '1')} s of warm-up, "
-        f"{step} s measured, up to 2 s of drain. A step passes with zero loss and p99 ≤ "
-        f"{meta.get('p99_limit_ms', '50')} ms; rising stops at "
-        "the first failure, after one retry of that step on the same server process (a single step can fail "
-        "on noise on a shared machine). The bench runs on 1 thread.")
-    lines.append(
-        "- Idle rooms and join storms open 256 connections at a time from 127.0.0.2 (and 127.0.0.3 above "
-        "10,000). One-room figures are checked: a message sent after connecting must reach every connection "
-        "(`--probe`), and the server is killed before the bench closes its connections (`--kill-server`), "
-        "since a plain room emptying at once costs n²/2 disconnect notices (see the notes).")
+    if "hot-room" in ran:
+        lines.append(
+            f"- Hot room (`bavard-bench hot-room`): rates (deliveries/s offered) "
+            f"{', '.join(fmt_rate(r) for r in ladder)}; each step {meta.get('warmup_secs', '1')} s of warm-up, "
+            f"{step} s measured, up to 2 s of drain. A step passes with zero loss and p99 ≤ "
+            f"{meta.get('p99_limit_ms', '50')} ms; rising stops at "
+            "the first failure, after one retry of that step on the same server process (a single step can fail "
+            "on noise on a shared machine). The bench runs on 1 thread.")
+    if ran & {"idle", "room-a", "room-b", "storm-plain", "storm-json", "idle-json"}:
+        text = ("- The idle and join-storm measurements open their connections 256 at a time from 127.0.0.2 "
+                "(and 127.0.0.3 above 10,000).")
+        if ran & {"room-a", "room-b"}:
+            text += (" One-room figures are checked: a message sent after connecting must reach every connection "
+                     "(`--probe`), and the server is killed before the bench closes its connections "
+                     "(`--kill-server`), since a plain room emptying at once costs n²/2 disconnect notices (see "
+                     "the notes).")
+        lines.append(text)
     lines.append("")
 
     plan = [p for p in measure_plan(meta) if p[0] in runs]
-    header = "| measurement | figure | " + " | ".join(servers) + " |"
-    lines += [header, "| --- | --- | " + " | ".join("---:" for _ in servers) + " |"]
+    columns = [f"bavard-base ({base_label})" if s == "bavard-base" else s for s in servers]
+    if compare:
+        columns.append(f"change: bavard vs {base_label}")
+    header = "| measurement | figure | " + " | ".join(columns) + " |"
+    lines += [header, "| --- | --- | " + " | ".join("---:" for _ in columns) + " |"]
     rows_csv = []
     disturbed = []
     for measure, title, figures in plan:
@@ -755,11 +818,14 @@ def build_section(results_dir, meta, versions, runs, samples, phases, png_ref):
         first = True
         for fig in figures:
             cells = []
+            by_server = {}
             for name in servers:
                 if name not in per_server:
-                    cells.append("not run" if name == "bavard" else na_for(measure) if first else "n/a")
+                    bavards = ("bavard", "bavard-base")
+                    cells.append("not run" if name in bavards else na_for(measure) if first else "n/a")
                     continue
                 values = [fig.get(r["info"]["fig"]) for r in per_server[name].values()]
+                by_server[name] = values
                 for run, r in sorted(per_server[name].items()):
                     val = fig.get(r["info"]["fig"])
                     rows_csv.append((measure, name, run, fig.label, "" if val is None else val))
@@ -775,6 +841,11 @@ def build_section(results_dir, meta, versions, runs, samples, phases, png_ref):
                 med = [v for v in values if v is not None]
                 if med:
                     rows_csv.append((measure, name, "median", fig.label, statistics.median(med)))
+            if compare:
+                cell, pct = change_cell(by_server.get("bavard", []), by_server.get("bavard-base", []), fig)
+                cells.append(cell)
+                if pct is not None:
+                    rows_csv.append((measure, "bavard vs bavard-base (%)", "median", fig.label, round(pct, 2)))
             lines.append(f"| {(title + mark) if first else ''} | {fig.label} | " + " | ".join(cells) + " |")
             first = False
         if measure == "hot-room":
@@ -783,8 +854,10 @@ def build_section(results_dir, meta, versions, runs, samples, phases, png_ref):
                 fig = Figure(f"server CPU-s per M deliveries at {fmt_rate(ref)}/s (the highest step every server "
                              "passed in every run)", None, num_cpu)
                 cells = []
+                by_server = {}
                 for name in servers:
                     vals = [c[0] for r in per_server.get(name, {}).values() if (c := hot_cpu_at(r["info"], ref))]
+                    by_server[name] = vals
                     cores = [c[1] for r in per_server.get(name, {}).values()
                              if (c := hot_cpu_at(r["info"], ref)) and c[1] is not None]
                     cell = median_cell(vals, fig, n_runs) or "—"
@@ -794,6 +867,11 @@ def build_section(results_dir, meta, versions, runs, samples, phases, png_ref):
                     for run, r in sorted(per_server.get(name, {}).items()):
                         c = hot_cpu_at(r["info"], ref)
                         rows_csv.append((measure, name, run, fig.label, c[0] if c else ""))
+                if compare:
+                    cell, pct = change_cell(by_server.get("bavard", []), by_server.get("bavard-base", []), fig)
+                    cells.append(cell)
+                    if pct is not None:
+                        rows_csv.append((measure, "bavard vs bavard-base (%)", "median", fig.label, round(pct, 2)))
                 lines.append(f"| | {fig.label} | " + " | ".join(cells) + " |")
     lines.append("")
     if disturbed and len(disturbed) == len(plan):
@@ -816,28 +894,39 @@ def build_section(results_dir, meta, versions, runs, samples, phases, png_ref):
     notes = notes_per_measure(runs, servers, plan, ladder)
     if notes:
         lines += ["Notes from the raw outputs:", ""] + notes + [""]
+    lines += ["Reading the figures:", ""]
+    if "hot-room" in ran:
+        lines.append(
+            "- Deliveries/s counts every copy received: one message sent into the room of 1,010 is 1,010 "
+            "deliveries. \"Server CPU-s per M deliveries\" is the server's user + system CPU time "
+            "(`/proc/PID/stat`) during the measured seconds divided by the deliveries in them; a server using "
+            "more than one core competes with the one-thread load generator on these 2 cores. Because it "
+            "depends on the rate, the table also gives it at a rate every server passed.")
+    if ran & {"idle", "room-a", "room-b", "idle-json"}:
+        lines.append(
+            "- Idle: RSS per connection = (VmRSS 2 s after the last handshake − VmRSS before) / connections, on a "
+            "fresh server; joins/s = connections opened / the time to open them all (for the plain-text "
+            "protocol, opening the connection is joining the room).")
+    if ran & {"storm-plain", "storm-json"}:
+        lines.append(
+            "- Join storm: members connect and join first (256 at a time) and keep reading; then the joiners "
+            "start together, 256 in flight. JSON: the join-reply latency runs from sending `join` to reading "
+            "its reply (which carries `member_count` and at most 100 `members`); joins/s = joiners / the time "
+            "from the first connect to the last reply. Plain: the latency is the whole connect (TCP + upgrade), "
+            "the only join the plain-text protocol has; Bun has no JSON protocol, so this is its analogue.")
+    if any(x.startswith("durable-") for x in ran):
+        lines.append(
+            "- Durable sends: each acked message is committed to SQLite (WAL, `synchronous = FULL`) before its "
+            "ack; Bun stores nothing, so it has no figure here.")
+    lines.append("")
+    if "hot-room" in ran:
+        if heading == SECTION and not meta.get("section"):
+            lines += [f"![Hot room: deliveries/s against p99 latency, one line per server (median of the runs per "
+                      f"rate)]({png_ref})", ""]
+        else:  # not the main section: its plot is not copied to bench/hot-room.png
+            lines += ["Hot-room plot (deliveries/s against p99 latency, median per rate; not committed): "
+                      "`bench/results/hot-room.png`.", ""]
     lines += [
-        "Reading the figures:",
-        "",
-        "- Deliveries/s counts every copy received: one message sent into the room of 1,010 is 1,010 "
-        "deliveries. \"Server CPU-s per M deliveries\" is the server's user + system CPU time "
-        "(`/proc/PID/stat`) during the measured seconds divided by the deliveries in them; a server using "
-        "more than one core competes with the one-thread load generator on these 2 cores. Because it "
-        "depends on the rate, the table also gives it at a rate every server passed.",
-        "- Idle: RSS per connection = (VmRSS 2 s after the last handshake − VmRSS before) / connections, on a "
-        "fresh server; joins/s = connections opened / the time to open them all (for the plain-text "
-        "protocol, opening the connection is joining the room).",
-        "- Join storm: members connect and join first (256 at a time) and keep reading; then the joiners "
-        "start together, 256 in flight. JSON: the join-reply latency runs from sending `join` to reading "
-        "its reply (which carries `member_count` and at most 100 `members`); joins/s = joiners / the time "
-        "from the first connect to the last reply. Plain: the latency is the whole connect (TCP + upgrade), "
-        "the only join the plain-text protocol has; Bun has no JSON protocol, so this is its analogue.",
-        "- Durable sends: each acked message is committed to SQLite (WAL, `synchronous = FULL`) before its "
-        "ack; Bun stores nothing, so it has no figure here.",
-        "",
-        f"![Hot room: deliveries/s against p99 latency, one line per server (median of the runs per "
-        f"rate)]({png_ref})",
-        "",
         "Raw outputs (not committed): `bench/results/` — `MEASURE/NAME-rN.txt` (each run's output), "
         "`MEASURE/NAME-rN.csv`, server logs, `runs.csv` (every figure of every run, and the medians), "
         "`load.txt` (the machine's load every second).",
@@ -906,12 +995,13 @@ def notes_per_measure(runs, servers, plan, ladder):
     return notes
 
 
-def replace_section(path, section):
-    """Re-reads PATH right now, replaces our section (up to the next `## ` heading) or appends it."""
+def replace_section(path, section, titles):
+    """Re-reads PATH right now, replaces our section (the first of TITLES found, up to the next
+    `## ` heading) or appends it."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     lines = text.splitlines(keepends=True)
     start = None
-    for title in (SECTION,) + OLD_SECTIONS:
+    for title in titles:
         start = next((i for i, l in enumerate(lines) if l.rstrip("\n").strip() == title), None)
         if start is not None:
             break
@@ -930,7 +1020,7 @@ def replace_section(path, section):
     current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     if current != text:
         os.unlink(tmp)
-        return replace_section(path, section)
+        return replace_section(path, section, titles)
     os.replace(tmp, path)
 
 
@@ -992,7 +1082,8 @@ def cmd_report(args):
     (results_dir / "benchmarks-section.md").write_text(section, encoding="utf-8")
     print(section)
     if args.benchmarks:
-        replace_section(Path(args.benchmarks), section)
+        title = section_title(meta)
+        replace_section(Path(args.benchmarks), section, (title,) + (OLD_SECTIONS if title == SECTION else ()))
         print(f"report: section written to {args.benchmarks}", file=sys.stderr)
     return 0
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Bavard side by side with its peers, every measurement repeated, medians reported.
 #
-#   bench/run.sh [--servers bavard,bun] [--runs N] [--quick] [--no-publish] [--force]
+#   bench/run.sh [--servers bavard,bun] [--runs N] [--only LIST] [--baseline BIN]
+#                [--baseline-label LABEL] [--section TITLE] [--quick] [--no-publish]
+#                [--force] [--dry-run]
 #
 # 1. builds bavard and bavard-bench (release), runs bench/peers/setup.sh, then checks
 #    that the machine is quiet: it samples /proc for 5 s and refuses to go on if
@@ -27,6 +29,7 @@
 #      durable-K    bavard only: 100 senders with K = 1, 4, 8 sends in flight each:
 #                   acked messages/s, ack p50/p99
 #      idle-json    bavard only: 10,000 idle JSON connections (RSS, handshakes/s)
+#    ("bavard only" means bavard and bavard-base, the baseline below.)
 # 3. plots bench/results/hot-room.png (median per rate) and writes the report
 #    (bench/report.py): medians of the runs per figure, bench/results/runs.csv with
 #    every run's figures, bench/results/benchmarks-section.md and, unless --quick or
@@ -34,22 +37,53 @@
 #    bench/hot-room.png.
 #
 # --servers  comma-separated, in the order given (default bavard,bun; node-ws and
-#            draft are available too, and then the ladder starts at 100k)
+#            draft are available too, and then the ladder starts at 100k; bavard-base
+#            with --baseline)
 # --runs N   runs per server of each measurement (default 3; the median is reported)
+# --only LIST  comma-separated measurements to run, in the order above whatever the
+#            order given: hot-room, idle, room-a, room-b, storm-plain, storm-json,
+#            durable-1, durable-4, durable-8, idle-json, or the groups room, storm,
+#            durable (default: all); the report shows only those
+# --baseline BIN  a second Bavard build measured as its own server, bavard-base:
+#            started exactly as bavard is (fresh temporary database, --rate-per-second
+#            0, same flags) from a private copy of the server binary BIN (e.g.
+#            /work/bins/bavard-31ca8f7), driven by the same freshly built bavard-bench
+#            (so BIN must speak the protocol this bench speaks), and run in every
+#            measurement bavard runs in, the bavard-only ones too. It goes right
+#            after bavard unless --servers lists it. The report gives it a column and, for every figure both Bavards
+#            have, a "change" column: bavard's median against bavard-base's, in %.
+# --baseline-label LABEL  the baseline's name in the report (default: BIN's file name)
+# --section TITLE  publish the report as the section "## TITLE" of BENCHMARKS.md
+#            (replacing the section of that title, or appended) rather than as the main
+#            "## Side by side: ..." section; bench/hot-room.png is then left alone.
+#            A run with --only or --baseline never replaces the main section: without
+#            --section it only writes bench/results/ (as with --no-publish), its report
+#            being bench/results/benchmarks-section.md.
 # --quick    smoke test of this script (a few minutes): small sizes, three 1 s steps
 #            passing at p99 <= 1 s; never touches BENCHMARKS.md or bench/hot-room.png
 # --no-publish  a full run that only writes bench/results/
 # --force    run even if the machine is busy (the report then says so)
+# --dry-run  print what would run and the duration estimate, then exit (no build)
 #
 # Expected duration of a full default run (bavard,bun, 3 runs) on a 2-core machine:
 # about 16 minutes plus the build (estimated and printed at the start; see
-# bench/README-bench.md for how the step lengths were chosen).
+# bench/README-bench.md for how the step lengths were chosen); with
+# --servers bavard,bavard-base,bun about 25 minutes. A before/after check of a
+# refactor (no behaviour change), about 19 minutes plus the build:
+#
+#   bench/run.sh --servers bavard,bavard-base,bun --baseline /work/bins/bavard-31ca8f7 \
+#     --baseline-label 31ca8f7 --only hot-room,idle,durable --runs 3
+#
+# (report in bench/results/benchmarks-section.md; add --section TITLE to also write it
+# into BENCHMARKS.md as a section of its own).
+#
 # Raw outputs go to bench/results/ (emptied at the start, git-ignored). Every server
 # this script started is stopped when it exits, also on failure or Ctrl-C.
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
+invoked_from=$PWD
 cd "$root" || exit 1
 
 command_line="bench/run.sh"
@@ -63,12 +97,26 @@ runs=3
 quick=0
 publish=1
 force=0
+only=
+baseline=
+baseline_label=
+section=
+dry_run=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --servers) [[ $# -ge 2 ]] || usage; servers=$2; shift 2 ;;
     --servers=*) servers=${1#--servers=}; shift ;;
     --runs) [[ $# -ge 2 ]] || usage; runs=$2; shift 2 ;;
     --runs=*) runs=${1#--runs=}; shift ;;
+    --only) [[ $# -ge 2 ]] || usage; only=$2; shift 2 ;;
+    --only=*) only=${1#--only=}; shift ;;
+    --baseline) [[ $# -ge 2 ]] || usage; baseline=$2; shift 2 ;;
+    --baseline=*) baseline=${1#--baseline=}; shift ;;
+    --baseline-label) [[ $# -ge 2 ]] || usage; baseline_label=$2; shift 2 ;;
+    --baseline-label=*) baseline_label=${1#--baseline-label=}; shift ;;
+    --section) [[ $# -ge 2 ]] || usage; section=$2; shift 2 ;;
+    --section=*) section=${1#--section=}; shift ;;
+    --dry-run) dry_run=1; shift ;;
     --quick) quick=1; shift ;;
     --no-publish) publish=0; shift ;;
     --force) force=1; shift ;;
@@ -79,10 +127,32 @@ done
 [[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --runs needs a positive number" >&2; usage; }
 IFS=, read -r -a server_list <<< "$servers"
 [[ ${#server_list[@]} -gt 0 ]] || usage
+if [[ -n $baseline ]]; then
+  [[ $baseline == /* ]] || baseline=$invoked_from/$baseline
+  [[ -f $baseline && -x $baseline ]] || { echo "run.sh: --baseline $baseline is not an executable file" >&2; exit 2; }
+  baseline=$(realpath -s "$baseline")
+  [[ -n $baseline_label ]] || baseline_label=$(basename "$baseline")
+  if [[ ",$servers," != *,bavard-base,* ]]; then # right after bavard (or last)
+    listed=()
+    for s in "${server_list[@]}"; do
+      listed+=("$s")
+      [[ $s != bavard ]] || listed+=(bavard-base)
+    done
+    [[ ",$servers," == *,bavard,* ]] || listed+=(bavard-base)
+    server_list=("${listed[@]}")
+    servers=$(IFS=,; echo "${server_list[*]}")
+  fi
+else
+  [[ ",$servers," != *,bavard-base,* ]] || { echo "run.sh: the server bavard-base needs --baseline BIN" >&2; usage; }
+  [[ -z $baseline_label ]] || { echo "run.sh: --baseline-label needs --baseline BIN" >&2; usage; }
+fi
+[[ ! $baseline_label =~ [[:space:],] ]] || { echo "run.sh: --baseline-label takes no spaces or commas" >&2; usage; }
+section=${section#"${section%%[!#[:space:]]*}"} # "## Title" or "Title": the title
+[[ $section != *$'\n'* ]] || usage
 slow_peer=0
 for s in "${server_list[@]}"; do
   case $s in
-    bavard|bun) ;;
+    bavard|bavard-base|bun) ;;
     node-ws|draft) slow_peer=1 ;;
     *) echo "run.sh: unknown server '$s'" >&2; usage ;;
   esac
@@ -122,6 +192,11 @@ else
   durable_warmup=1
   busy_secs=5
 fi
+held_back=0 # a subset, or a before/after run, is not the main side-by-side section
+if [[ $publish == 1 && -z $section && ( -n $only || -n $baseline ) ]]; then
+  publish=0
+  held_back=1
+fi
 storm_concurrency=256
 durable_senders=100
 durable_in_flight=(1 4 8)
@@ -137,11 +212,33 @@ say() { printf 'run.sh: %s\n' "$*" >&2; }
 measures=(hot-room idle room-a room-b storm-plain storm-json)
 for k in "${durable_in_flight[@]}"; do measures+=("durable-$k"); done
 measures+=(idle-json)
+if [[ -n $only ]]; then
+  declare -A wanted=()
+  IFS=, read -r -a only_list <<< "$only"
+  for w in "${only_list[@]}"; do
+    [[ -n $w ]] || continue
+    found=0
+    for m in "${measures[@]}"; do
+      if [[ $m == "$w" || ($w =~ ^(room|storm|durable)$ && $m == "$w"-*) ]]; then
+        wanted[$m]=1
+        found=1
+      fi
+    done
+    [[ $found == 1 ]] || {
+      echo "run.sh: --only: no measurement '$w' (there are ${measures[*]}; and room, storm, durable)" >&2
+      exit 2
+    }
+  done
+  kept=()
+  for m in "${measures[@]}"; do [[ -z ${wanted[$m]:-} ]] || kept+=("$m"); done
+  [[ ${#kept[@]} -gt 0 ]] || { echo "run.sh: --only: nothing to run" >&2; exit 2; }
+  measures=("${kept[@]}")
+fi
 
 servers_of() { # MEASURE: the servers that can do it, in the order given
   case $1 in
     storm-json|durable-*|idle-json)
-      for s in "${server_list[@]}"; do [[ $s != bavard ]] || echo bavard; done ;;
+      for s in "${server_list[@]}"; do [[ $s != bavard && $s != bavard-base ]] || echo "$s"; done ;;
     *) printf '%s\n' "${server_list[@]}" ;;
   esac
 }
@@ -187,6 +284,20 @@ for m in "${measures[@]}"; do
 done
 say "measurements: ${#measures[@]} kinds x $runs runs over ${servers}: expected to take about" \
   "$(((estimate + 59) / 60)) min, plus the build"
+if [[ $dry_run == 1 ]]; then
+  for m in "${measures[@]}"; do
+    say "  $m: $(servers_of "$m" | paste -sd, -) x $runs runs, about $(estimate_of "$m") s each"
+  done
+  [[ -z $baseline ]] || say "bavard-base: $baseline (label $baseline_label)"
+  if [[ $held_back == 1 ]]; then
+    say "publishes nothing (--only or --baseline without --section): the report goes to bench/results/benchmarks-section.md"
+  elif [[ $publish == 1 ]]; then
+    say "publishes: the section \"## ${section:-Side by side: ...}\" of BENCHMARKS.md"
+  else
+    say "publishes nothing: the report goes to bench/results/benchmarks-section.md"
+  fi
+  exit 0
+fi
 
 # --- process bookkeeping: everything started here is stopped on exit ---------------------
 server_pids=()
@@ -296,12 +407,15 @@ server_port=
 start_server() { # NAME LOG: sets server_pid, server_port; non-zero if it does not come up
   local name=$1 log=$2 port pid i db_dir=
   port=$(free_port) || { say "no free port"; return 1; }
-  echo "### run.sh: $(date -u '+%H:%M:%S') start $name on 127.0.0.1:$port" >> "$log"
-  if [[ $name == bavard ]]; then
+  if [[ $name == bavard || $name == bavard-base ]]; then
+    local bin=$bavard_bin from="target/release/bavard"
+    [[ $name == bavard ]] || bin=$base_bin from=$baseline
+    echo "### run.sh: $(date -u '+%H:%M:%S') start $name ($from) on 127.0.0.1:$port" >> "$log"
     db_dir=$(mktemp -d "${TMPDIR:-/tmp}/bavard-bench.XXXXXX") || return 1
     tmp_dirs+=("$db_dir")
-    "$bavard_bin" --listen "127.0.0.1:$port" --db "$db_dir/bench.db" --rate-per-second 0 >> "$log" 2>&1 &
+    "$bin" --listen "127.0.0.1:$port" --db "$db_dir/bench.db" --rate-per-second 0 >> "$log" 2>&1 &
   else
+    echo "### run.sh: $(date -u '+%H:%M:%S') start $name on 127.0.0.1:$port" >> "$log"
     "$here/peers/start.sh" "$name" "$port" >> "$log" 2>&1 &
   fi
   pid=$!
@@ -377,6 +491,13 @@ meta=$results/meta.env
   echo "durable_secs=$durable_secs"
   echo "busy_limit_pct=$busy_limit"
   echo "estimate_min=$(((estimate + 59) / 60))"
+  echo "measures=$(IFS=,; echo "${measures[*]}")"
+  echo "only=$only"
+  echo "section=$section"
+  echo "publish=$publish"
+  echo "baseline=$baseline"
+  echo "baseline_label=$baseline_label"
+  [[ -z $baseline ]] || echo "baseline_sha256=$(sha256sum "$baseline" | cut -c1-12)"
 } > "$meta"
 printf 'measure\tserver\trun\trc\tseconds\n' > "$results/runs.tsv"
 
@@ -401,6 +522,11 @@ tmp_dirs+=("$bin_dir")
 cp "$root/target/release/bavard" "$root/target/release/bavard-bench" "$bin_dir/" || exit 1
 bavard_bin=$bin_dir/bavard
 bench_bin=$bin_dir/bavard-bench
+base_bin=
+if [[ -n $baseline ]]; then
+  cp "$baseline" "$bin_dir/bavard-base" || exit 1
+  base_bin=$bin_dir/bavard-base
+fi
 
 say "bench/peers/setup.sh"
 "$here/peers/setup.sh" 2>&1 | tee "$results/setup.txt"
@@ -526,7 +652,7 @@ sampler_pid=
 
 if "$py" "$here/report.py" plot-csv "$results" "$results/hot-room-plot.csv"; then
   "$py" "$here/plot.py" "$results/hot-room-plot.csv" -o "$results/hot-room.png" \
-    --title "Hot room (1,000 + 10 connections): deliveries/s vs p99 latency, median of $runs runs" ||
+    --title "Hot room (1,000 + 10 connections): deliveries/s vs p99 latency, median of $runs runs${baseline:+ (bavard-base: $baseline_label)}" ||
     { say "plot failed"; failures=$((failures + 1)); }
 else
   say "no hot-room CSV rows: no plot"
@@ -534,15 +660,20 @@ fi
 
 report_args=("$results")
 if [[ $publish == 1 ]]; then
-  if [[ -f $results/hot-room.png ]]; then
+  if [[ -z $section && -f $results/hot-room.png ]]; then
     cp "$results/hot-room.png" "$here/hot-room.png"
   fi
   report_args+=(--benchmarks "$root/BENCHMARKS.md")
 fi
 "$py" "$here/report.py" report "${report_args[@]}" || { say "report failed"; failures=$((failures + 1)); }
 
-if [[ $publish == 1 ]]; then
+if [[ $publish == 1 && -n $section ]]; then
+  say "updated the section \"## $section\" of BENCHMARKS.md (report also in $results/benchmarks-section.md)"
+elif [[ $publish == 1 ]]; then
   say "updated BENCHMARKS.md and bench/hot-room.png"
+elif [[ $held_back == 1 ]]; then
+  say "report in $results/benchmarks-section.md (BENCHMARKS.md untouched: --only and --baseline runs" \
+    "publish only with --section TITLE)"
 else
   say "report in $results/benchmarks-section.md (BENCHMARKS.md untouched)"
 fi
