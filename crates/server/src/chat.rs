@@ -28,7 +28,7 @@ use bavard_client::{
     ClientError, Connection,
 };
 use tokio::{sync::mpsc, time::Instant};
-use tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::Error as WsError;
 
 use crate::config::ChatArgs;
 

@@ -9,4 +9,3 @@ pub mod hub;
 pub mod session;
 pub mod store;
 pub mod web;
-pub mod ws;

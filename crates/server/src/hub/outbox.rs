@@ -14,7 +14,7 @@ use std::{
 use tokio::sync::Notify;
 
 /// An encoded text frame. Cloning shares the bytes: one encoding serves every member.
-pub type Frame = tungstenite::Utf8Bytes;
+pub type Frame = bytestring::ByteString;
 
 /// A bounded queue of frames owed to one connection.
 ///
@@ -132,7 +132,7 @@ mod tests {
         assert!(outbox.push_all(&[frame("b"), frame("c")]));
         let mut taken = VecDeque::new();
         assert!(matches!(outbox.take(&mut taken), Taken::Frames));
-        assert_eq!(taken.iter().map(|f| f.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(taken.iter().map(|f| &**f).collect::<Vec<_>>(), ["a", "b", "c"]);
         assert_eq!(outbox.lock().frames.capacity(), 0, "the buffer left with the frames");
         assert!(matches!(outbox.take(&mut taken), Taken::Empty));
     }

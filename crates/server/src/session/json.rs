@@ -5,8 +5,8 @@ use bavard_protocol::{
     encode_ok_reply, ClientFrame, Empty, ErrorBody, ErrorCode, HistoryReply, HistoryRequest, JoinRequest, Request,
     RequestId, SendReply, SendRequest, ServerFrame, Welcome, PROTOCOL_VERSION,
 };
+use bavard_ws::{Error as WsError, Message as WsMessage};
 use futures_util::{Sink, Stream};
-use tungstenite::Message as WsMessage;
 
 use super::{End, SentOutcome, Session};
 use crate::{hub::HubError, store::PageQuery};
@@ -34,7 +34,7 @@ fn hub_error(error: HubError) -> ErrorBody {
 
 impl<S> Session<S>
 where
-    S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
+    S: Sink<WsMessage, Error = WsError> + Stream<Item = Result<WsMessage, WsError>> + Unpin,
 {
     pub(super) async fn json_open(&mut self) -> Result<(), End> {
         let welcome = ServerFrame::Welcome(Welcome {

@@ -13,15 +13,11 @@ mod rate;
 use std::{collections::VecDeque, future::Future, sync::Arc, task::Poll, time::Duration};
 
 use bavard_protocol::{close_code, encode_error, ErrorBody, Limits, RequestId, RoomName, User};
+use bavard_ws::{CloseFrame, Error as WsError, Message as WsMessage};
 use futures_util::{future::BoxFuture, stream::FuturesOrdered, FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use tungstenite::{
-    error::CapacityError,
-    protocol::{frame::coding::CloseCode, CloseFrame},
-    Message as WsMessage,
-};
 
 pub use rate::RateLimiter;
 
@@ -68,14 +64,15 @@ pub enum End {
     SlowConsumer,
     /// Too many frames were rejected by the rate limit.
     RateLimited,
-    /// A frame or text exceeded the limits.
+    /// A text exceeded the limits (frames over the limit are [`End::Framing`]).
     TooBig(String),
     /// A binary frame on a text protocol.
     Binary,
     /// Nothing was heard from the client for too long.
     IdleTimeout,
-    /// The client broke the WebSocket protocol (1002) or sent invalid UTF-8 (1007).
-    Invalid(u16, String),
+    /// The client's frames broke the WebSocket rules: the code is the framing's own
+    /// ([`WsError::close_code`]): 1002 protocol, 1007 invalid UTF-8, 1009 too big.
+    Framing(u16, String),
 }
 
 impl End {
@@ -91,25 +88,21 @@ impl End {
             Self::TooBig(reason) => (close_code::TOO_BIG, reason.clone()),
             Self::Binary => (close_code::UNSUPPORTED_DATA, "binary frames are not supported; send text".to_owned()),
             Self::IdleTimeout => (close_code::NORMAL, "idle timeout".to_owned()),
-            Self::Invalid(code, reason) => (*code, reason.clone()),
+            Self::Framing(code, reason) => (*code, reason.clone()),
         };
-        Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() })
+        Some(CloseFrame { code, reason })
     }
 
-    fn from_ws_error(error: tungstenite::Error, max_frame_bytes: usize) -> Self {
+    /// Why a framing error ends the session. The close code is the framing's own
+    /// ([`WsError::close_code`], the mapping the Autobahn run checks); the session
+    /// only words the reason of an oversized frame its own way.
+    fn from_ws_error(error: WsError) -> Self {
+        let Some(code) = error.close_code() else { return Self::Disconnected };
         match error {
-            tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, .. }) => {
-                Self::TooBig(format!("frame of {size} bytes; the limit is {max_frame_bytes}"))
+            WsError::TooBig { size, limit } => {
+                Self::Framing(code, format!("frame of {size} bytes; the limit is {limit}"))
             }
-            tungstenite::Error::Capacity(_) => Self::TooBig(format!("frame over {max_frame_bytes} bytes")),
-            tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
-                Self::Disconnected
-            }
-            tungstenite::Error::Protocol(error) => Self::Invalid(close_code::PROTOCOL_ERROR, error.to_string()),
-            tungstenite::Error::Utf8(error) => {
-                Self::Invalid(close_code::INVALID_DATA, format!("invalid UTF-8: {error}"))
-            }
-            _ => Self::Disconnected,
+            error => Self::Framing(code, error.close_reason()),
         }
     }
 }
@@ -226,7 +219,7 @@ struct Session<S> {
 /// future lives as long as the connection, so its size is memory per idle connection.
 pub fn run<S>(socket: S, context: SessionContext, mode: Mode) -> impl Future<Output = ()>
 where
-    S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
+    S: Sink<WsMessage, Error = WsError> + Stream<Item = Result<WsMessage, WsError>> + Unpin,
 {
     let SessionContext { hub, settings, shutdown, user } = context;
     let outbox = Outbox::new(settings.outbox_frames);
@@ -263,7 +256,7 @@ where
 
 impl<S> Session<S>
 where
-    S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
+    S: Sink<WsMessage, Error = WsError> + Stream<Item = Result<WsMessage, WsError>> + Unpin,
 {
     async fn serve(&mut self, mode: Mode) -> End {
         let opened = match &mode {
@@ -326,7 +319,7 @@ where
                     // Boxed: requests are rarer than deliveries, and their futures are large;
                     // inlined, they would make every idle connection's task that large.
                     Some(Ok(message)) => Box::pin(self.on_frame(message, &mode)).await,
-                    Some(Err(error)) => Err(End::from_ws_error(error, self.settings.limits.max_frame_bytes)),
+                    Some(Err(error)) => Err(End::from_ws_error(error)),
                     None => Err(End::Disconnected),
                 },
                 _ = throttle, if throttled => Ok(()),
@@ -343,11 +336,11 @@ where
         match message {
             WsMessage::Text(text) => match mode {
                 Mode::Json => self.json_text(&text).await,
-                Mode::Plain(room) => self.plain_text(room, text.as_str()).await,
+                Mode::Plain(room) => self.plain_text(room, &text).await,
             },
             WsMessage::Binary(_) => Err(End::Binary),
             WsMessage::Close(_) => Err(End::ClientClosed),
-            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => Ok(()),
+            WsMessage::Ping(_) | WsMessage::Pong(_) => Ok(()),
         }
     }
 
@@ -445,7 +438,7 @@ where
 /// Runs a socket write unless the session overflows or the write stalls longer than
 /// `limit` (a client that stopped reading).
 async fn guard_write(
-    write: impl Future<Output = Result<(), tungstenite::Error>>,
+    write: impl Future<Output = Result<(), WsError>>,
     outbox: &Outbox,
     limit: Duration,
 ) -> Result<(), End> {
@@ -472,4 +465,24 @@ async fn guard_write(
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The framing's close codes are the ones the protocol documents, and the session
+    /// sends them as they are.
+    #[test]
+    fn framing_errors_close_with_the_framings_code() {
+        let close = |error: WsError| End::from_ws_error(error).close_frame().map(|frame| (frame.code, frame.reason));
+        let (code, reason) = close(WsError::TooBig { size: 70_000, limit: 65_536 }).unwrap();
+        assert_eq!((code, reason.as_str()), (close_code::TOO_BIG, "frame of 70000 bytes; the limit is 65536"));
+        let (code, reason) = close(WsError::InvalidUtf8("a text message")).unwrap();
+        assert_eq!((code, reason.as_str()), (close_code::INVALID_DATA, "invalid UTF-8 in a text message"));
+        let (code, _) = close(WsError::Protocol("unmasked frame from a client".into())).unwrap();
+        assert_eq!(code, close_code::PROTOCOL_ERROR);
+        assert_eq!(close(WsError::Reset), None);
+        assert_eq!(close(WsError::SendAfterClose), None);
+    }
 }

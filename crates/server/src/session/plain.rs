@@ -2,14 +2,14 @@
 //! in the session's one room; nothing is ever sent back but room traffic.
 
 use bavard_protocol::{RoomName, SendRequest};
+use bavard_ws::{Error as WsError, Message as WsMessage};
 use futures_util::{Sink, Stream};
-use tungstenite::Message as WsMessage;
 
 use super::{End, Session};
 
 impl<S> Session<S>
 where
-    S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
+    S: Sink<WsMessage, Error = WsError> + Stream<Item = Result<WsMessage, WsError>> + Unpin,
 {
     pub(super) async fn plain_open(&mut self, room: RoomName) -> Result<(), End> {
         match self.hub.enter(&self.me, &room).await {
