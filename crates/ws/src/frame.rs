@@ -61,6 +61,7 @@ impl FrameHead {
 /// little of it. Refuses what RFC 6455 forbids a peer to send to `role` (reserved bits,
 /// reserved opcodes, a mask that is missing or should not be there, fragmented or
 /// oversized control frames), and payloads over `max_payload` bytes.
+#[inline]
 pub fn parse_frame_head(buf: &[u8], role: Role, max_payload: usize) -> Result<Option<FrameHead>, Error> {
     let [b0, b1, ..] = *buf else { return Ok(None) };
     if b0 & 0x70 != 0 {
