@@ -1,4 +1,4 @@
-//! The JSON protocol (`/ws`) over the raw client of [`crate::rawws`], for scenarios with
+//! The JSON protocol (`/ws`) over `bavard_ws::client`, the raw client, for scenarios with
 //! thousands of connections: connect and read `welcome`, requests matched by integer id,
 //! and cheap field scanning of the server's frames (full parsing only for replies that
 //! are needed).
@@ -6,23 +6,24 @@
 use std::net::IpAddr;
 
 use anyhow::{bail, Context};
+use bavard_ws::client::{Endpoint, Incoming, WsConn};
 use serde_json::Value;
 
-use crate::rawws::{Endpoint, Incoming, WsConn};
+use crate::dial;
 
 /// Connects to `/ws?name={name}` and reads the `welcome` frame.
 pub async fn connect(endpoint: &Endpoint, name: &str, bind: Option<IpAddr>) -> anyhow::Result<WsConn> {
     connect_with_buffer(endpoint, name, bind, 16 * 1024).await
 }
 
-/// [`connect`] with a read buffer of `buf_bytes` to start with (see [`WsConn::connect_with_buffer`]).
+/// [`connect`] with a read buffer of `buf_bytes` to start with (see [`dial::connect_conn`]).
 pub async fn connect_with_buffer(
     endpoint: &Endpoint,
     name: &str,
     bind: Option<IpAddr>,
     buf_bytes: usize,
 ) -> anyhow::Result<WsConn> {
-    let mut conn = WsConn::connect_with_buffer(endpoint, &format!("/ws?name={name}"), bind, buf_bytes).await?;
+    let mut conn = dial::connect_conn(endpoint, &format!("/ws?name={name}"), bind, buf_bytes).await?;
     match conn.next().await? {
         Incoming::Data(frame) if frame_type(frame) == Some(b"welcome") => Ok(conn),
         Incoming::Data(frame) => bail!("expected welcome, got {}", String::from_utf8_lossy(frame)),

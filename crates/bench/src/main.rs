@@ -1,8 +1,8 @@
 //! `bavard-bench`: the load generator for Bavard (and, for the hot-room scenario, any
 //! server speaking the plain-text protocol). Parses the command line and runs a scenario.
 
+mod dial;
 mod jsonws;
-mod rawws;
 mod scenarios;
 mod stats;
 

@@ -10,4 +10,3 @@ mod hub;
 mod session;
 mod store;
 mod web;
-pub mod ws;

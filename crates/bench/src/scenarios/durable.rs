@@ -6,13 +6,13 @@
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context};
+use bavard_ws::client::{Endpoint, Incoming};
 use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
 use crate::{
     jsonws,
-    rawws::{Endpoint, Incoming},
     stats::{self, now_us, CpuMeter},
     Common,
 };

@@ -10,13 +10,13 @@ use bavard_client::{
     protocol::{HistoryRequest, RoomName},
     Connection,
 };
+use bavard_ws::client::{Endpoint, Incoming};
 use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
 use crate::{
     jsonws,
-    rawws::{Endpoint, Incoming},
     stats::{self, now_us, CpuMeter},
     Common,
 };

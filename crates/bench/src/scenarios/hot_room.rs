@@ -24,6 +24,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
+use bavard_ws::client::{self, Endpoint, Masker, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 use clap::Args;
 use hdrhistogram::Histogram;
 use tokio::{
@@ -34,7 +35,7 @@ use tokio::{
 };
 
 use crate::{
-    rawws::{self, Endpoint, FrameHeader, Masker, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT},
+    dial,
     stats::{self, now_us, CpuMeter},
     Common,
 };
@@ -301,8 +302,8 @@ fn process(
     let mut guard = lock(shard);
     let stats = &mut *guard;
     let mut pos = 0;
-    while let Some(header) = rawws::parse_header(&data[pos..])? {
-        let FrameHeader { header_len, .. } = header;
+    while let Some(header) = client::parse_header(&data[pos..]).map_err(io::Error::other)? {
+        let header_len = header.header_len;
         let total = header.total_len();
         if data.len() - pos < total {
             break;
@@ -352,7 +353,7 @@ fn process(
             }
             OP_PING => {
                 let mask = state.masker.next_mask();
-                rawws::encode_frame(&mut state.out, OP_PONG, payload, mask);
+                client::encode_frame(&mut state.out, OP_PONG, payload, mask);
             }
             OP_CLOSE => return Ok((pos, false)),
             _ => stats.counters.other += 1,
@@ -423,7 +424,7 @@ impl Pacer {
                 self.text.clear();
                 let _infallible = write!(self.text, "sync:{wanted}");
                 let mask = state.masker.next_mask();
-                rawws::encode_frame(&mut state.out, OP_TEXT, &self.text, mask);
+                client::encode_frame(&mut state.out, OP_TEXT, &self.text, mask);
             }
         }
         let now = now_us();
@@ -441,7 +442,7 @@ impl Pacer {
                     self.text.resize(shared.payload_bytes, b'x');
                 }
                 let mask = state.masker.next_mask();
-                rawws::encode_frame(&mut state.out, OP_TEXT, &self.text, mask);
+                client::encode_frame(&mut state.out, OP_TEXT, &self.text, mask);
                 self.seq += 1;
                 self.sent_in_generation += 1;
                 sent += 1;
@@ -566,7 +567,7 @@ async fn coordinate(common: &Common, args: &HotRoomArgs) -> anyhow::Result<bool>
         shard.handle.spawn(async move {
             let connected = {
                 let _permit = permits.acquire().await;
-                rawws::connect(&endpoint, &path, None).await
+                dial::connect(&endpoint, &path, None).await
             };
             match connected {
                 Ok((stream, leftover)) => {

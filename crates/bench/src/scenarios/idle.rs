@@ -18,6 +18,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
+use bavard_ws::client::{self, Endpoint, Masker, OP_TEXT};
 use clap::{Args, ValueEnum};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -26,8 +27,7 @@ use tokio::{
 };
 
 use crate::{
-    jsonws,
-    rawws::{self, Endpoint, Masker, OP_TEXT},
+    dial, jsonws,
     stats::{self, now_us, CpuMeter},
     Common,
 };
@@ -116,14 +116,14 @@ async fn open(endpoint: &Endpoint, args: &IdleArgs, index: usize) -> anyhow::Res
     match args.protocol {
         Protocol::Plain => {
             let path = format!("/ws/chat/idle-{}", index / args.room_size.max(1));
-            Ok(rawws::connect(endpoint, &path, bind).await?.0)
+            Ok(dial::connect(endpoint, &path, bind).await?.0)
         }
         Protocol::Json => {
-            let (mut stream, mut bytes) = rawws::connect(endpoint, &format!("/ws?name=idle-{index}"), bind).await?;
+            let (mut stream, mut bytes) = dial::connect(endpoint, &format!("/ws?name=idle-{index}"), bind).await?;
             // Read until the welcome frame is complete.
             let mut chunk = [0u8; 2048];
             loop {
-                if let Some(header) = rawws::parse_header(&bytes)? {
+                if let Some(header) = client::parse_header(&bytes)? {
                     if bytes.len() >= header.total_len() {
                         if header.opcode != OP_TEXT {
                             bail!("expected the welcome text frame, got opcode {}", header.opcode);
@@ -266,7 +266,7 @@ async fn probe(streams: Vec<TcpStream>, room_size: usize) -> anyhow::Result<(Vec
         let expected = format!("probe-{tag}-{}", index / room_size).into_bytes();
         let frame = (index % room_size == 0).then(|| {
             let mut frame = Vec::new();
-            rawws::encode_frame(&mut frame, OP_TEXT, &expected, masker.next_mask());
+            client::encode_frame(&mut frame, OP_TEXT, &expected, masker.next_mask());
             frame
         });
         let mut go = go_rx.clone();

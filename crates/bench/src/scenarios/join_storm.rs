@@ -23,14 +23,14 @@ use std::{
 };
 
 use anyhow::Context;
+use bavard_ws::client::{Endpoint, Incoming, WsConn};
 use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::{
-    jsonws,
-    rawws::{Endpoint, Incoming, WsConn},
+    dial, jsonws,
     scenarios::idle::{source_address, Protocol},
     stats::{self, now_us, CpuMeter},
     Common,
@@ -124,8 +124,7 @@ async fn join(
     let t0 = now_us();
     match args.protocol {
         Protocol::Plain => {
-            let conn =
-                WsConn::connect_with_buffer(endpoint, &format!("/ws/chat/{}", args.room), bind, CONN_BUFFER).await?;
+            let conn = dial::connect_conn(endpoint, &format!("/ws/chat/{}", args.room), bind, CONN_BUFFER).await?;
             let took = now_us() - t0;
             Ok((conn, took, took, None))
         }

@@ -12,6 +12,7 @@ use std::{
 };
 
 use anyhow::Context;
+use bavard_ws::client::{Endpoint, Incoming, WsConn};
 use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -19,7 +20,6 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::{
     jsonws,
-    rawws::{Endpoint, Incoming, WsConn},
     stats::{self, now_us, CpuMeter},
     Common,
 };

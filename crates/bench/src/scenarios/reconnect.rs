@@ -8,13 +8,13 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::{bail, Context};
 use bavard_client::{protocol::RoomName, Connection};
+use bavard_ws::client::{Endpoint, Incoming};
 use clap::Args;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::{
     jsonws,
-    rawws::{Endpoint, Incoming},
     stats::{self, now_us, CpuMeter},
     Common,
 };

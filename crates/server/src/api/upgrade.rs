@@ -2,7 +2,7 @@
 //! the connection limit, and handing the upgraded socket to a tracked session task.
 //!
 //! The handshake is done here rather than through axum's extractor so the session gets
-//! tungstenite's own types and buffer settings (a small read buffer per idle connection).
+//! our own framing (`bavard_ws::ServerSocket`: no read buffer per idle connection).
 
 use std::sync::Arc;
 
@@ -13,12 +13,12 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bavard_protocol::{plain, RoomName, User};
+use bavard_ws::{derive_accept_key, ServerSocket};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
 use super::AppState;
 use crate::session::{self, SessionContext};
-use crate::ws::ServerSocket;
 
 /// The longest nickname accepted with `?name=`, in characters.
 const MAX_NAME_CHARS: usize = 32;
@@ -131,8 +131,7 @@ fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, &'
         return Err("unsupported Sec-WebSocket-Version: use 13");
     }
     let key = headers.get(header::SEC_WEBSOCKET_KEY).ok_or("missing Sec-WebSocket-Key")?;
-    HeaderValue::from_str(&tungstenite::handshake::derive_accept_key(key.as_bytes()))
-        .map_err(|_| "invalid Sec-WebSocket-Key")
+    HeaderValue::from_str(&derive_accept_key(key.as_bytes())).map_err(|_| "invalid Sec-WebSocket-Key")
 }
 
 /// The user of a connection in open mode: `?name=` or a generated guest name.

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 pub struct Frame(Text);
 
 /// The bytes of a frame, as the WebSocket layer takes them.
-type Text = tungstenite::Utf8Bytes;
+type Text = bytestring::ByteString;
 
 impl Frame {
     /// A frame of constant text (no allocation).
@@ -30,7 +30,7 @@ impl Frame {
     /// The frame's text.
     #[cfg(test)]
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        &self.0
     }
 
     /// The frame's bytes, for the socket (no copy).

@@ -5,10 +5,8 @@ use bavard_protocol::{
     encode_ok_reply, ClientFrame, Empty, ErrorBody, ErrorCode, HistoryRequest, JoinRequest, Request, RequestId,
     SendReply, SendRequest, ServerFrame, Welcome, PROTOCOL_VERSION,
 };
-use futures_util::{Sink, Stream};
-use tungstenite::Message as WsMessage;
 
-use super::{End, SentOutcome, Session};
+use super::{End, SentOutcome, Session, Socket};
 use crate::hub::{HubError, Post};
 
 /// How many messages `join` and `history` return when the client names no limit.
@@ -34,7 +32,7 @@ fn hub_error(error: HubError) -> ErrorBody {
 
 impl<S> Session<S>
 where
-    S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
+    S: Socket,
 {
     pub(super) async fn json_open(&mut self) -> Result<(), End> {
         let welcome = ServerFrame::Welcome(Welcome {

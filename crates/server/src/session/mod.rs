@@ -15,19 +15,21 @@ mod tests;
 use std::{collections::VecDeque, future::Future, sync::Arc, task::Poll, time::Duration};
 
 use bavard_protocol::{close_code, encode_error, ErrorBody, Limits, RequestId, RoomName, User};
+use bavard_ws::{CloseFrame, Error as WsError, Message as WsMessage};
 use futures_util::{future::BoxFuture, stream::FuturesOrdered, FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use tungstenite::{
-    error::CapacityError,
-    protocol::{frame::coding::CloseCode, CloseFrame},
-    Message as WsMessage,
-};
 
 pub use rate::RateLimiter;
 
 use crate::hub::{Frame, Hub, HubError, Outbox, Posted, Protocol, Subscriber, Taken};
+
+/// What a session runs over: a WebSocket as a sink and stream of messages (a real
+/// socket, or an in-memory pair in the tests).
+pub trait Socket: Sink<WsMessage, Error = WsError> + Stream<Item = Result<WsMessage, WsError>> + Unpin {}
+
+impl<S> Socket for S where S: Sink<WsMessage, Error = WsError> + Stream<Item = Result<WsMessage, WsError>> + Unpin {}
 
 /// Limits and timings shared by every session.
 #[derive(Debug, Clone)]
@@ -67,14 +69,15 @@ pub enum End {
     SlowConsumer,
     /// Too many frames were rejected by the rate limit.
     RateLimited,
-    /// A frame or text exceeded the limits.
+    /// A text exceeded the limits (frames over the limit are [`End::Framing`]).
     TooBig(String),
     /// A binary frame on a text protocol.
     Binary,
     /// Nothing was heard from the client for too long.
     IdleTimeout,
-    /// The client broke the WebSocket protocol (1002) or sent invalid UTF-8 (1007).
-    Invalid(u16, String),
+    /// The client's frames broke the WebSocket rules: the code is the framing's own
+    /// ([`WsError::close_code`]): 1002 protocol, 1007 invalid UTF-8, 1009 too big.
+    Framing(u16, String),
 }
 
 impl End {
@@ -90,25 +93,21 @@ impl End {
             Self::TooBig(reason) => (close_code::TOO_BIG, reason.clone()),
             Self::Binary => (close_code::UNSUPPORTED_DATA, "binary frames are not supported; send text".to_owned()),
             Self::IdleTimeout => (close_code::NORMAL, "idle timeout".to_owned()),
-            Self::Invalid(code, reason) => (*code, reason.clone()),
+            Self::Framing(code, reason) => (*code, reason.clone()),
         };
-        Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() })
+        Some(CloseFrame { code, reason })
     }
 
-    fn from_ws_error(error: tungstenite::Error, max_frame_bytes: usize) -> Self {
+    /// Why a framing error ends the session. The close code is the framing's own
+    /// ([`WsError::close_code`], the mapping the Autobahn run checks); the session
+    /// only words the reason of an oversized frame its own way.
+    fn from_ws_error(error: WsError) -> Self {
+        let Some(code) = error.close_code() else { return Self::Disconnected };
         match error {
-            tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, .. }) => {
-                Self::TooBig(format!("frame of {size} bytes; the limit is {max_frame_bytes}"))
+            WsError::TooBig { size, limit } => {
+                Self::Framing(code, format!("frame of {size} bytes; the limit is {limit}"))
             }
-            tungstenite::Error::Capacity(_) => Self::TooBig(format!("frame over {max_frame_bytes} bytes")),
-            tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
-                Self::Disconnected
-            }
-            tungstenite::Error::Protocol(error) => Self::Invalid(close_code::PROTOCOL_ERROR, error.to_string()),
-            tungstenite::Error::Utf8(error) => {
-                Self::Invalid(close_code::INVALID_DATA, format!("invalid UTF-8: {error}"))
-            }
-            _ => Self::Disconnected,
+            error => Self::Framing(code, error.close_reason()),
         }
     }
 }
@@ -217,7 +216,7 @@ struct Session<S> {
 /// Runs a JSON protocol connection to its end and closes it with the right code.
 pub fn run_json<S>(socket: S, context: SessionContext) -> impl Future<Output = ()>
 where
-    S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
+    S: Socket,
 {
     run(socket, context, Protocol::Json, None)
 }
@@ -225,7 +224,7 @@ where
 /// Runs a plain-text connection in `room` to its end and closes it with the right code.
 pub fn run_plain<S>(socket: S, context: SessionContext, room: RoomName) -> impl Future<Output = ()>
 where
-    S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
+    S: Socket,
 {
     run(socket, context, Protocol::Plain, Some(room))
 }
@@ -235,7 +234,7 @@ where
 /// future lives as long as the connection, so its size is memory per idle connection.
 fn run<S>(socket: S, context: SessionContext, protocol: Protocol, room: Option<RoomName>) -> impl Future<Output = ()>
 where
-    S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
+    S: Socket,
 {
     let SessionContext { hub, settings, shutdown, user } = context;
     let outbox = Outbox::new(settings.outbox_frames);
@@ -268,7 +267,7 @@ where
 
 impl<S> Session<S>
 where
-    S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
+    S: Socket,
 {
     /// Opens the session (a plain-text one in `plain_room`), then serves it until it ends.
     async fn serve(&mut self, plain_room: Option<RoomName>) -> End {
@@ -332,7 +331,7 @@ where
                     // Boxed: requests are rarer than deliveries, and their futures are large;
                     // inlined, they would make every idle connection's task that large.
                     Some(Ok(message)) => Box::pin(self.on_frame(message)).await,
-                    Some(Err(error)) => Err(End::from_ws_error(error, self.settings.limits.max_frame_bytes)),
+                    Some(Err(error)) => Err(End::from_ws_error(error)),
                     None => Err(End::Disconnected),
                 },
                 _ = throttle, if throttled => Ok(()),
@@ -349,11 +348,11 @@ where
         match message {
             WsMessage::Text(text) => match self.me.protocol {
                 Protocol::Json => self.json_text(&text).await,
-                Protocol::Plain => self.plain_text(text.as_str()).await,
+                Protocol::Plain => self.plain_text(&text).await,
             },
             WsMessage::Binary(_) => Err(End::Binary),
             WsMessage::Close(_) => Err(End::ClientClosed),
-            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => Ok(()),
+            WsMessage::Ping(_) | WsMessage::Pong(_) => Ok(()),
         }
     }
 
@@ -451,7 +450,7 @@ where
 /// Runs a socket write unless the session overflows or the write stalls longer than
 /// `limit` (a client that stopped reading).
 async fn guard_write(
-    write: impl Future<Output = Result<(), tungstenite::Error>>,
+    write: impl Future<Output = Result<(), WsError>>,
     outbox: &Outbox,
     limit: Duration,
 ) -> Result<(), End> {

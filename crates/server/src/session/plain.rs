@@ -2,15 +2,13 @@
 //! in the session's one room; nothing is ever sent back but room traffic.
 
 use bavard_protocol::RoomName;
-use futures_util::{Sink, Stream};
-use tungstenite::Message as WsMessage;
 
-use super::{End, Session};
+use super::{End, Session, Socket};
 use crate::hub::Post;
 
 impl<S> Session<S>
 where
-    S: Sink<WsMessage, Error = tungstenite::Error> + Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
+    S: Socket,
 {
     pub(super) async fn plain_open(&mut self, room: RoomName) -> Result<(), End> {
         match self.hub.enter(&self.me, &room).await {

@@ -114,7 +114,7 @@ fn pair(buffered: usize) -> (MemorySocket, Client) {
 }
 
 impl Stream for MemorySocket {
-    type Item = Result<WsMessage, tungstenite::Error>;
+    type Item = Result<WsMessage, WsError>;
 
     fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Self::Item>> {
         self.incoming.poll_recv(cx).map(|message| message.map(Ok))
@@ -122,17 +122,17 @@ impl Stream for MemorySocket {
 }
 
 impl Sink<WsMessage> for MemorySocket {
-    type Error = tungstenite::Error;
+    type Error = WsError;
 
     fn poll_ready(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Result<(), Self::Error>> {
-        self.outgoing.poll_reserve(cx).map_err(|_| tungstenite::Error::ConnectionClosed)
+        self.outgoing.poll_reserve(cx).map_err(|_| WsError::SendAfterClose)
     }
 
     fn start_send(mut self: std::pin::Pin<&mut Self>, message: WsMessage) -> Result<(), Self::Error> {
-        self.outgoing.send_item(message).map_err(|_| tungstenite::Error::ConnectionClosed)
+        self.outgoing.send_item(message).map_err(|_| WsError::SendAfterClose)
     }
 
     fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -184,7 +184,7 @@ impl Client {
         let mut messages = 0;
         loop {
             match self.recv().await {
-                WsMessage::Close(Some(frame)) => return (frame.code.into(), frame.reason.to_string(), messages),
+                WsMessage::Close(Some(frame)) => return (frame.code, frame.reason.to_string(), messages),
                 WsMessage::Close(None) => panic!("a close frame without a code"),
                 WsMessage::Text(text) if text.contains(r#""type":"message""#) => messages += 1,
                 _ => {}
@@ -367,7 +367,7 @@ async fn shutdown_answers_what_was_read_then_says_closing_and_closes_with_1001()
     let code = loop {
         match ann.recv().await {
             WsMessage::Text(text) => seen.push(serde_json::from_str::<Value>(&text).unwrap()["type"].clone()),
-            WsMessage::Close(Some(frame)) => break u16::from(frame.code),
+            WsMessage::Close(Some(frame)) => break frame.code,
             other => panic!("unexpected {other:?}"),
         }
     };
@@ -396,4 +396,19 @@ async fn a_sessions_future_stays_within_its_budget() {
     let plain = run_plain(socket, server.context("bob", settings()), RoomName::new("chat").unwrap());
     let plain_own = std::mem::size_of_val(&plain) - socket_size;
     assert!(own <= BUDGET && plain_own <= BUDGET, "json {own} bytes, plain {plain_own}; budget {BUDGET}");
+}
+
+/// The framing's close codes are the ones the protocol documents, and the session
+/// sends them as they are.
+#[test]
+fn framing_errors_close_with_the_framings_code() {
+    let close = |error: WsError| End::from_ws_error(error).close_frame().map(|frame| (frame.code, frame.reason));
+    let (code, reason) = close(WsError::TooBig { size: 70_000, limit: 65_536 }).unwrap();
+    assert_eq!((code, reason.as_str()), (close_code::TOO_BIG, "frame of 70000 bytes; the limit is 65536"));
+    let (code, reason) = close(WsError::InvalidUtf8("a text message")).unwrap();
+    assert_eq!((code, reason.as_str()), (close_code::INVALID_DATA, "invalid UTF-8 in a text message"));
+    let (code, _) = close(WsError::Protocol("unmasked frame from a client".into())).unwrap();
+    assert_eq!(code, close_code::PROTOCOL_ERROR);
+    assert_eq!(close(WsError::Reset), None);
+    assert_eq!(close(WsError::SendAfterClose), None);
 }

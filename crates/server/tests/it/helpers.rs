@@ -12,6 +12,7 @@ use std::{
 
 use bavard::{app, config::ServeConfig};
 use bavard_client::Connection;
+use bavard_ws::client::{Endpoint, WsConn};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
@@ -242,45 +243,18 @@ pub fn room(name: &str) -> bavard_protocol::RoomName {
     bavard_protocol::RoomName::new(name).unwrap()
 }
 
-pub const OPCODE_PING: u8 = 0x9;
-pub const OPCODE_CLOSE: u8 = 0x8;
-
-/// Opens a WebSocket by hand on a plain TCP stream, so that nothing reads or answers
-/// behind the test's back. Returns the stream after the 101 response.
-pub async fn raw_websocket(addr: SocketAddr, path: &str) -> TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = within(TcpStream::connect(addr)).await.unwrap();
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    within(stream.write_all(request.as_bytes())).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        within(stream.read_exact(&mut byte)).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    stream
+/// Opens a WebSocket with the raw client of `bavard_ws` (a TCP stream upgraded by
+/// hand), so that nothing reads or answers behind the test's back.
+pub async fn raw_websocket(addr: SocketAddr, path: &str) -> WsConn {
+    within(WsConn::connect(&Endpoint::from_addr(addr), path, 4096)).await.unwrap()
 }
 
-/// Reads unmasked server frames until the server ends the connection: (opcode, payload).
-pub async fn read_raw_frames(stream: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
-    use tokio::io::AsyncReadExt;
-    let mut bytes = Vec::new();
-    let _ = stream.read_to_end(&mut bytes).await;
+/// Reads server frames, answering nothing, until the server ends the connection:
+/// (opcode, payload).
+pub async fn read_raw_frames(conn: &mut WsConn) -> Vec<(u8, Vec<u8>)> {
     let mut frames = Vec::new();
-    let mut at = 0;
-    while at + 2 <= bytes.len() {
-        let opcode = bytes[at] & 0x0f;
-        let (len, header) = match bytes[at + 1] & 0x7f {
-            126 => (u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]) as usize, 4),
-            127 => (u64::from_be_bytes(bytes[at + 2..at + 10].try_into().unwrap()) as usize, 10),
-            len => (len as usize, 2),
-        };
-        frames.push((opcode, bytes[at + header..at + header + len].to_vec()));
-        at += header + len;
+    while let Ok(Some(frame)) = conn.next_frame().await {
+        frames.push((frame.opcode, frame.payload.to_vec()));
     }
     frames
 }

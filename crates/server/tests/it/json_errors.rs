@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bavard_client::ClientError;
 use bavard_protocol::{ErrorCode, Request, ServerFrame};
+use bavard_ws::client::{OP_CLOSE, OP_PING, OP_TEXT};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::{helpers::*, json::raw_request};
@@ -142,38 +143,35 @@ async fn the_server_pings_idle_clients_and_closes_dead_ones() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let frames = within(read_raw_frames(&mut dead)).await;
     let opcodes: Vec<u8> = frames.iter().map(|(opcode, _)| *opcode).collect();
-    assert!(opcodes.contains(&OPCODE_PING), "the server pinged before giving up: {opcodes:?}");
+    assert!(opcodes.contains(&OP_PING), "the server pinged before giving up: {opcodes:?}");
     let (last, payload) = frames.last().unwrap();
-    assert_eq!(*last, OPCODE_CLOSE, "{opcodes:?}");
+    assert_eq!(*last, OP_CLOSE, "{opcodes:?}");
     assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1000);
 }
 
 #[tokio::test]
 async fn broken_framing_closes_with_1002_and_invalid_utf8_with_1007() {
-    use tokio::io::AsyncWriteExt;
     let server = spawn().await;
     let masked = |opcode: u8, payload: &[u8]| {
-        let mask = [1u8, 2, 3, 4];
-        let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let mut frame = Vec::new();
+        bavard_ws::client::encode_frame(&mut frame, opcode, payload, [1, 2, 3, 4]);
         frame
     };
     let cases: [(Vec<u8>, u16); 3] = [
-        (vec![0x81, 0x02, b'h', b'i'], 1002), // a client frame must be masked
-        (masked(0x3, b"x"), 1002),            // a reserved opcode
-        (masked(0x1, &[0xff, 0xfe]), 1007),   // not UTF-8
+        (vec![0x81, 0x02, b'h', b'i'], 1002),   // a client frame must be masked
+        (masked(0x3, b"x"), 1002),              // a reserved opcode
+        (masked(OP_TEXT, &[0xff, 0xfe]), 1007), // not UTF-8
     ];
     for (frame, expected) in cases {
         let mut socket = raw_websocket(server.addr, "/ws?name=breaker").await;
-        within(socket.write_all(&frame)).await.unwrap();
+        socket.queue_raw(&frame);
         // Answer the server's close at once, so that it does not linger waiting for us.
-        within(socket.write_all(&masked(0x8, &1000u16.to_be_bytes()))).await.unwrap();
+        socket.queue_frame(OP_CLOSE, &1000u16.to_be_bytes());
+        within(socket.flush()).await.unwrap();
         let frames = within(read_raw_frames(&mut socket)).await;
         // The welcome, then the close, and nothing after it.
-        const OPCODE_TEXT: u8 = 0x1;
         let opcodes: Vec<u8> = frames.iter().map(|(opcode, _)| *opcode).collect();
-        assert_eq!(opcodes, [OPCODE_TEXT, OPCODE_CLOSE], "{frame:?}");
+        assert_eq!(opcodes, [OP_TEXT, OP_CLOSE], "{frame:?}");
         let payload = &frames[1].1;
         assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), expected, "{frame:?}");
         // The close says why, in words.

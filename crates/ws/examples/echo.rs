@@ -1,22 +1,22 @@
-//! An echo server over Bavard's WebSocket framing (`bavard::ws::ServerSocket`), for
+//! An echo server over Bavard's WebSocket framing ([`bavard_ws::ServerSocket`]), for
 //! protocol conformance runs with the Autobahn test suite, which expects every text
 //! and binary message to come back unchanged:
 //!
 //! ```sh
-//! cargo run --release -p bavard --example ws_echo -- 127.0.0.1:9002 &   # or port 0: it prints its address
+//! cargo run --release -p bavard-ws --example echo -- 127.0.0.1:9002 &   # or port 0: it prints its address
 //! kosoku -m fuzzingclient -x '12.*' -x '13.*' 127.0.0.1:9002
 //! ```
 //!
-//! The handshake here is the bare minimum for the test suite; the server's real one is
-//! in `api/upgrade.rs`.
+//! Framing errors close the connection with [`bavard_ws::Error::close_code`], the
+//! mapping the server's sessions use. The handshake here is the bare minimum for the
+//! test suite; the server's real one is in `crates/server/src/api/upgrade.rs`.
 
-use bavard::ws::ServerSocket;
+use bavard_ws::{derive_accept_key, CloseFrame, Message, ServerSocket};
 use futures_util::{SinkExt, StreamExt};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
-use tungstenite::Message;
 
 /// The largest message echoed (Autobahn's 9.x cases send up to 16 MiB).
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
@@ -25,7 +25,7 @@ const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 async fn main() -> anyhow::Result<()> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9002".to_owned());
     let listener = TcpListener::bind(&addr).await?;
-    eprintln!("ws_echo listening on {}", listener.local_addr()?);
+    eprintln!("echo listening on {}", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(async move {
@@ -51,7 +51,7 @@ async fn echo(mut stream: TcpStream) -> anyhow::Result<()> {
         .find_map(|line| line.split_once(':').filter(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-key")))
         .map(|(_, value)| value.trim().to_owned())
         .ok_or_else(|| anyhow::anyhow!("not a WebSocket upgrade"))?;
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept = derive_accept_key(key.as_bytes());
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
@@ -64,13 +64,9 @@ async fn echo(mut stream: TcpStream) -> anyhow::Result<()> {
             Ok(_) => {}
             Err(e) => {
                 // What the server's sessions do: close with the code the error calls for.
-                let code = match &e {
-                    tungstenite::Error::Utf8(_) => 1007,
-                    tungstenite::Error::Capacity(_) => 1009,
-                    _ => 1002,
-                };
-                let frame = tungstenite::protocol::CloseFrame { code: code.into(), reason: "".into() };
-                let _ = socket.send(Message::Close(Some(frame))).await;
+                if let Some(code) = e.close_code() {
+                    let _gone = socket.send(Message::Close(Some(CloseFrame::new(code, e.close_reason())))).await;
+                }
                 return Err(e.into());
             }
         }
