@@ -15,8 +15,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     api::{self, AppState, OriginPolicy},
+    broker::Solo,
     config::ServeConfig,
-    hub::{self, Hub, HubSettings, Solo},
+    hub::{self, Hub, HubSettings},
     session::SessionSettings,
     store::{MessageStore, SqliteStore},
 };

@@ -5,6 +5,7 @@
 
 mod api;
 pub mod app;
+mod broker;
 pub mod config;
 mod hub;
 mod session;

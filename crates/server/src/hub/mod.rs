@@ -14,7 +14,6 @@
 //! `room.rs`): large rooms report their count in `occupancy` events, which
 //! [`Hub::run_occupancy`] sends at most once per second per room.
 
-mod broker;
 mod commits;
 mod outbox;
 mod room;
@@ -36,13 +35,11 @@ use std::{
 use bavard_protocol::{HistoryReply, JoinReply, MembersReply, Message, RoomName, Timestamp, User, JOIN_REPLY_MEMBERS};
 use futures_util::StreamExt;
 
-#[cfg(test)]
-pub use broker::InProcessBroker;
-pub use broker::{Broker, NodeId, Solo};
 pub use commits::{commit_stream, CommitSender, CommitStream};
 pub use outbox::{Frame, Outbox, Taken};
 use room::{CountChange, Room};
 
+use crate::broker::{Broker, NodeId};
 use crate::store::{Appended, MessageStore, NewMessage, Page, PageQuery, PendingAppend, StoreError};
 
 /// Which protocol a member speaks, which decides how events are encoded for it.

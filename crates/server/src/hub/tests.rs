@@ -6,7 +6,7 @@ use std::{collections::VecDeque, sync::Arc, time::Duration};
 use bavard_protocol::{RoomName, User};
 
 use super::*;
-use crate::store::SqliteStore;
+use crate::{broker::InProcessBroker, store::SqliteStore};
 
 async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), future).await.expect("timed out")

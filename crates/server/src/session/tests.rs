@@ -15,7 +15,8 @@ use tokio_util::{
 
 use super::*;
 use crate::{
-    hub::{commit_stream, HubSettings, Solo},
+    broker::Solo,
+    hub::{commit_stream, HubSettings},
     store::MemoryStore,
 };
 

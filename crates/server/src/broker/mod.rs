@@ -1,6 +1,8 @@
-//! The seam between nodes: where a hub hands on what its own store committed, and
+//! The seam between nodes: where the hub hands on what its own store committed, and
 //! hears what other nodes' stores committed, to fan it out to its own members without
-//! storing it again.
+//! storing it again. The broker carries committed messages only: order is the store's
+//! (each message keeps its seq), so a broker may lose or reorder events and nodes
+//! still deliver each room in seq order.
 //!
 //! One node needs nobody to talk to ([`Solo`], which costs nothing per commit). Hubs in
 //! one process share an [`InProcessBroker`] (the tests run two hubs that way); the
