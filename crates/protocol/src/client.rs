@@ -134,25 +134,7 @@ impl Request {
     pub fn validate(&self, max_text_chars: usize) -> Result<(), ErrorBody> {
         let bad = |message: String| Err(ErrorBody::new(ErrorCode::BadRequest, message));
         match self {
-            Self::Send(send) => {
-                if send.text.is_empty() {
-                    return bad("text must not be empty".into());
-                }
-                let chars = send.text.chars().count();
-                if chars > max_text_chars {
-                    return Err(ErrorBody::new(
-                        ErrorCode::TooLarge,
-                        format!("text has {chars} characters; the limit is {max_text_chars}"),
-                    ));
-                }
-                if let Some(key) = &send.key {
-                    let key_chars = key.chars().count();
-                    if key_chars == 0 || key_chars > MAX_KEY_CHARS {
-                        return bad(format!("key must have 1 to {MAX_KEY_CHARS} characters"));
-                    }
-                }
-                Ok(())
-            }
+            Self::Send(send) => send.validate(max_text_chars),
             Self::History(HistoryRequest { limit: Some(limit), .. })
             | Self::Join(JoinRequest { limit: Some(limit), .. })
                 if *limit > MAX_HISTORY_LIMIT =>
@@ -164,6 +146,33 @@ impl Request {
             }
             _ => Ok(()),
         }
+    }
+}
+
+impl SendRequest {
+    /// Range checks that the types alone do not express: the text's length and the
+    /// key's.
+    pub fn validate(&self, max_text_chars: usize) -> Result<(), ErrorBody> {
+        if self.text.is_empty() {
+            return Err(ErrorBody::new(ErrorCode::BadRequest, "text must not be empty"));
+        }
+        let chars = self.text.chars().count();
+        if chars > max_text_chars {
+            return Err(ErrorBody::new(
+                ErrorCode::TooLarge,
+                format!("text has {chars} characters; the limit is {max_text_chars}"),
+            ));
+        }
+        if let Some(key) = &self.key {
+            let key_chars = key.chars().count();
+            if key_chars == 0 || key_chars > MAX_KEY_CHARS {
+                return Err(ErrorBody::new(
+                    ErrorCode::BadRequest,
+                    format!("key must have 1 to {MAX_KEY_CHARS} characters"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// A stable error code. New codes may be added; existing ones never change meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ErrorCode {
     /// The frame is not valid JSON, or a field is missing, of the wrong type or out of range.
     BadRequest,
@@ -70,6 +71,7 @@ impl fmt::Display for ErrorCode {
 
 /// The `error` object of a failed reply or an `error` event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// What went wrong, for programs.
     pub code: ErrorCode,

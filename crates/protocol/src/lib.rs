@@ -8,6 +8,8 @@
 mod client;
 mod error;
 mod limits;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod plain;
 mod room;
 mod server;
@@ -17,7 +19,10 @@ pub use client::{
     ClientFrame, HistoryRequest, JoinRequest, MembersRequest, ParseError, Request, RequestId, SendRequest,
 };
 pub use error::{ErrorBody, ErrorCode};
-pub use limits::{close_code, Limits, JOIN_REPLY_MEMBERS, MAX_HISTORY_LIMIT, MAX_KEY_CHARS, MAX_MEMBERS_LIMIT};
+pub use limits::{
+    close_code, Limits, DEFAULT_HISTORY_LIMIT, DEFAULT_MEMBERS_LIMIT, JOIN_REPLY_MEMBERS, MAX_HISTORY_LIMIT,
+    MAX_KEY_CHARS, MAX_MEMBERS_LIMIT,
+};
 pub use room::{RoomName, RoomNameError, MAX_ROOM_NAME_CHARS};
 pub use server::{
     encode_error, encode_ok_reply, Empty, HistoryReply, JoinReply, MembersReply, Message, OccupancyEvent,

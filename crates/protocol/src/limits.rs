@@ -8,8 +8,14 @@ pub const MAX_KEY_CHARS: usize = 64;
 /// The largest `limit` accepted by `history`.
 pub const MAX_HISTORY_LIMIT: u32 = 200;
 
+/// How many messages `join` and `history` return when the client names no limit.
+pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+
 /// The largest `limit` accepted by `members`.
 pub const MAX_MEMBERS_LIMIT: u32 = 1000;
+
+/// How many members `members` lists when the client names no limit.
+pub const DEFAULT_MEMBERS_LIMIT: u32 = 100;
 
 /// The most members a `join` reply lists; `members` pages through the rest.
 pub const JOIN_REPLY_MEMBERS: usize = 100;

@@ -8,6 +8,7 @@ use crate::{ErrorBody, Limits, RequestId, RoomName, Timestamp};
 
 /// Who sent a message or is present in a room.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     /// Stable identifier (`u_...` for authenticated users, `g_...` for guests).
     pub id: String,
@@ -17,6 +18,7 @@ pub struct User {
 
 /// A stored message, as carried by `message` events and in `join`/`history` replies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     /// The room it belongs to.
     pub room: RoomName,
@@ -112,6 +114,7 @@ pub struct JoinReply {
 
 /// The result of a successful `send`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SendReply {
     /// The room.
     pub room: RoomName,
@@ -126,6 +129,7 @@ pub struct SendReply {
 
 /// The result of a successful `history`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryReply {
     /// The page, oldest first.
     pub messages: Vec<Message>,
@@ -135,6 +139,7 @@ pub struct HistoryReply {
 
 /// The result of a successful `members`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MembersReply {
     /// The room listed.
     pub room: RoomName,

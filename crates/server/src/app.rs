@@ -122,6 +122,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
+        api_key: config.api_key.as_deref().map(Arc::from),
     };
     let grace = config.shutdown_grace();
     // Small frames must leave at once: Nagle's algorithm would hold them for an ACK.
@@ -130,7 +131,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
             tracing::warn!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let serve = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    // The peer's address tells the REST API whether a keyless write comes from loopback.
+    let service = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let serve = axum::serve(listener, service).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let stop = shutdown.clone();
     let finished = tokio::spawn(async move {
         let serving = tokio::spawn(async move { serve.await });

@@ -93,6 +93,11 @@ pub struct ServeConfig {
     #[arg(long, env = "BAVARD_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// The key REST writes must present as `Authorization: Bearer KEY`. Without one,
+    /// REST writes are accepted from loopback clients only.
+    #[arg(long, env = "BAVARD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
     /// Frames queued for one connection before it counts as a slow consumer and is
     /// closed with 4008.
     #[arg(long, env = "BAVARD_OUTBOX_FRAMES", default_value_t = 4096)]

@@ -1,7 +1,11 @@
-//! HTTP surface: the WebSocket endpoints, the room directory, health and readiness, the machine-readable
-//! protocol description, and the embedded web client. Handlers stay thin: they parse,
+//! HTTP surface: the WebSocket endpoints, the REST API (`/api/rooms...`, documented at
+//! `/docs` and `/openapi.json`), health and readiness, the machine-readable protocol
+//! description, and the embedded web client. Handlers stay thin: they parse,
 //! call the hub, and map errors to status codes.
 
+mod access;
+mod error;
+mod openapi;
 mod origin;
 mod rooms;
 mod upgrade;
@@ -36,6 +40,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Where session tasks are spawned, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// The key REST writes must present; None: loopback clients only.
+    pub api_key: Option<Arc<str>>,
 }
 
 /// The whole HTTP router.
@@ -44,11 +50,16 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(upgrade::json))
         .route("/ws/chat", get(upgrade::plain_default))
         .route("/ws/chat/{room}", get(upgrade::plain_room))
-        .route("/api/rooms", get(rooms::list))
+        .route("/api/rooms", get(rooms::list).post(rooms::create))
+        .route("/api/rooms/{room}", get(rooms::show).patch(rooms::update))
+        .route("/api/rooms/{room}/messages", get(rooms::messages).post(rooms::publish))
+        .route("/api/rooms/{room}/members", get(rooms::members))
+        .layer(axum::extract::DefaultBodyLimit::max(error::BODY_LIMIT))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/asyncapi.json", get(asyncapi))
         .merge(web::router())
+        .merge(openapi::router())
         .with_state(state)
 }
 

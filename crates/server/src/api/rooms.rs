@@ -1,66 +1,281 @@
-//! `GET /api/rooms`: the room directory (rooms with stored messages, most recently
-//! active first, and how many users are online in each). The web page lists it.
+//! `/api/rooms`: the REST side of rooms. Create, read and retitle rooms, page through
+//! their history, publish into them as a backend, and see who is online. Each call
+//! goes through the hub exactly as the WebSocket ops do: the same validation, the same
+//! seqs, an answer only once a message is durable, and delivery to every member.
+
+use std::net::SocketAddr;
 
 use axum::{
-    extract::{Query, State},
-    http::StatusCode,
-    response::{IntoResponse, Response},
+    extract::{ConnectInfo, State},
+    http::{HeaderMap, StatusCode},
     Json,
 };
-use bavard_protocol::{RoomName, Timestamp};
+use bavard_protocol::{
+    ErrorCode, HistoryReply, HistoryRequest, MembersReply, MembersRequest, Request, RoomName, SendReply, SendRequest,
+    Timestamp, User, DEFAULT_HISTORY_LIMIT, DEFAULT_MEMBERS_LIMIT,
+};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::AppState;
-use crate::hub::RoomListing;
+use super::{
+    access,
+    error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorReply},
+    upgrade::display_name,
+    AppState,
+};
+use crate::hub::{Post, RoomListing};
 
-/// The most rooms one call returns.
+/// The most rooms one call lists.
 const MAX_ROOMS: u32 = 1_000;
+/// The longest topic, in characters.
+pub const MAX_TOPIC_CHARS: usize = 256;
+/// Who a REST message is from when the body names nobody.
+const DEFAULT_AUTHOR: &str = "api";
 
 /// Query parameters of `GET /api/rooms`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RoomsQuery {
     /// How many rooms (1 to 1,000; default 100).
     limit: Option<u32>,
 }
 
 /// The body of `GET /api/rooms`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RoomDirectory {
     /// Most recently active first.
-    rooms: Vec<RoomEntry>,
+    rooms: Vec<RoomView>,
 }
 
-/// One room of the directory.
-#[derive(Debug, Serialize)]
-pub struct RoomEntry {
+/// A room: what it is and how busy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoomView {
     /// The room's name.
     room: RoomName,
-    /// Its last seq.
-    last_seq: u64,
-    /// When its last message was stored.
-    last_ts: Timestamp,
+    /// What it is about ("" when unset).
+    topic: String,
+    /// Who may join and write: `public` (anyone) in this version.
+    kind: String,
     /// Users online in it now.
     online: usize,
+    /// Its last seq (0 before the first message).
+    last_seq: u64,
+    /// When it was created (explicitly, or by its first message or member).
+    created_ts: Timestamp,
+    /// Its last activity: its last message, or its creation.
+    last_ts: Timestamp,
 }
 
-/// Lists rooms; 400 for a limit out of range, 503 when the store fails.
-pub async fn list(State(state): State<AppState>, Query(query): Query<RoomsQuery>) -> Response {
+impl From<RoomListing> for RoomView {
+    fn from(listing: RoomListing) -> Self {
+        let RoomListing { room, topic, kind, created, last_seq, last_ts, online } = listing;
+        Self { room, topic, kind, online, last_seq, created_ts: created, last_ts }
+    }
+}
+
+/// The body of `POST /api/rooms`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewRoom {
+    /// The room's name.
+    name: RoomName,
+    /// What it is about (at most 256 characters).
+    #[serde(default)]
+    topic: String,
+}
+
+/// The body of `PATCH /api/rooms/{room}`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RoomChanges {
+    /// The new topic (at most 256 characters; "" clears it).
+    topic: String,
+}
+
+/// Query parameters of `GET /api/rooms/{room}/messages`: the `history` op's paging.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MessagesQuery {
+    /// Only messages with a seq below this one (the page nearest to it).
+    before: Option<u64>,
+    /// Only messages with a seq above this one (the page nearest to it).
+    after: Option<u64>,
+    /// Page size, at most 200 (default 50).
+    limit: Option<u32>,
+}
+
+/// The body of `POST /api/rooms/{room}/messages`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewMessage {
+    /// The message text (1 to the server's `max_text_chars` characters).
+    text: String,
+    /// Who it is from (default: `api`).
+    from: Option<Author>,
+    /// The seq of the message it answers.
+    reply_to: Option<u64>,
+}
+
+/// The author of a message published through REST (a bot, a system user).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Author {
+    /// Display name, 1 to 32 printable characters; the user id is `api:` + name.
+    name: String,
+}
+
+/// Query parameters of `GET /api/rooms/{room}/members`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MembersQuery {
+    /// Where the previous page ended (its `cursor`); absent for the first page.
+    cursor: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<u32>,
+}
+
+/// Lists rooms, most recently active first.
+#[utoipa::path(get, path = "/api/rooms", tag = "rooms", params(RoomsQuery),
+    responses((status = 200, body = RoomDirectory), (status = 400, body = ErrorReply), (status = 503, body = ErrorReply)))]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<RoomsQuery>,
+) -> Result<Json<RoomDirectory>, ApiError> {
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_ROOMS).contains(&limit) {
-        let message = format!("limit must be between 1 and {MAX_ROOMS}");
-        return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": message }))).into_response();
+        return Err(ApiError::new(ErrorCode::BadRequest, format!("limit must be between 1 and {MAX_ROOMS}")));
     }
-    match state.hub.directory(limit).await {
-        Ok(rooms) => {
-            let rooms = rooms
-                .into_iter()
-                .map(|RoomListing { room, last_seq, last_ts, online }| RoomEntry { room, last_seq, last_ts, online })
-                .collect();
-            Json(RoomDirectory { rooms }).into_response()
-        }
-        Err(e) => {
-            let message = format!("the store failed: {e}; retry later");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": message }))).into_response()
-        }
+    let rooms = state.hub.directory(limit).await?;
+    Ok(Json(RoomDirectory { rooms: rooms.into_iter().map(RoomView::from).collect() }))
+}
+
+/// Creates a room.
+#[utoipa::path(post, path = "/api/rooms", tag = "rooms", request_body = NewRoom, security(("api_key" = [])),
+    responses((status = 201, body = RoomView), (status = 400, body = ErrorReply), (status = 401, body = ErrorReply),
+        (status = 409, description = "the name is taken", body = ErrorReply), (status = 413, body = ErrorReply),
+        (status = 415, body = ErrorReply)))]
+pub async fn create(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(room): ApiJson<NewRoom>,
+) -> Result<(StatusCode, Json<RoomView>), ApiError> {
+    access::check_write(&state, &headers, peer)?;
+    check_topic(&room.topic)?;
+    let created = state.hub.create_room(&room.name, room.topic).await?;
+    Ok((StatusCode::CREATED, Json(created.into())))
+}
+
+/// Describes one room.
+#[utoipa::path(get, path = "/api/rooms/{room}", tag = "rooms", params(("room" = String, Path, description = "the room's name")),
+    responses((status = 200, body = RoomView), (status = 400, body = ErrorReply), (status = 404, body = ErrorReply)))]
+pub async fn show(State(state): State<AppState>, ApiPath(room): ApiPath<RoomName>) -> Result<Json<RoomView>, ApiError> {
+    Ok(Json(known(&state, &room).await?.into()))
+}
+
+/// Changes a room's topic.
+#[utoipa::path(patch, path = "/api/rooms/{room}", tag = "rooms", request_body = RoomChanges, security(("api_key" = [])),
+    params(("room" = String, Path, description = "the room's name")),
+    responses((status = 200, body = RoomView), (status = 400, body = ErrorReply), (status = 401, body = ErrorReply),
+        (status = 404, body = ErrorReply), (status = 415, body = ErrorReply)))]
+pub async fn update(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiPath(room): ApiPath<RoomName>,
+    ApiJson(changes): ApiJson<RoomChanges>,
+) -> Result<Json<RoomView>, ApiError> {
+    access::check_write(&state, &headers, peer)?;
+    check_topic(&changes.topic)?;
+    Ok(Json(state.hub.set_topic(&room, changes.topic).await?.into()))
+}
+
+/// Pages through a room's history, oldest first: the `history` op over HTTP.
+#[utoipa::path(get, path = "/api/rooms/{room}/messages", tag = "messages",
+    params(("room" = String, Path, description = "the room's name"), MessagesQuery),
+    responses((status = 200, body = HistoryReply), (status = 400, body = ErrorReply), (status = 404, body = ErrorReply)))]
+pub async fn messages(
+    State(state): State<AppState>,
+    ApiPath(room): ApiPath<RoomName>,
+    ApiQuery(query): ApiQuery<MessagesQuery>,
+) -> Result<Json<HistoryReply>, ApiError> {
+    let MessagesQuery { before, after, limit } = query;
+    Request::History(HistoryRequest { room: room.clone(), before, after, limit }).validate(usize::MAX)?;
+    known(&state, &room).await?;
+    let page = state.hub.history(&room, before, after, limit.unwrap_or(DEFAULT_HISTORY_LIMIT)).await?;
+    Ok(Json(page))
+}
+
+/// Publishes a message as a backend: stored, numbered and delivered exactly like a
+/// WebSocket `send`. `Idempotency-Key` plays the part of `key`: a retry with the same
+/// key (and author) answers the original seq and delivers nothing new.
+#[utoipa::path(post, path = "/api/rooms/{room}/messages", tag = "messages", request_body = NewMessage,
+    security(("api_key" = [])),
+    params(("room" = String, Path, description = "the room's name"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 64 characters; a retry with the same key is not stored twice")),
+    responses((status = 201, description = "stored (or, with `duplicate`, stored before)", body = SendReply),
+        (status = 400, body = ErrorReply), (status = 401, body = ErrorReply), (status = 404, body = ErrorReply),
+        (status = 413, body = ErrorReply), (status = 415, body = ErrorReply), (status = 503, body = ErrorReply)))]
+pub async fn publish(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiPath(room): ApiPath<RoomName>,
+    ApiJson(message): ApiJson<NewMessage>,
+) -> Result<(StatusCode, Json<SendReply>), ApiError> {
+    access::check_write(&state, &headers, peer)?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| ApiError::new(ErrorCode::BadRequest, "Idempotency-Key must be printable ASCII"))?
+                .to_owned(),
+        ),
+    };
+    let NewMessage { text, from, reply_to } = message;
+    let send = SendRequest { room: room.clone(), text, key, reply_to };
+    send.validate(state.sessions.limits.max_text_chars)?;
+    let name = match from {
+        Some(author) => display_name(&author.name).map_err(|e| ApiError::new(ErrorCode::BadRequest, e))?,
+        None => DEFAULT_AUTHOR.to_owned(),
+    };
+    known(&state, &room).await?;
+    let author = User { id: format!("api:{name}"), name };
+    let SendRequest { room, text, key, reply_to } = send;
+    let pending = state.hub.publish_as(author, Post { room: room.clone(), text, key, reply_to }).await?;
+    let posted = pending.await?;
+    let reply = SendReply { room, seq: posted.seq, ts: posted.ts, duplicate: posted.duplicate };
+    Ok((StatusCode::CREATED, Json(reply)))
+}
+
+/// Lists the users online in a room, in the order they came online: the `members` op
+/// over HTTP.
+#[utoipa::path(get, path = "/api/rooms/{room}/members", tag = "rooms",
+    params(("room" = String, Path, description = "the room's name"), MembersQuery),
+    responses((status = 200, body = MembersReply), (status = 400, body = ErrorReply), (status = 404, body = ErrorReply)))]
+pub async fn members(
+    State(state): State<AppState>,
+    ApiPath(room): ApiPath<RoomName>,
+    ApiQuery(query): ApiQuery<MembersQuery>,
+) -> Result<Json<MembersReply>, ApiError> {
+    let MembersQuery { cursor, limit } = query;
+    Request::Members(MembersRequest { room: room.clone(), cursor: cursor.clone(), limit }).validate(usize::MAX)?;
+    known(&state, &room).await?;
+    let limit = limit.unwrap_or(DEFAULT_MEMBERS_LIMIT) as usize;
+    Ok(Json(state.hub.members(&room, cursor.as_deref(), limit)?))
+}
+
+/// The room, or 404.
+async fn known(state: &AppState, room: &RoomName) -> Result<RoomListing, ApiError> {
+    state.hub.room_info(room).await?.ok_or_else(|| {
+        ApiError::new(ErrorCode::NotFound, format!("there is no room {room}: create it, or join it, first"))
+    })
+}
+
+fn check_topic(topic: &str) -> Result<(), ApiError> {
+    let chars = topic.chars().count();
+    if chars > MAX_TOPIC_CHARS || topic.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("topic has {chars} characters; use at most {MAX_TOPIC_CHARS} printable ones"),
+        ));
     }
+    Ok(())
 }

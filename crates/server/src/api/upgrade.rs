@@ -134,17 +134,22 @@ fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, &'
     HeaderValue::from_str(&derive_accept_key(key.as_bytes())).map_err(|_| "invalid Sec-WebSocket-Key")
 }
 
+/// A display name as given (`?name=`, or a REST author's `name`), trimmed: 1 to
+/// [`MAX_NAME_CHARS`] printable characters.
+pub(super) fn display_name(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(format!("invalid name: use 1 to {MAX_NAME_CHARS} printable characters"));
+    }
+    Ok(name.to_owned())
+}
+
 /// The user of a connection in open mode: `?name=` or a generated guest name.
 fn identity(params: ConnectParams) -> Result<User, String> {
-    let name = match params.name.map(|n| n.trim().to_owned()) {
-        Some(name) if !name.is_empty() => {
-            let chars = name.chars().count();
-            if chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-                return Err(format!("invalid name: use 1 to {MAX_NAME_CHARS} printable characters"));
-            }
-            name
-        }
-        _ => format!("guest-{:04x}", rand::random::<u16>()),
+    let name = match params.name.filter(|name| !name.trim().is_empty()) {
+        Some(name) => display_name(&name)?,
+        None => format!("guest-{:04x}", rand::random::<u16>()),
     };
     Ok(User { id: format!("g_{name}"), name })
 }

@@ -32,7 +32,9 @@ use std::{
     time::Duration,
 };
 
-use bavard_protocol::{HistoryReply, JoinReply, MembersReply, Message, RoomName, Timestamp, User, JOIN_REPLY_MEMBERS};
+use bavard_protocol::{
+    ErrorBody, ErrorCode, HistoryReply, JoinReply, MembersReply, Message, RoomName, Timestamp, User, JOIN_REPLY_MEMBERS,
+};
 use futures_util::StreamExt;
 
 pub use commits::{commit_stream, CommitSender, CommitStream};
@@ -40,7 +42,10 @@ pub use outbox::{Frame, Outbox, Taken};
 use room::{CountChange, Room};
 
 use crate::broker::{Broker, NodeId};
-use crate::store::{Appended, MessageStore, NewMessage, Page, PageQuery, PendingAppend, StoreError};
+use crate::store::{Appended, MessageStore, NewMessage, Page, PageQuery, PendingAppend, RoomRecord, StoreError};
+
+/// The kind of every room in this version.
+const PUBLIC: &str = "public";
 
 /// Which protocol a member speaks, which decides how events are encoded for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,9 +98,32 @@ pub enum HubError {
     /// A `members` cursor this server did not hand out.
     #[error("invalid cursor {0:?}: pass the cursor of the previous page, or none for the first")]
     BadCursor(String),
+    /// A room was to be created under a name already in use.
+    #[error("room {0} already exists")]
+    RoomExists(RoomName),
+    /// The room was never created, written to or joined.
+    #[error("there is no room {0}: create it, or join it, first")]
+    UnknownRoom(RoomName),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl HubError {
+    /// How the error reads on the wire (the same for the WebSocket and REST).
+    pub fn to_error_body(&self) -> ErrorBody {
+        let code = match self {
+            Self::NotMember(_) => ErrorCode::Forbidden,
+            Self::BadCursor(_) => ErrorCode::BadRequest,
+            Self::RoomExists(_) => ErrorCode::Conflict,
+            Self::UnknownRoom(_) => ErrorCode::NotFound,
+            Self::Store(e) => {
+                tracing::error!(error = %e, "store failure");
+                return ErrorBody::new(ErrorCode::Internal, format!("{e}; retry later (with the same key for a send)"));
+            }
+        };
+        ErrorBody::new(code, self.to_string())
+    }
 }
 
 /// A message to publish, whichever door it came in by: the hub's own form of a send.
@@ -139,17 +167,30 @@ impl Future for PendingPost {
     }
 }
 
-/// A room of the directory.
+/// A room as the directory describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomListing {
     /// The room's name.
     pub room: RoomName,
-    /// Its last seq.
+    /// What it is about ("" when unset).
+    pub topic: String,
+    /// Who may join and write (`public` in this version).
+    pub kind: String,
+    /// When it was created.
+    pub created: Timestamp,
+    /// Its last seq (0 before the first message).
     pub last_seq: u64,
-    /// When its last message was stored.
+    /// Its last activity: its last message, or its creation.
     pub last_ts: Timestamp,
     /// Users online in it now, on this node.
     pub online: usize,
+}
+
+impl RoomListing {
+    fn new(record: RoomRecord, online: usize) -> Self {
+        let RoomRecord { room, topic, kind, created, last_seq, last_ts } = record;
+        Self { room, topic, kind, created, last_seq, last_ts, online }
+    }
 }
 
 /// Rooms and their members; see the module docs.
@@ -387,6 +428,14 @@ impl Hub {
         Ok(PendingPost(self.store.append(message).await?))
     }
 
+    /// Queues a message from `from` for the next commit without membership: the REST
+    /// API's door (its callers hold the API key). Otherwise exactly [`Hub::publish`].
+    pub async fn publish_as(&self, from: User, post: Post) -> Result<PendingPost, HubError> {
+        let Post { room, text, key, reply_to } = post;
+        let message = NewMessage { room, from, text, key, reply_to };
+        Ok(PendingPost(self.store.append(message).await?))
+    }
+
     /// Tells the room's other JSON members that the subscriber types, at most once per
     /// typing interval per user and room.
     pub fn typing(&self, subscriber: &Subscriber, name: &RoomName) -> Result<(), HubError> {
@@ -414,18 +463,64 @@ impl Hub {
         Ok(HistoryReply { messages, has_more })
     }
 
-    /// The rooms that have messages, most recently active first, with who is online.
+    /// The stored rooms (created, or written to), most recently active first, with how
+    /// many users are online in each.
     pub async fn directory(&self, limit: u32) -> Result<Vec<RoomListing>, HubError> {
         let rooms = self.store.rooms(limit).await?;
-        Ok(rooms
-            .into_iter()
-            .map(|summary| RoomListing {
-                online: self.room(&summary.room).map_or(0, |room| room.online_count()),
-                room: summary.room,
-                last_seq: summary.last_seq,
-                last_ts: summary.last_ts,
-            })
-            .collect())
+        Ok(rooms.into_iter().map(|record| self.listing(record)).collect())
+    }
+
+    fn listing(&self, record: RoomRecord) -> RoomListing {
+        let online = self.online_count(&record.room);
+        RoomListing::new(record, online)
+    }
+
+    fn online_count(&self, name: &RoomName) -> usize {
+        self.room(name).map_or(0, |room| room.online_count())
+    }
+
+    /// The room called `name`, if it was created, written to, or has members now.
+    pub async fn room_info(&self, name: &RoomName) -> Result<Option<RoomListing>, HubError> {
+        if let Some(record) = self.store.room(name.clone()).await? {
+            return Ok(Some(self.listing(record)));
+        }
+        // Joined, never written to: known to this node only while it has members.
+        Ok(self.room(name).filter(|room| room.online_count() > 0).map(|room| RoomListing {
+            room: name.clone(),
+            topic: String::new(),
+            kind: PUBLIC.to_owned(),
+            created: room.opened,
+            last_seq: 0,
+            last_ts: room.opened,
+            online: room.online_count(),
+        }))
+    }
+
+    /// Creates a room; [`HubError::RoomExists`] when the name is taken (by a room
+    /// created, written to or joined before).
+    pub async fn create_room(&self, name: &RoomName, topic: String) -> Result<RoomListing, HubError> {
+        let joined = self.online_count(name) > 0;
+        if joined || !self.store.create_room(name.clone(), topic).await? {
+            return Err(HubError::RoomExists(name.clone()));
+        }
+        self.stored_room(name).await
+    }
+
+    /// Sets a room's topic; [`HubError::UnknownRoom`] when it was never created or
+    /// written to.
+    pub async fn set_topic(&self, name: &RoomName, topic: String) -> Result<RoomListing, HubError> {
+        if !self.store.set_topic(name.clone(), topic.clone()).await? {
+            // A room with members but no record yet gets one now.
+            if self.online_count(name) == 0 || !self.store.create_room(name.clone(), topic).await? {
+                return Err(HubError::UnknownRoom(name.clone()));
+            }
+        }
+        self.stored_room(name).await
+    }
+
+    async fn stored_room(&self, name: &RoomName) -> Result<RoomListing, HubError> {
+        let record = self.store.room(name.clone()).await?;
+        record.map(|record| self.listing(record)).ok_or_else(|| HubError::UnknownRoom(name.clone()))
     }
 
     /// Whether this node can serve: its store answers.

@@ -17,12 +17,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bavard_protocol::{plain, Message, OccupancyEvent, PresenceEvent, RoomName, ServerFrame, TypingEvent, User};
+use bavard_protocol::{
+    plain, Message, OccupancyEvent, PresenceEvent, RoomName, ServerFrame, Timestamp, TypingEvent, User,
+};
 
 use super::{encode_message_event, Frame, Protocol, SessionId, Subscriber};
 
 pub(super) struct Room {
     name: RoomName,
+    /// When this node first had a member in it (what the directory says of a room that
+    /// has members but no stored record yet).
+    pub(super) opened: Timestamp,
     /// Above this many users online, presence goes out as `occupancy` counts.
     presence_max: usize,
     state: Mutex<RoomState>,
@@ -175,7 +180,7 @@ impl RoomState {
 
 impl Room {
     pub(super) fn new(name: RoomName, presence_max: usize) -> Self {
-        Self { name, presence_max, state: Mutex::new(RoomState::default()) }
+        Self { name, opened: Timestamp::now(), presence_max, state: Mutex::new(RoomState::default()) }
     }
 
     fn lock(&self) -> MutexGuard<'_, RoomState> {
@@ -338,8 +343,6 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
-
-    use bavard_protocol::Timestamp;
 
     use super::*;
     use crate::hub::{Outbox, Taken};

@@ -3,16 +3,11 @@
 
 use bavard_protocol::{
     encode_ok_reply, ClientFrame, Empty, ErrorBody, ErrorCode, HistoryRequest, JoinRequest, Request, RequestId,
-    SendReply, SendRequest, ServerFrame, Welcome, PROTOCOL_VERSION,
+    SendReply, SendRequest, ServerFrame, Welcome, DEFAULT_HISTORY_LIMIT, DEFAULT_MEMBERS_LIMIT, PROTOCOL_VERSION,
 };
 
 use super::{End, SentOutcome, Session, Socket};
 use crate::hub::{HubError, Post};
-
-/// How many messages `join` and `history` return when the client names no limit.
-const DEFAULT_PAGE: u32 = 50;
-/// How many members `members` lists when the client names no limit.
-const DEFAULT_MEMBERS_PAGE: usize = 100;
 
 /// The event sent just before closing with 1001.
 pub(super) fn closing_event() -> String {
@@ -20,14 +15,7 @@ pub(super) fn closing_event() -> String {
 }
 
 fn hub_error(error: HubError) -> ErrorBody {
-    match error {
-        HubError::NotMember(_) => ErrorBody::new(ErrorCode::Forbidden, error.to_string()),
-        HubError::BadCursor(_) => ErrorBody::new(ErrorCode::BadRequest, error.to_string()),
-        HubError::Store(e) => {
-            tracing::error!(error = %e, "store failure");
-            ErrorBody::new(ErrorCode::Internal, format!("{e}; retry later (with the same key for a send)"))
-        }
-    }
+    error.to_error_body()
 }
 
 impl<S> Session<S>
@@ -78,7 +66,7 @@ where
             },
             Request::Ping => self.reply(id, &Empty {}).await,
             Request::Members(members) => {
-                let limit = members.limit.map_or(DEFAULT_MEMBERS_PAGE, |limit| limit as usize);
+                let limit = members.limit.unwrap_or(DEFAULT_MEMBERS_LIMIT) as usize;
                 match self.hub.members(&members.room, members.cursor.as_deref(), limit) {
                     Ok(page) => self.reply(id, &page).await,
                     Err(e) => self.feed_error(id.as_ref(), &hub_error(e)).await,
@@ -108,7 +96,7 @@ where
     }
 
     async fn join(&mut self, id: Option<RequestId>, join: JoinRequest) -> Result<(), End> {
-        let limit = join.limit.unwrap_or(DEFAULT_PAGE);
+        let limit = join.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
         match self.hub.join(&self.me, &join.room, join.since, limit).await {
             Ok(reply) => {
                 self.rooms.insert(join.room);
@@ -142,7 +130,7 @@ where
     }
 
     async fn history(&mut self, id: Option<RequestId>, history: HistoryRequest) -> Result<(), End> {
-        let limit = history.limit.unwrap_or(DEFAULT_PAGE);
+        let limit = history.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
         match self.hub.history(&history.room, history.before, history.after, limit).await {
             Ok(page) => self.reply(id, &page).await,
             Err(e) => self.feed_error(id.as_ref(), &hub_error(e)).await,

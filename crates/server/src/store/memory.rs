@@ -9,7 +9,7 @@ use bavard_protocol::{Message, RoomName, Timestamp};
 use futures_util::future::BoxFuture;
 use tokio::sync::{oneshot, Mutex};
 
-use super::{Appended, MessageStore, NewMessage, Page, PageQuery, PendingAppend, RoomSummary, StoreError};
+use super::{Appended, MessageStore, NewMessage, Page, PageQuery, PendingAppend, RoomRecord, StoreError};
 use crate::hub::CommitSender;
 
 /// See the module docs.
@@ -22,6 +22,7 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct State {
     rooms: HashMap<RoomName, Vec<Message>>,
+    records: HashMap<RoomName, RoomRecord>,
     /// (room, user id, key) of every keyed message.
     keys: HashMap<(RoomName, String, String), Appended>,
     closed: bool,
@@ -59,6 +60,16 @@ impl MessageStore for MemoryStore {
             };
             let appended = Appended { seq: message.seq, ts: message.ts, duplicate: false };
             messages.push(message.clone());
+            let record = state.records.entry(message.room.clone()).or_insert_with(|| RoomRecord {
+                room: message.room.clone(),
+                topic: String::new(),
+                kind: "public".to_owned(),
+                created: message.ts,
+                last_seq: 0,
+                last_ts: message.ts,
+            });
+            record.last_seq = message.seq;
+            record.last_ts = message.ts;
             if let Some(key) = key {
                 state.keys.insert(key, appended);
             }
@@ -104,18 +115,49 @@ impl MessageStore for MemoryStore {
         })
     }
 
-    fn rooms(&self, limit: u32) -> BoxFuture<'_, Result<Vec<RoomSummary>, StoreError>> {
+    fn rooms(&self, limit: u32) -> BoxFuture<'_, Result<Vec<RoomRecord>, StoreError>> {
         Box::pin(async move {
             let state = self.state.lock().await;
-            let mut rooms: Vec<RoomSummary> = state
-                .rooms
-                .values()
-                .filter_map(|messages| messages.last())
-                .map(|last| RoomSummary { room: last.room.clone(), last_seq: last.seq, last_ts: last.ts })
-                .collect();
+            let mut rooms: Vec<RoomRecord> = state.records.values().cloned().collect();
             rooms.sort_by_key(|room| std::cmp::Reverse(room.last_ts));
             rooms.truncate(limit as usize);
             Ok(rooms)
+        })
+    }
+
+    fn room(&self, room: RoomName) -> BoxFuture<'_, Result<Option<RoomRecord>, StoreError>> {
+        Box::pin(async move { Ok(self.state.lock().await.records.get(&room).cloned()) })
+    }
+
+    fn create_room(&self, room: RoomName, topic: String) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut state = self.state.lock().await;
+            if state.records.contains_key(&room) {
+                return Ok(false);
+            }
+            let now = Timestamp::now();
+            let record = RoomRecord {
+                room: room.clone(),
+                topic,
+                kind: "public".to_owned(),
+                created: now,
+                last_seq: 0,
+                last_ts: now,
+            };
+            state.records.insert(room, record);
+            Ok(true)
+        })
+    }
+
+    fn set_topic(&self, room: RoomName, topic: String) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            match self.state.lock().await.records.get_mut(&room) {
+                Some(record) => {
+                    record.topic = topic;
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
         })
     }
 

@@ -90,14 +90,20 @@ pub struct Page {
     pub has_more: bool,
 }
 
-/// A room as the store knows it.
+/// A room as the store knows it: created explicitly, or by its first message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoomSummary {
+pub struct RoomRecord {
     /// The room's name.
     pub room: RoomName,
-    /// Its last seq.
+    /// What the room is about ("" when unset).
+    pub topic: String,
+    /// Who may join and write (only `public` in this version).
+    pub kind: String,
+    /// When it was created (explicitly, or by its first message).
+    pub created: Timestamp,
+    /// Its last seq (0 before the first message).
     pub last_seq: u64,
-    /// When its last message was stored.
+    /// When its last message was stored, or when it was created if it has none.
     pub last_ts: Timestamp,
 }
 
@@ -115,8 +121,17 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Reads a page of `room`'s history.
     fn page(&self, room: RoomName, query: PageQuery) -> BoxFuture<'_, Result<Page, StoreError>>;
 
-    /// Lists rooms that have messages, most recently active first.
-    fn rooms(&self, limit: u32) -> BoxFuture<'_, Result<Vec<RoomSummary>, StoreError>>;
+    /// Lists the known rooms, most recently active first.
+    fn rooms(&self, limit: u32) -> BoxFuture<'_, Result<Vec<RoomRecord>, StoreError>>;
+
+    /// The room called `room`, if it is known.
+    fn room(&self, room: RoomName) -> BoxFuture<'_, Result<Option<RoomRecord>, StoreError>>;
+
+    /// Records a new room; false (and nothing changed) when it is already known.
+    fn create_room(&self, room: RoomName, topic: String) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Sets a known room's topic; false when the room is not known.
+    fn set_topic(&self, room: RoomName, topic: String) -> BoxFuture<'_, Result<bool, StoreError>>;
 
     /// Checks that the database answers (for `/readyz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;

@@ -77,22 +77,6 @@ async fn health_and_readiness_answer() {
     assert_eq!((status, body.as_str()), (200, "ready"));
 }
 
-/// A minimal HTTP/1.1 GET over a real socket.
-pub async fn http_get(url: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut stream = within(tokio::net::TcpStream::connect(host)).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    within(stream.write_all(request.as_bytes())).await.unwrap();
-    let mut response = Vec::new();
-    within(stream.read_to_end(&mut response)).await.unwrap();
-    let response = String::from_utf8_lossy(&response).to_string();
-    let status = response[9..12].parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
-}
-
 #[tokio::test]
 async fn the_room_directory_lists_active_rooms_with_who_is_online() {
     let server = spawn().await;
@@ -117,4 +101,6 @@ async fn the_room_directory_lists_active_rooms_with_who_is_online() {
     let (status, body) = http_get(&server.http("/api/rooms?limit=0")).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("limit must be between 1 and 1000"), "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "bad_request");
 }

@@ -11,4 +11,5 @@ mod limits;
 mod members;
 mod plain;
 mod resilient;
+mod rest;
 mod terminal_client;

@@ -20,14 +20,14 @@ use std::{
 
 use bavard_protocol::{Message, RoomName, Timestamp, User};
 use futures_util::future::BoxFuture;
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use self::{
     tail::Tail,
     writer::{Writer, WriterCommand},
 };
-use super::{MessageStore, NewMessage, Page, PageQuery, PendingAppend, RoomSummary, StoreError};
+use super::{MessageStore, NewMessage, Page, PageQuery, PendingAppend, RoomRecord, StoreError};
 use crate::hub::CommitSender;
 
 /// How many appends may wait for the writer before `append` applies backpressure.
@@ -55,8 +55,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_by_key ON messages (room, user_id, ke
 PRAGMA user_version = 1;
 ";
 
-/// The schema of the journal's file (`DB-log`): messages acknowledged but not yet
-/// archived, in append order.
+/// The schema of the writer's file (`DB-log`): the journal (messages acknowledged but
+/// not yet archived, in append order) and the rooms, which only the writer changes.
 const JOURNAL_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS journal (
     id        INTEGER PRIMARY KEY,
@@ -69,8 +69,39 @@ CREATE TABLE IF NOT EXISTS journal (
     key       TEXT,
     reply_to  INTEGER
 );
-PRAGMA user_version = 1;
+CREATE TABLE IF NOT EXISTS rooms (
+    name       TEXT    PRIMARY KEY,
+    topic      TEXT    NOT NULL DEFAULT '',
+    kind       TEXT    NOT NULL DEFAULT 'public',
+    created_at INTEGER NOT NULL,
+    last_seq   INTEGER NOT NULL DEFAULT 0,
+    last_ts    INTEGER
+) WITHOUT ROWID;
 ";
+
+/// The writer file's schema version once [`migrate_journal`] has run.
+const JOURNAL_VERSION: i64 = 2;
+
+/// Brings the writer's file (with the archive attached as `archive`) to
+/// [`JOURNAL_VERSION`]: version 2 added `rooms`, filled from the archived messages.
+fn migrate_journal(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version < 2 {
+        conn.execute_batch(
+            "BEGIN;
+             INSERT OR IGNORE INTO rooms (name, created_at, last_seq, last_ts)
+               SELECT room, MIN(ts), MAX(seq), MAX(ts) FROM archive.messages GROUP BY room;
+             PRAGMA user_version = 2;
+             COMMIT;",
+        )?;
+    }
+    if version > JOURNAL_VERSION {
+        return Err(StoreError::Database(format!(
+            "the database was written by a newer Bavard (schema {version}, this one knows {JOURNAL_VERSION}): upgrade Bavard"
+        )));
+    }
+    Ok(())
+}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -122,6 +153,7 @@ impl SqliteStore {
         if recovered > 0 {
             tracing::info!(recovered, "archived the journal left by the previous run");
         }
+        migrate_journal(&journal)?;
         let checkpointer = start_checkpointer(&log_path)?;
         let (writer, queue) = mpsc::channel(WRITER_QUEUE);
         let tail = Arc::new(Tail::default());
@@ -139,6 +171,16 @@ impl SqliteStore {
             .map_err(|e| StoreError::Database(format!("cannot start the archiver thread: {e}")))?;
         let readers = Arc::new(ReadPool { path: path.to_owned(), log_path, idle: Mutex::new(Vec::new()) });
         Ok(Self { writer, readers, tail, _checkpointer: checkpointer, _archiver: stop_archiver })
+    }
+
+    /// Sends the writer a command that answers on a oneshot, and waits for the answer.
+    async fn ask_writer<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriterCommand,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer.send(command(reply)).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn read<T: Send + 'static>(
@@ -250,6 +292,22 @@ fn row_to_message(room: &RoomName, row: &rusqlite::Row<'_>) -> rusqlite::Result<
 
 const COLUMNS: &str = "seq, ts, user_id, user_name, text, key, reply_to";
 
+const ROOM_COLUMNS: &str = "name, topic, kind, created_at, last_seq, last_ts";
+
+/// A row of `rooms` ([`ROOM_COLUMNS`]); None when its name is not a valid room name.
+fn row_to_room(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<RoomRecord>> {
+    let Ok(room) = RoomName::new(&row.get::<_, String>(0)?) else { return Ok(None) };
+    let created = Timestamp(row.get(3)?);
+    Ok(Some(RoomRecord {
+        room,
+        topic: row.get(1)?,
+        kind: row.get(2)?,
+        created,
+        last_seq: row.get::<_, i64>(4)? as u64,
+        last_ts: row.get::<_, Option<i64>>(5)?.map_or(created, Timestamp),
+    }))
+}
+
 /// The archive's part of a page: at most `limit + 1` messages in the query's range
 /// (the extra one tells whether more exist), oldest first.
 fn read_page(conn: &Connection, room: &RoomName, query: PageQuery) -> Result<Vec<Message>, StoreError> {
@@ -307,25 +365,37 @@ impl MessageStore for SqliteStore {
         Box::pin(self.page_of(room, query))
     }
 
-    fn rooms(&self, limit: u32) -> BoxFuture<'_, Result<Vec<RoomSummary>, StoreError>> {
+    fn rooms(&self, limit: u32) -> BoxFuture<'_, Result<Vec<RoomRecord>, StoreError>> {
         Box::pin(self.read(move |conn| {
-            let mut statement = conn.prepare_cached(
-                "SELECT room, MAX(seq), MAX(ts) FROM
-                   (SELECT room, seq, ts FROM messages UNION ALL SELECT room, seq, ts FROM log.journal)
-                 GROUP BY room ORDER BY MAX(ts) DESC, room LIMIT ?1",
-            )?;
-            let rows = statement.query_map([i64::from(limit)], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
-            })?;
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {ROOM_COLUMNS} FROM log.rooms ORDER BY COALESCE(last_ts, created_at) DESC, name LIMIT ?1"
+            ))?;
+            let rows = statement.query_map([i64::from(limit)], row_to_room)?;
             let mut rooms = Vec::new();
             for row in rows {
-                let (name, last_seq, last_ts) = row?;
-                if let Ok(room) = RoomName::new(&name) {
-                    rooms.push(RoomSummary { room, last_seq: last_seq as u64, last_ts: Timestamp(last_ts) });
+                // A name that is not a room name (written by hand) is left out.
+                if let Some(room) = row? {
+                    rooms.push(room);
                 }
             }
             Ok(rooms)
         }))
+    }
+
+    fn room(&self, room: RoomName) -> BoxFuture<'_, Result<Option<RoomRecord>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            let mut statement =
+                conn.prepare_cached(&format!("SELECT {ROOM_COLUMNS} FROM log.rooms WHERE name = ?1"))?;
+            Ok(statement.query_row([room.as_str()], row_to_room).optional()?.flatten())
+        }))
+    }
+
+    fn create_room(&self, room: RoomName, topic: String) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.ask_writer(|reply| WriterCommand::CreateRoom { room, topic, reply }))
+    }
+
+    fn set_topic(&self, room: RoomName, topic: String) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.ask_writer(|reply| WriterCommand::SetTopic { room, topic, reply }))
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -37,6 +37,18 @@ const MAX_BATCH: usize = 4_096;
 pub(super) enum WriterCommand {
     Append(NewMessage, oneshot::Sender<Result<Appended, StoreError>>),
     Barrier(RoomName, oneshot::Sender<()>),
+    /// Records a new room; answers false when it is already known.
+    CreateRoom {
+        room: RoomName,
+        topic: String,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// Sets a known room's topic; answers false when the room is not known.
+    SetTopic {
+        room: RoomName,
+        topic: String,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
     /// The archiver copied every journal row up to this id into `messages`.
     Archived(i64),
     Close(oneshot::Sender<()>),
@@ -111,6 +123,20 @@ impl Writer {
                 WriterCommand::Barrier(room, done) => {
                     self.commit_appends(std::mem::take(&mut appends));
                     self.barrier(room, done);
+                }
+                WriterCommand::CreateRoom { room, topic, reply } => {
+                    self.commit_appends(std::mem::take(&mut appends));
+                    let created = self.conn.execute(
+                        "INSERT INTO rooms (name, topic, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+                        params![room.as_str(), topic, Timestamp::now().millis()],
+                    );
+                    let _caller_gone = reply.send(created.map(|rows| rows > 0).map_err(StoreError::from));
+                }
+                WriterCommand::SetTopic { room, topic, reply } => {
+                    self.commit_appends(std::mem::take(&mut appends));
+                    let updated =
+                        self.conn.execute("UPDATE rooms SET topic = ?2 WHERE name = ?1", params![room.as_str(), topic]);
+                    let _caller_gone = reply.send(updated.map(|rows| rows > 0).map_err(StoreError::from));
                 }
                 WriterCommand::Archived(through) => self.archived(through),
                 WriterCommand::Close(done) => {
@@ -263,6 +289,15 @@ impl Writer {
                     message.key,
                     message.reply_to.map(|r| r as i64),
                 ])?;
+            }
+            // The directory's view of each room the batch wrote to (a row per room, not
+            // per message); a room's first message creates its row.
+            let mut touch = tx.prepare_cached(
+                "INSERT INTO rooms (name, created_at, last_seq, last_ts) VALUES (?1, ?2, ?3, ?2)
+                 ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq, last_ts = excluded.last_ts",
+            )?;
+            for (room, seq) in &next_seq {
+                touch.execute(params![room.as_str(), ts.millis(), *seq as i64])?;
             }
         }
         tx.commit()?;
