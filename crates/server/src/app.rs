@@ -1,10 +1,12 @@
 //! Composition root: the only place that names concrete backends. [`start`] builds the
 //! store, hub and router exactly as `main` does, serves until told to stop, and shuts
 //! down in order: stop accepting, close every session (1001), commit what is queued.
+//! With `--tls-cert` and `--tls-key` it serves https and wss from [`crate::tls`]'s
+//! listener on the same port.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{future::IntoFuture, net::SocketAddr, sync::Arc};
 
-use anyhow::{ensure, Context};
+use anyhow::{bail, ensure, Context};
 use axum::serve::ListenerExt;
 use bavard_protocol::Limits;
 use tokio::{
@@ -20,6 +22,7 @@ use crate::{
     hub::{self, Hub, HubSettings},
     session::SessionSettings,
     store::{MessageStore, SqliteStore},
+    tls::{self, HandshakeLimits, TlsListener},
 };
 
 /// Commit batches that may wait for the dispatcher before the store writer waits.
@@ -30,6 +33,7 @@ const MAX_PENDING_SENDS: usize = 256;
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    tls: bool,
     shutdown: CancellationToken,
     finished: JoinHandle<anyhow::Result<()>>,
 }
@@ -38,6 +42,15 @@ impl Server {
     /// The address it listens on (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `https` when it serves TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Shuts down gracefully and waits until everything queued is committed.
@@ -74,9 +87,24 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// The TLS configuration when both `--tls-cert` and `--tls-key` are given.
+fn tls_config(config: &ServeConfig) -> anyhow::Result<Option<Arc<tokio_rustls::rustls::ServerConfig>>> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => tls::load_config(cert, key).map(Some),
+        (None, None) => Ok(None),
+        (Some(_), None) => {
+            bail!("--tls-cert was given without --tls-key: give both to serve https and wss, or neither for plain http")
+        }
+        (None, Some(_)) => {
+            bail!("--tls-key was given without --tls-cert: give both to serve https and wss, or neither for plain http")
+        }
+    }
+}
+
 /// Binds, opens the store and starts serving.
 pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     check(&config)?;
+    let tls = tls_config(&config)?;
     let listener = bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let (commits, commit_stream) = hub::commit_stream(COMMIT_STREAM_DEPTH);
@@ -130,10 +158,18 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
             tracing::warn!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let serve = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let router = api::router(state);
+    let stopping = shutdown.clone().cancelled_owned();
+    let is_tls = tls.is_some();
+    let serving = match tls {
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls, HandshakeLimits::default())?;
+            tokio::spawn(axum::serve(listener, router).with_graceful_shutdown(stopping).into_future())
+        }
+        None => tokio::spawn(axum::serve(listener, router).with_graceful_shutdown(stopping).into_future()),
+    };
     let stop = shutdown.clone();
     let finished = tokio::spawn(async move {
-        let serving = tokio::spawn(async move { serve.await });
         shutdown.cancelled().await;
         tracker.close();
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -152,5 +188,5 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
             }
         }
     });
-    Ok(Server { addr, shutdown: stop, finished })
+    Ok(Server { addr, tls: is_tls, shutdown: stop, finished })
 }

@@ -10,4 +10,5 @@ pub mod config;
 mod hub;
 mod session;
 mod store;
+mod tls;
 mod web;
