@@ -12,3 +12,4 @@ mod members;
 mod plain;
 mod resilient;
 mod terminal_client;
+mod tls;
