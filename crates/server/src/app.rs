@@ -105,6 +105,7 @@ fn tls_config(config: &ServeConfig) -> anyhow::Result<Option<Arc<tokio_rustls::r
 pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     check(&config)?;
     let tls = tls_config(&config)?;
+    let cors = api::cors::layer(&config.cors_origins)?;
     let listener = bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let (commits, commit_stream) = hub::commit_stream(COMMIT_STREAM_DEPTH);
@@ -158,7 +159,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
             tracing::warn!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let router = api::router(state);
+    let router = api::router(state, cors);
     let stopping = shutdown.clone().cancelled_owned();
     let is_tls = tls.is_some();
     let serving = match tls {

@@ -1,7 +1,9 @@
 //! HTTP surface: the WebSocket endpoints, the room directory, health and readiness, the machine-readable
 //! protocol description, and the embedded web client. Handlers stay thin: they parse,
-//! call the hub, and map errors to status codes.
+//! call the hub, and map errors to status codes. The `/api` routes get the CORS layer
+//! of `--cors-origins`, when there is one.
 
+pub mod cors;
 mod origin;
 mod rooms;
 mod upgrade;
@@ -38,13 +40,18 @@ pub struct AppState {
     pub tracker: TaskTracker,
 }
 
-/// The whole HTTP router.
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP router; `cors` (see [`cors::layer`]) wraps the `/api` routes only.
+pub fn router(state: AppState, cors: Option<cors::ApiCors>) -> Router {
+    // Every `/api` route goes here, so that CORS covers it.
+    let mut api = Router::new().route("/api/rooms", get(rooms::list));
+    if let Some(cors) = cors {
+        api = cors.apply(api);
+    }
     Router::new()
         .route("/ws", get(upgrade::json))
         .route("/ws/chat", get(upgrade::plain_default))
         .route("/ws/chat/{room}", get(upgrade::plain_room))
-        .route("/api/rooms", get(rooms::list))
+        .merge(api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/asyncapi.json", get(asyncapi))
