@@ -1,11 +1,12 @@
 //! Composition root: the only place that names concrete backends. [`start`] builds the
 //! store, hub and router exactly as `main` does, serves until told to stop, and shuts
 //! down in order: stop accepting, close every session (1001), commit what is queued.
+//! With `--tls-cert` and `--tls-key` it serves https and wss from [`crate::tls`]'s
+//! listener on the same port.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{future::IntoFuture, net::SocketAddr, sync::Arc};
 
-use anyhow::{ensure, Context};
-use axum::serve::ListenerExt;
+use anyhow::{bail, ensure, Context};
 use bavard_protocol::Limits;
 use tokio::{
     net::{TcpListener, TcpSocket},
@@ -18,8 +19,10 @@ use crate::{
     broker::Solo,
     config::ServeConfig,
     hub::{self, Hub, HubSettings},
+    net::NoDelayListener,
     session::SessionSettings,
     store::{MessageStore, SqliteStore},
+    tls::{self, HandshakeLimits, TlsListener},
 };
 
 /// Commit batches that may wait for the dispatcher before the store writer waits.
@@ -30,6 +33,7 @@ const MAX_PENDING_SENDS: usize = 256;
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    tls: bool,
     shutdown: CancellationToken,
     finished: JoinHandle<anyhow::Result<()>>,
 }
@@ -38,6 +42,15 @@ impl Server {
     /// The address it listens on (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `https` when it serves TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Shuts down gracefully and waits until everything queued is committed.
@@ -74,9 +87,25 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// The TLS configuration when both `--tls-cert` and `--tls-key` are given.
+fn tls_config(config: &ServeConfig) -> anyhow::Result<Option<Arc<tokio_rustls::rustls::ServerConfig>>> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => tls::load_config(cert, key).map(Some),
+        (None, None) => Ok(None),
+        (Some(_), None) => {
+            bail!("--tls-cert was given without --tls-key: give both to serve https and wss, or neither for plain http")
+        }
+        (None, Some(_)) => {
+            bail!("--tls-key was given without --tls-cert: give both to serve https and wss, or neither for plain http")
+        }
+    }
+}
+
 /// Binds, opens the store and starts serving.
 pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     check(&config)?;
+    let tls = tls_config(&config)?;
+    let cors = api::cors::layer(&config.cors_origins)?;
     let listener = bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let (commits, commit_stream) = hub::commit_stream(COMMIT_STREAM_DEPTH);
@@ -125,18 +154,20 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         api_key: config.api_key.as_deref().map(Arc::from),
     };
     let grace = config.shutdown_grace();
-    // Small frames must leave at once: Nagle's algorithm would hold them for an ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
+    let listener = NoDelayListener(listener);
     // The peer's address tells the REST API whether a keyless write comes from loopback.
-    let service = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let serve = axum::serve(listener, service).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let router = api::router(state, cors).into_make_service_with_connect_info::<api::Peer>();
+    let stopping = shutdown.clone().cancelled_owned();
+    let is_tls = tls.is_some();
+    let serving = match tls {
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls, HandshakeLimits::default())?;
+            tokio::spawn(axum::serve(listener, router).with_graceful_shutdown(stopping).into_future())
+        }
+        None => tokio::spawn(axum::serve(listener, router).with_graceful_shutdown(stopping).into_future()),
+    };
     let stop = shutdown.clone();
     let finished = tokio::spawn(async move {
-        let serving = tokio::spawn(async move { serve.await });
         shutdown.cancelled().await;
         tracker.close();
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -155,5 +186,5 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
             }
         }
     });
-    Ok(Server { addr, shutdown: stop, finished })
+    Ok(Server { addr, tls: is_tls, shutdown: stop, finished })
 }

@@ -141,6 +141,22 @@ pub struct ServeConfig {
     #[arg(long, env = "BAVARD_MAX_CONNECTIONS", default_value_t = 19_000)]
     pub max_connections: usize,
 
+    /// PEM file with the TLS certificate chain, the server's own certificate first. With
+    /// `--tls-key`, the server speaks https and wss on the `--listen` port (HTTP/1.1);
+    /// give both or neither.
+    #[arg(long, env = "BAVARD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "BAVARD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Browser origins whose pages may call `/api` (CORS), comma-separated, each as
+    /// `scheme://host[:port]`, e.g. `https://app.example`. Empty: no CORS headers, so
+    /// browsers allow only same-origin calls.
+    #[arg(long, env = "BAVARD_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
     /// Threads running connections (0: one per core but one, at least one). The spare
     /// core serves the store's writer thread and the kernel's network work; on two
     /// cores one worker delivered a hot room with 20 % less CPU and a lower p99 than

@@ -8,6 +8,8 @@ pub mod app;
 mod broker;
 pub mod config;
 mod hub;
+mod net;
 mod session;
 mod store;
+mod tls;
 mod web;

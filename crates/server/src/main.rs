@@ -42,7 +42,7 @@ fn main() -> ExitCode {
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let db = config.db.clone();
     let server = app::start(config).await?;
-    tracing::info!("Bavard listening on http://{} (history in {})", server.addr(), db.display());
+    tracing::info!("Bavard listening on {}://{} (history in {})", server.scheme(), server.addr(), db.display());
     shutdown_signal().await?;
     tracing::info!("shutting down");
     server.stop().await?;

@@ -4,13 +4,36 @@
 
 use std::net::SocketAddr;
 
-use axum::http::{header, HeaderMap};
+use axum::{
+    extract::connect_info::Connected,
+    http::{header, HeaderMap},
+    serve::IncomingStream,
+};
 use bavard_protocol::ErrorCode;
+use tokio::net::TcpStream;
 
 use super::{error::ApiError, AppState};
+use crate::{net::NoDelayListener, tls::TlsListener};
+
+/// The address of the client on the other end of a request, over any of the server's
+/// listeners (plain TCP or TLS): axum's `ConnectInfo` for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, NoDelayListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, NoDelayListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener<TcpStream>>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener<TcpStream>>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
 
 /// Refuses a write (401) unless the caller may write; see the module docs.
-pub fn check_write(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
+pub fn check_write(state: &AppState, headers: &HeaderMap, Peer(peer): Peer) -> Result<(), ApiError> {
     let Some(expected) = state.api_key.as_deref() else {
         if peer.ip().is_loopback() {
             return Ok(());

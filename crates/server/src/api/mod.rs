@@ -1,9 +1,11 @@
 //! HTTP surface: the WebSocket endpoints, the REST API (`/api/rooms...`, documented at
 //! `/docs` and `/openapi.json`), health and readiness, the machine-readable protocol
 //! description, and the embedded web client. Handlers stay thin: they parse,
-//! call the hub, and map errors to status codes.
+//! call the hub, and map errors to status codes. The `/api` routes get the CORS layer
+//! of `--cors-origins`, when there is one.
 
 mod access;
+pub mod cors;
 mod error;
 mod openapi;
 mod origin;
@@ -21,6 +23,7 @@ use axum::{
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+pub use access::Peer;
 pub use origin::OriginPolicy;
 
 use crate::{hub::Hub, session::SessionSettings, web};
@@ -44,17 +47,23 @@ pub struct AppState {
     pub api_key: Option<Arc<str>>,
 }
 
-/// The whole HTTP router.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/ws", get(upgrade::json))
-        .route("/ws/chat", get(upgrade::plain_default))
-        .route("/ws/chat/{room}", get(upgrade::plain_room))
+/// The whole HTTP router; `cors` (see [`cors::layer`]) wraps the `/api` routes only.
+pub fn router(state: AppState, cors: Option<cors::ApiCors>) -> Router {
+    // Every `/api` route goes here, so that CORS covers it.
+    let mut api = Router::new()
         .route("/api/rooms", get(rooms::list).post(rooms::create))
         .route("/api/rooms/{room}", get(rooms::show).patch(rooms::update))
         .route("/api/rooms/{room}/messages", get(rooms::messages).post(rooms::publish))
         .route("/api/rooms/{room}/members", get(rooms::members))
-        .layer(axum::extract::DefaultBodyLimit::max(error::BODY_LIMIT))
+        .layer(axum::extract::DefaultBodyLimit::max(error::BODY_LIMIT));
+    if let Some(cors) = cors {
+        api = cors.apply(api);
+    }
+    Router::new()
+        .route("/ws", get(upgrade::json))
+        .route("/ws/chat", get(upgrade::plain_default))
+        .route("/ws/chat/{room}", get(upgrade::plain_room))
+        .merge(api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/asyncapi.json", get(asyncapi))

@@ -3,8 +3,6 @@
 //! goes through the hub exactly as the WebSocket ops do: the same validation, the same
 //! seqs, an answer only once a message is durable, and delivery to every member.
 
-use std::net::SocketAddr;
-
 use axum::{
     extract::{ConnectInfo, State},
     http::{HeaderMap, StatusCode},
@@ -18,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    access,
+    access::{self, Peer},
     error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorReply},
     upgrade::display_name,
     AppState,
@@ -152,7 +150,7 @@ pub async fn list(
         (status = 415, body = ErrorReply)))]
 pub async fn create(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     headers: HeaderMap,
     ApiJson(room): ApiJson<NewRoom>,
 ) -> Result<(StatusCode, Json<RoomView>), ApiError> {
@@ -176,7 +174,7 @@ pub async fn show(State(state): State<AppState>, ApiPath(room): ApiPath<RoomName
         (status = 404, body = ErrorReply), (status = 415, body = ErrorReply)))]
 pub async fn update(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     headers: HeaderMap,
     ApiPath(room): ApiPath<RoomName>,
     ApiJson(changes): ApiJson<RoomChanges>,
@@ -214,7 +212,7 @@ pub async fn messages(
         (status = 413, body = ErrorReply), (status = 415, body = ErrorReply), (status = 503, body = ErrorReply)))]
 pub async fn publish(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     headers: HeaderMap,
     ApiPath(room): ApiPath<RoomName>,
     ApiJson(message): ApiJson<NewMessage>,

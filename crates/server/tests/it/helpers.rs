@@ -183,10 +183,13 @@ pub fn bavard_command() -> Command {
 pub struct ChildServer {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Whether its listening line said `https://`.
+    pub https: bool,
 }
 
 impl ChildServer {
-    /// Starts `bavard --listen 127.0.0.1:0 --db DB` and waits for its listening line.
+    /// Starts `bavard --listen 127.0.0.1:0 --db DB` and waits for its listening line
+    /// (`listening on http://ADDR`, or `https://ADDR` with TLS).
     pub fn start(db: &Path, extra: &[&str]) -> Self {
         let mut child = bavard_command()
             .args(["--listen", "127.0.0.1:0", "--db"])
@@ -203,15 +206,20 @@ impl ChildServer {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent {
-                    if let Some(rest) = line.split("listening on http://").nth(1) {
-                        let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
-                        sent = found.send(addr).is_ok();
+                    if let Some(url) = line.split("listening on ").nth(1) {
+                        let url = url.split_whitespace().next().unwrap_or_default().to_owned();
+                        sent = found.send(url).is_ok();
                     }
                 }
             }
         });
-        let addr = addr.recv_timeout(WAIT).expect("the server did not report its address");
-        Self { child, addr: addr.parse().unwrap() }
+        let url = addr.recv_timeout(WAIT).expect("the server did not report its address");
+        let (https, addr) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(addr), _) => (true, addr),
+            (None, Some(addr)) => (false, addr),
+            _ => panic!("unexpected listening line: {url}"),
+        };
+        Self { child, addr: addr.parse().unwrap(), https }
     }
 
     pub fn ws(&self, path: &str) -> String {
@@ -299,7 +307,12 @@ pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Optio
     within(stream.write_all(&bytes)).await.unwrap();
     let mut response = Vec::new();
     within(stream.read_to_end(&mut response)).await.unwrap();
-    let response = String::from_utf8_lossy(&response).to_string();
+    parse_response(&response)
+}
+
+/// Splits a whole HTTP/1.1 response into status, headers and (de-chunked) body.
+fn parse_response(response: &[u8]) -> HttpResponse {
+    let response = String::from_utf8_lossy(response).to_string();
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let mut lines = head.lines();
     let status = lines.next().and_then(|line| line.get(9..12)).and_then(|code| code.parse().ok()).unwrap_or(0);
@@ -335,4 +348,20 @@ pub async fn http_get(url: &str) -> (u16, String) {
 /// Sends `body` as JSON with `method`.
 pub async fn http_json(method: &str, url: &str, body: &serde_json::Value) -> HttpResponse {
     http(method, url, &[("Content-Type", "application/json")], Some(body.to_string().as_bytes())).await
+}
+
+/// Sends one raw HTTP/1.1 request (`Connection: close` is added) over `stream`, plain
+/// or TLS, and reads the response: (status, lower-cased header lines, body).
+pub async fn http_exchange<S>(mut stream: S, request_head: &str) -> (u16, Vec<(String, String)>, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("{}\r\nConnection: close\r\n\r\n", request_head.trim_end());
+    within(stream.write_all(request.as_bytes())).await.unwrap();
+    let mut response = Vec::new();
+    // A TLS peer may end without close_notify once the body is complete.
+    let _ = within(stream.read_to_end(&mut response)).await;
+    let HttpResponse { status, headers, body } = parse_response(&response);
+    (status, headers, body)
 }

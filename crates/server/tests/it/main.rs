@@ -2,6 +2,7 @@
 //! real sockets. One binary so the server and test helpers compile once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cors;
 mod guarantees;
 mod helpers;
 mod json;
@@ -13,3 +14,4 @@ mod plain;
 mod resilient;
 mod rest;
 mod terminal_client;
+mod tls;
