@@ -30,6 +30,14 @@
 #                   acked messages/s, ack p50/p99
 #      idle-json    bavard only: 10,000 idle JSON connections (RSS, handshakes/s)
 #    ("bavard only" means bavard and bavard-base, the baseline below.)
+#    Every run of idle, idle-json, room-a/b and storm-* (whatever the server) opens its
+#    clients from source addresses of its own: run k of the script uses 127.0.K.2 and
+#    127.0.K.3 (`bavard-bench --first-source`), K = 1, 2, ... 250, then 1 again, so no
+#    run reuses an address of the previous 60+ s and none is the servers' 127.0.0.1.
+#    A server that lets the client close first (Bun) leaves ~10,000 client sockets in
+#    TIME_WAIT for 60 s on the addresses its run used; a next run connecting from those
+#    same addresses connected about twice as slowly (0.84 s instead of 0.40 s for 10,000
+#    idle connections), penalising whichever server came right after it.
 # 3. plots bench/results/hot-room.png (median per rate) and writes the report
 #    (bench/report.py): medians of the runs per figure, bench/results/runs.csv with
 #    every run's figures, bench/results/benchmarks-section.md and, unless --quick or
@@ -555,11 +563,28 @@ fi
 sampler_pid=$!
 
 # --- 1. the measurements ----------------------------------------------------------------------
+# Fresh client source addresses for each run that opens thousands of connections (see the
+# header): 127.0.K.2 up, K cycling through 1..250. A run needs at most 2 addresses (19,000
+# connections at bavard-bench's 10,000 per address), and 250 runs take far more than the
+# 60 s a TIME_WAIT socket lives, so an address is never reused while one is left there.
+source_block=0
+first_source=
+next_sources() { # sets first_source to the next run's first client address
+  source_block=$((source_block % 250 + 1))
+  first_source=127.0.$source_block.2
+}
 # One bench call (or, for the hot room, one call plus retries) on a fresh server.
 bench_call() { # MEASURE NAME TXT CSV
   local m=$1 name=$2 txt=$3 csv=$4 url="ws://127.0.0.1:$server_port" secs
   secs=$(timeout_of "$m")
   local common=(--url "$url" --server-pid "$server_pid" --csv "$csv" --label "$name")
+  case $m in
+    idle|idle-json|room-*|storm-*)
+      next_sources
+      echo "### run.sh: sources $first_source ($(ss -Htan state time-wait 2>/dev/null | grep -c .) sockets in TIME_WAIT)" \
+        >> "$txt"
+      common+=(--first-source "$first_source") ;;
+  esac
   case $m in
     hot-room)
       local todo=$rates retry

@@ -81,8 +81,8 @@ enum Scenario {
         #[command(flatten)]
         args: ManyRoomsArgs,
     },
-    /// 3. Idle: up to 19,000 silent connections from 127.0.0.2.. source addresses;
-    ///    handshakes/s and the server's RSS per connection.
+    /// 3. Idle: up to 19,000 silent connections from source addresses 127.0.0.2 and up
+    ///    (`--first-source`); handshakes/s and the server's RSS per connection.
     Idle {
         #[command(flatten)]
         common: Common,

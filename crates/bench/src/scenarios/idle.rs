@@ -1,6 +1,7 @@
 //! Scenario 3, idle connections: opens up to `--conns` WebSockets that then stay silent,
-//! from source addresses 127.0.0.2, 127.0.0.3, ... (`--per-address` each, so the client
-//! side never runs out of ephemeral ports), and reports handshakes/s, handshake latency
+//! from source addresses `--first-source` (127.0.0.2), the next one (127.0.0.3), ...
+//! (`--per-address` each, so the client side never runs out of ephemeral ports), and
+//! reports handshakes/s, handshake latency
 //! and the server's RSS growth per connection (needs `--server-pid`).
 //!
 //! With `--room-size` equal to `--conns` every plain-text connection is in one room;
@@ -52,9 +53,16 @@ pub struct IdleArgs {
     #[arg(long, default_value_t = 19_000)]
     pub conns: usize,
 
-    /// Connections per source address (127.0.0.2, then 127.0.0.3, ...).
+    /// Connections per source address (`--first-source`, then the next address, ...).
     #[arg(long, default_value_t = 10_000)]
     pub per_address: usize,
+
+    /// The first source address (in 127.0.0.0/8, not the server's): connections come
+    /// from it, then from the next address up, `--per-address` each. A run right after
+    /// one whose ~10,000 client sockets from the same address are still in TIME_WAIT
+    /// (60 s) connects about twice as slowly: give each run fresh addresses.
+    #[arg(long, default_value_t = Ipv4Addr::new(127, 0, 0, 2))]
+    pub first_source: Ipv4Addr,
 
     /// Protocol of the connections.
     #[arg(long, value_enum, default_value_t = Protocol::Json)]
@@ -101,18 +109,61 @@ pub fn run(common: &Common, args: &IdleArgs) -> anyhow::Result<bool> {
     runtime.block_on(measure(common, args))
 }
 
-pub(crate) fn source_address(index: usize, per_address: usize) -> anyhow::Result<IpAddr> {
-    let offset = u32::try_from(index / per_address.max(1)).context("too many addresses")?;
-    let base = u32::from(Ipv4Addr::new(127, 0, 0, 2));
-    let ip = Ipv4Addr::from(base + offset);
-    if ip.octets()[0] != 127 {
-        bail!("source address {ip} is outside the loopback range");
-    }
-    Ok(IpAddr::V4(ip))
+/// The source addresses of a scenario's connections: connection `i` comes from
+/// `first + i / per_address`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sources {
+    first: Ipv4Addr,
+    per_address: usize,
 }
 
-async fn open(endpoint: &Endpoint, args: &IdleArgs, index: usize) -> anyhow::Result<TcpStream> {
-    let bind = Some(source_address(index, args.per_address)?);
+impl Sources {
+    /// The addresses of `conns` connections from `first` up, `per_address` each; fails
+    /// unless every one of them is a loopback address (127.0.0.0/8, all local on Linux)
+    /// other than the server's (`server`).
+    pub(crate) fn new(first: Ipv4Addr, per_address: usize, conns: usize, server: IpAddr) -> anyhow::Result<Self> {
+        let sources = Self { first, per_address: per_address.max(1) };
+        let count = conns.div_ceil(sources.per_address);
+        for n in 0..count {
+            let ip = sources.nth(n)?;
+            if IpAddr::V4(ip) == server {
+                bail!("source address {ip} is the server's address: pick another --first-source");
+            }
+        }
+        Ok(sources)
+    }
+
+    /// The `n`th address from `first`.
+    fn nth(&self, n: usize) -> anyhow::Result<Ipv4Addr> {
+        let ip = u32::try_from(n)
+            .ok()
+            .and_then(|n| u32::from(self.first).checked_add(n))
+            .map(Ipv4Addr::from)
+            .filter(|ip| ip.octets()[0] == 127 && *ip != Ipv4Addr::new(127, 255, 255, 255))
+            .with_context(|| {
+                format!("source address {} + {n} is outside the loopback range 127.0.0.0/8", self.first)
+            })?;
+        Ok(ip)
+    }
+
+    /// The source address of connection `index`.
+    pub(crate) fn of(&self, index: usize) -> anyhow::Result<IpAddr> {
+        Ok(IpAddr::V4(self.nth(index / self.per_address)?))
+    }
+
+    /// How many addresses `conns` connections use.
+    pub(crate) fn count(&self, conns: usize) -> usize {
+        conns.div_ceil(self.per_address)
+    }
+
+    /// The first address.
+    pub(crate) fn first(&self) -> Ipv4Addr {
+        self.first
+    }
+}
+
+async fn open(endpoint: &Endpoint, args: &IdleArgs, sources: Sources, index: usize) -> anyhow::Result<TcpStream> {
+    let bind = Some(sources.of(index)?);
     match args.protocol {
         Protocol::Plain => {
             let path = format!("/ws/chat/idle-{}", index / args.room_size.max(1));
@@ -145,10 +196,14 @@ async fn measure(common: &Common, args: &IdleArgs) -> anyhow::Result<bool> {
     let endpoint = Arc::new(Endpoint::parse(&common.url)?);
     let pid = common.server_pid.map(|p| p.to_string());
     let rss_before = pid.as_deref().map(stats::rss_bytes).transpose()?;
-    let addresses = args.conns.div_ceil(args.per_address.max(1));
+    let sources = Sources::new(args.first_source, args.per_address, args.conns, endpoint.addr.ip())?;
     println!(
-        "idle: {} {:?} connections from {addresses} source address(es) starting at 127.0.0.2, {} handshakes in flight",
-        args.conns, args.protocol, args.connect_concurrency
+        "idle: {} {:?} connections from {} source address(es) starting at {}, {} handshakes in flight",
+        args.conns,
+        args.protocol,
+        sources.count(args.conns),
+        sources.first(),
+        args.connect_concurrency
     );
     let permits = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let meter = CpuMeter::start(common.server_pid);
@@ -159,7 +214,7 @@ async fn measure(common: &Common, args: &IdleArgs) -> anyhow::Result<bool> {
         tasks.push(tokio::spawn(async move {
             let _permit = permits.acquire().await;
             let t0 = now_us();
-            let opened = open(&endpoint, &args, index).await;
+            let opened = open(&endpoint, &args, sources, index).await;
             opened.map(|stream| (stream, now_us() - t0))
         }));
     }
@@ -310,4 +365,26 @@ async fn probe(streams: Vec<TcpStream>, room_size: usize) -> anyhow::Result<(Vec
         back.push(stream);
     }
     Ok((back, reached, (last - started) as f64 / 1000.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_addresses() {
+        let server = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let sources = Sources::new(Ipv4Addr::new(127, 0, 0, 2), 10_000, 19_000, server).unwrap();
+        assert_eq!(sources.count(19_000), 2);
+        assert_eq!(sources.of(0).unwrap(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+        assert_eq!(sources.of(9_999).unwrap(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+        assert_eq!(sources.of(10_000).unwrap(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)));
+        let sources = Sources::new(Ipv4Addr::new(127, 0, 7, 255), 10, 11, server).unwrap();
+        assert_eq!(sources.of(10).unwrap(), IpAddr::V4(Ipv4Addr::new(127, 0, 8, 0)));
+        // The server's address, or beyond 127.0.0.0/8, is refused.
+        assert!(Sources::new(Ipv4Addr::new(127, 0, 0, 0), 10, 11, server).is_err());
+        assert!(Sources::new(Ipv4Addr::new(127, 255, 255, 254), 10, 11, server).is_err());
+        assert!(Sources::new(Ipv4Addr::new(10, 0, 0, 2), 10, 1, server).is_err());
+        assert!(Sources::new(Ipv4Addr::new(127, 0, 0, 2), 0, 2, server).is_ok());
+    }
 }

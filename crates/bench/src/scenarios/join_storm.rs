@@ -15,6 +15,7 @@
 //! been told the final count by an `occupancy` event.
 
 use std::{
+    net::Ipv4Addr,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
         Arc, Mutex,
@@ -31,7 +32,7 @@ use tokio::sync::Semaphore;
 
 use crate::{
     dial, jsonws,
-    scenarios::idle::{source_address, Protocol},
+    scenarios::idle::{Protocol, Sources},
     stats::{self, now_us, CpuMeter},
     Common,
 };
@@ -65,9 +66,16 @@ pub struct JoinStormArgs {
     #[arg(long, default_value_t = 256)]
     pub connect_concurrency: usize,
 
-    /// Connections per source address (127.0.0.2, then 127.0.0.3, ...).
+    /// Connections per source address (`--first-source`, then the next address, ...).
     #[arg(long, default_value_t = 10_000)]
     pub per_address: usize,
+
+    /// The first source address (in 127.0.0.0/8, not the server's): the members, then
+    /// the joiners, come from it and the addresses above it, `--per-address` each. Give
+    /// each run fresh addresses: client sockets of an earlier run still in TIME_WAIT on
+    /// the same address slow connecting down about twofold.
+    #[arg(long, default_value_t = Ipv4Addr::new(127, 0, 0, 2))]
+    pub first_source: Ipv4Addr,
 
     /// Seconds between filling the room and the storm (lets the events of the filling go out).
     #[arg(long, default_value_t = 1.5)]
@@ -117,10 +125,11 @@ pub fn run(common: &Common, args: &JoinStormArgs) -> anyhow::Result<bool> {
 async fn join(
     endpoint: &Endpoint,
     args: &JoinStormArgs,
+    sources: Sources,
     index: usize,
     name: &str,
 ) -> anyhow::Result<(WsConn, u64, u64, Option<Value>)> {
-    let bind = Some(source_address(index, args.per_address)?);
+    let bind = Some(sources.of(index)?);
     let t0 = now_us();
     match args.protocol {
         Protocol::Plain => {
@@ -193,6 +202,7 @@ struct Joined {
 async fn join_many(
     endpoint: &Arc<Endpoint>,
     args: &JoinStormArgs,
+    sources: Sources,
     first: usize,
     count: usize,
     prefix: &str,
@@ -209,7 +219,7 @@ async fn join_many(
         tasks.push(tokio::spawn(async move {
             let joined = {
                 let _permit = permits.acquire().await;
-                join(&endpoint, &args, index, &name).await
+                join(&endpoint, &args, sources, index, &name).await
             };
             let (conn, connect_us, join_us, reply) = joined?;
             let done = now_us();
@@ -296,14 +306,22 @@ async fn measure(common: &Common, args: &JoinStormArgs) -> anyhow::Result<bool> 
         Protocol::Json => "json",
         Protocol::Plain => "plain",
     };
+    let conns = args.members + args.joiners;
+    let sources = Sources::new(args.first_source, args.per_address, conns, endpoint.addr.ip())?;
     println!(
-        "join storm: {} {protocol} members in room {}, then {} joiners at once ({} in flight)",
-        args.members, args.room, args.joiners, args.connect_concurrency
+        "join storm: {} {protocol} members in room {}, then {} joiners at once ({} in flight), \
+         from {} source address(es) starting at {}",
+        args.members,
+        args.room,
+        args.joiners,
+        args.connect_concurrency,
+        sources.count(conns),
+        sources.first()
     );
     let seen = Arc::new(Seen::default());
 
     // Fill the room.
-    let setup = join_many(&endpoint, args, 0, args.members, "storm-m", &seen).await?;
+    let setup = join_many(&endpoint, args, sources, 0, args.members, "storm-m", &seen).await?;
     let setup_rate = setup.members.len() as f64 / setup.secs.max(1e-9);
     println!(
         "room filled: {} of {} members in {:.2} s ({setup_rate:.0} joins/s), join {}, {} failed",
@@ -319,7 +337,7 @@ async fn measure(common: &Common, args: &JoinStormArgs) -> anyhow::Result<bool> 
 
     // The storm.
     let meter = CpuMeter::start(common.server_pid);
-    let storm = join_many(&endpoint, args, args.members, args.joiners, "storm-j", &seen).await?;
+    let storm = join_many(&endpoint, args, sources, args.members, args.joiners, "storm-j", &seen).await?;
     let usage = meter.stop();
     let joined = storm.members.len();
     let joins_per_s = joined as f64 / storm.secs.max(1e-9);
