@@ -788,8 +788,9 @@ def build_section(results_dir, meta, versions, runs, samples, phases, png_ref):
             "the first failure, after one retry of that step on the same server process (a single step can fail "
             "on noise on a shared machine). The bench runs on 1 thread.")
     if ran & {"idle", "room-a", "room-b", "storm-plain", "storm-json", "idle-json"}:
-        text = ("- The idle and join-storm measurements open their connections 256 at a time from 127.0.0.2 "
-                "(and 127.0.0.3 above 10,000).")
+        text = ("- The idle and join-storm measurements open their connections 256 at a time, each run from "
+                "source addresses of its own (127.0.K.2, and 127.0.K.3 above 10,000, K changing every run): "
+                "sockets a previous run left in TIME_WAIT never slow the next one.")
         if ran & {"room-a", "room-b"}:
             text += (" One-room figures are checked: a message sent after connecting must reach every connection "
                      "(`--probe`), and the server is killed before the bench closes its connections "
