@@ -18,6 +18,7 @@ use crate::{
     broker::Solo,
     config::ServeConfig,
     hub::{self, Hub, HubSettings},
+    metrics::Metrics,
     session::SessionSettings,
     store::{MessageStore, SqliteStore},
 };
@@ -80,8 +81,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     let listener = bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let (commits, commit_stream) = hub::commit_stream(COMMIT_STREAM_DEPTH);
+    // This server's own metrics: several servers in one process (the tests) count apart.
+    let metrics = Arc::new(Metrics::new());
     let store: Arc<dyn MessageStore> = Arc::new(
-        SqliteStore::open(&config.db, commits)
+        SqliteStore::open(&config.db, commits, Arc::clone(&metrics))
             .with_context(|| format!("cannot open the database {}", config.db.display()))?,
     );
     let hub = Arc::new(Hub::new(
@@ -93,6 +96,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
             presence_max_members: config.presence_events_max_members,
             node: format!("n_{:016x}", rand::random::<u64>()).into(),
         },
+        Arc::clone(&metrics),
     ));
     let dispatcher = tokio::spawn({
         let hub = Arc::clone(&hub);
@@ -117,11 +121,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
             idle_timeout: config.idle_timeout(),
             max_pending_sends: MAX_PENDING_SENDS,
             shutdown_grace: config.shutdown_grace(),
+            metrics: Arc::clone(&metrics),
         }),
         origins: Arc::new(OriginPolicy::new(&config.allowed_origins)),
         connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
+        metrics,
     };
     let grace = config.shutdown_grace();
     // Small frames must leave at once: Nagle's algorithm would hold them for an ACK.

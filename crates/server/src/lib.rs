@@ -8,6 +8,7 @@ pub mod app;
 mod broker;
 pub mod config;
 mod hub;
+mod metrics;
 mod session;
 mod store;
 mod web;

@@ -1,6 +1,7 @@
 //! HTTP surface: the WebSocket endpoints, the room directory, health and readiness, the machine-readable
-//! protocol description, and the embedded web client. Handlers stay thin: they parse,
-//! call the hub, and map errors to status codes.
+//! protocol description, the Prometheus metrics, and the embedded web client. Handlers
+//! stay thin: they parse, call the hub, and map errors to status codes. Every request
+//! is counted by route and status (the `metrics` layer around the whole router).
 
 mod origin;
 mod rooms;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use axum::{
     http::{header, StatusCode},
+    middleware,
     response::IntoResponse,
     routing::get,
     Router,
@@ -19,7 +21,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use origin::OriginPolicy;
 
-use crate::{hub::Hub, session::SessionSettings, web};
+use crate::{hub::Hub, metrics, metrics::Metrics, session::SessionSettings, web};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -36,6 +38,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Where session tasks are spawned, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// This server's metrics (`GET /metrics`; the REST routes count what they accept).
+    pub metrics: Arc<Metrics>,
 }
 
 /// The whole HTTP router.
@@ -48,7 +52,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/asyncapi.json", get(asyncapi))
+        .route("/metrics", get(metrics::serve).with_state(Arc::clone(&state.metrics)))
         .merge(web::router())
+        .layer(middleware::from_fn_with_state(Arc::clone(&state.metrics), metrics::track_http))
         .with_state(state)
 }
 
