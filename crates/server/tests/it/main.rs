@@ -9,6 +9,7 @@ mod json_errors;
 mod lifecycle;
 mod limits;
 mod members;
+mod metrics;
 mod plain;
 mod resilient;
 mod terminal_client;
