@@ -19,6 +19,7 @@ use crate::{
     broker::Solo,
     config::ServeConfig,
     hub::{self, Hub, HubSettings},
+    metrics::Metrics,
     net::NoDelayListener,
     session::SessionSettings,
     store::{MessageStore, SqliteStore},
@@ -109,8 +110,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     let listener = bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let (commits, commit_stream) = hub::commit_stream(COMMIT_STREAM_DEPTH);
+    // This server's own metrics: several servers in one process (the tests) count apart.
+    let metrics = Arc::new(Metrics::new());
     let store: Arc<dyn MessageStore> = Arc::new(
-        SqliteStore::open(&config.db, commits)
+        SqliteStore::open(&config.db, commits, Arc::clone(&metrics))
             .with_context(|| format!("cannot open the database {}", config.db.display()))?,
     );
     let hub = Arc::new(Hub::new(
@@ -122,6 +125,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
             presence_max_members: config.presence_events_max_members,
             node: format!("n_{:016x}", rand::random::<u64>()).into(),
         },
+        Arc::clone(&metrics),
     ));
     let dispatcher = tokio::spawn({
         let hub = Arc::clone(&hub);
@@ -146,12 +150,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
             idle_timeout: config.idle_timeout(),
             max_pending_sends: MAX_PENDING_SENDS,
             shutdown_grace: config.shutdown_grace(),
+            metrics: Arc::clone(&metrics),
         }),
         origins: Arc::new(OriginPolicy::new(&config.allowed_origins)),
         connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         api_key: config.api_key.as_deref().map(Arc::from),
+        metrics,
     };
     let grace = config.shutdown_grace();
     let listener = NoDelayListener(listener);

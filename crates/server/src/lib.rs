@@ -8,6 +8,7 @@ pub mod app;
 mod broker;
 pub mod config;
 mod hub;
+mod metrics;
 mod net;
 mod session;
 mod store;

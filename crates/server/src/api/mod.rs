@@ -1,8 +1,10 @@
 //! HTTP surface: the WebSocket endpoints, the REST API (`/api/rooms...`, documented at
 //! `/docs` and `/openapi.json`), health and readiness, the machine-readable protocol
-//! description, and the embedded web client. Handlers stay thin: they parse,
+//! description, the Prometheus metrics, and the embedded web client. Handlers stay thin: they parse,
 //! call the hub, and map errors to status codes. The `/api` routes get the CORS layer
 //! of `--cors-origins`, when there is one.
+//! Every request is counted by route and status (the `metrics` layer around the whole
+//! router).
 
 mod access;
 pub mod cors;
@@ -16,6 +18,7 @@ use std::sync::Arc;
 
 use axum::{
     http::{header, StatusCode},
+    middleware,
     response::IntoResponse,
     routing::get,
     Router,
@@ -26,7 +29,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 pub use access::Peer;
 pub use origin::OriginPolicy;
 
-use crate::{hub::Hub, session::SessionSettings, web};
+use crate::{hub::Hub, metrics, metrics::Metrics, session::SessionSettings, web};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -45,6 +48,8 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// The key REST writes must present; None: loopback clients only.
     pub api_key: Option<Arc<str>>,
+    /// This server's metrics (`GET /metrics`; the REST routes count what they accept).
+    pub metrics: Arc<Metrics>,
 }
 
 /// The whole HTTP router; `cors` (see [`cors::layer`]) wraps the `/api` routes only.
@@ -67,8 +72,10 @@ pub fn router(state: AppState, cors: Option<cors::ApiCors>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/asyncapi.json", get(asyncapi))
+        .route("/metrics", get(metrics::serve).with_state(Arc::clone(&state.metrics)))
         .merge(web::router())
         .merge(openapi::router())
+        .layer(middleware::from_fn_with_state(Arc::clone(&state.metrics), metrics::track_http))
         .with_state(state)
 }
 

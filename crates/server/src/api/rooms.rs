@@ -21,7 +21,10 @@ use super::{
     upgrade::display_name,
     AppState,
 };
-use crate::hub::{Post, RoomListing};
+use crate::{
+    hub::{Post, RoomListing},
+    metrics::Route,
+};
 
 /// The most rooms one call lists.
 const MAX_ROOMS: u32 = 1_000;
@@ -238,6 +241,7 @@ pub async fn publish(
     let author = User { id: format!("api:{name}"), name };
     let SendRequest { room, text, key, reply_to } = send;
     let pending = state.hub.publish_as(author, Post { room: room.clone(), text, key, reply_to }).await?;
+    state.metrics.message_accepted(Route::Rest);
     let posted = pending.await?;
     let reply = SendReply { room, seq: posted.seq, ts: posted.ts, duplicate: posted.duplicate };
     Ok((StatusCode::CREATED, Json(reply)))

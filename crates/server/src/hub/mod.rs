@@ -13,6 +13,9 @@
 //! Joining and leaving cost the same in a room of ten or of ten thousand (see
 //! `room.rs`): large rooms report their count in `occupancy` events, which
 //! [`Hub::run_occupancy`] sends at most once per second per room.
+//!
+//! The hub counts what it alone sees in the server's metrics: rooms with members, and
+//! per room and commit batch the frames it pushed and each message's latency.
 
 mod commits;
 mod outbox;
@@ -42,6 +45,7 @@ pub use outbox::{Frame, Outbox, Taken};
 use room::{CountChange, Room};
 
 use crate::broker::{Broker, NodeId};
+use crate::metrics::Metrics;
 use crate::store::{Appended, MessageStore, NewMessage, Page, PageQuery, PendingAppend, RoomRecord, StoreError};
 
 /// The kind of every room in this version.
@@ -204,11 +208,18 @@ pub struct Hub {
     next_session: AtomicU64,
     /// Large rooms whose member count changed since the last occupancy round.
     occupancy_due: Mutex<Vec<Arc<Room>>>,
+    /// Rooms, deliveries and delivery latency are counted here.
+    metrics: Arc<Metrics>,
 }
 
 impl Hub {
-    /// A hub over `store`, hearing other nodes through `broker`.
-    pub fn new(store: Arc<dyn MessageStore>, broker: Arc<dyn Broker>, settings: HubSettings) -> Self {
+    /// A hub over `store`, hearing other nodes through `broker`, counting in `metrics`.
+    pub fn new(
+        store: Arc<dyn MessageStore>,
+        broker: Arc<dyn Broker>,
+        settings: HubSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             rooms: RwLock::new(HashMap::new()),
             store,
@@ -216,6 +227,7 @@ impl Hub {
             settings,
             next_session: AtomicU64::new(1),
             occupancy_due: Mutex::new(Vec::new()),
+            metrics,
         }
     }
 
@@ -257,19 +269,29 @@ impl Hub {
     fn room_or_new(&self, name: RoomName) -> Arc<Room> {
         let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
         let presence_max = self.settings.presence_max_members;
-        Arc::clone(rooms.entry(name.clone()).or_insert_with(|| Arc::new(Room::new(name, presence_max))))
+        let room = Arc::clone(rooms.entry(name.clone()).or_insert_with(|| Arc::new(Room::new(name, presence_max))));
+        self.metrics.set_rooms(rooms.len());
+        room
     }
 
     /// Fans a commit batch out room by room: each member's outbox is locked once per
-    /// batch, and each message is encoded once per protocol.
+    /// batch, and each message is encoded once per protocol. Counts the frames pushed
+    /// (one add per room) and each message's latency since its commit.
     fn deliver(&self, messages: &[Arc<Message>]) {
         let mut by_room: HashMap<&RoomName, Vec<&Message>> = HashMap::new();
         for message in messages {
             by_room.entry(&message.room).or_default().push(message);
         }
+        let now = Timestamp::now();
         for (name, messages) in by_room {
             if let Some(room) = self.room(name) {
-                room.deliver(&messages);
+                let delivered = room.deliver(&messages);
+                self.metrics.delivered(delivered.frames);
+                if delivered.frames > 0 {
+                    for message in &messages[messages.len().saturating_sub(delivered.messages)..] {
+                        self.metrics.delivery_latency(message.ts, now);
+                    }
+                }
             }
         }
     }
@@ -412,6 +434,7 @@ impl Hub {
         let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
         if rooms.get(name).is_some_and(|current| Arc::ptr_eq(current, room)) && room.retire_if_empty() {
             rooms.remove(name);
+            self.metrics.set_rooms(rooms.len());
         }
     }
 

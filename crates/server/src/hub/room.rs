@@ -105,6 +105,16 @@ pub(super) struct Snapshot {
     pub(super) cursor: Option<u64>,
 }
 
+/// What one [`Room::deliver`] did, for the hub's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Delivered {
+    /// Message frames queued on members' outboxes (members that overflowed excluded).
+    pub(super) frames: u64,
+    /// Messages not delivered before: the last `messages` of the slice given (a room's
+    /// messages come in seq order, and only seqs above the last delivered one are new).
+    pub(super) messages: usize,
+}
+
 /// The outcome of [`Room::add`] and [`Room::remove`] the hub acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum CountChange {
@@ -197,23 +207,26 @@ impl Room {
 
     /// Fans committed messages of this room (in seq order) out to the members, encoding
     /// each at most once per protocol and pushing them to each member in one go.
-    pub(super) fn deliver(&self, messages: &[&Message]) {
+    /// Returns what it queued, counted with plain integers (the hub adds it up once).
+    pub(super) fn deliver(&self, messages: &[&Message]) -> Delivered {
         let mut state = self.lock();
         let fresh: Vec<&Message> = messages.iter().copied().filter(|m| m.seq > state.delivered).collect();
-        let Some(last) = fresh.last() else { return };
+        let Some(last) = fresh.last() else { return Delivered::default() };
         state.delivered = last.seq;
+        let mut pushed = 0u64;
         if !state.json.is_empty() {
             let frames: Vec<Frame> = fresh.iter().map(|m| encode_message_event(m)).collect();
             for member in state.json.values() {
-                member.outbox.push_all(&frames);
+                pushed += u64::from(member.outbox.push_all(&frames));
             }
         }
         if !state.plain.is_empty() {
             let frames: Vec<Frame> = fresh.iter().map(|m| Frame::from(plain::received(&m.text))).collect();
             for member in state.plain.values() {
-                member.outbox.push_all(&frames);
+                pushed += u64::from(member.outbox.push_all(&frames));
             }
         }
+        Delivered { frames: pushed * fresh.len() as u64, messages: fresh.len() }
     }
 
     /// Adds a member and returns what it needs to know with at most `listed` users of
@@ -389,7 +402,7 @@ mod tests {
             key: None,
             reply_to: None,
         };
-        room.deliver(&[&message]);
+        assert_eq!(room.deliver(&[&message]), Delivered { frames: 4, messages: 1 }, "one frame per member");
         let frames: Vec<Frame> = members
             .iter()
             .map(|m| {

@@ -15,14 +15,14 @@ async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
 /// A node: a hub over its own SQLite store, its dispatcher running, on `broker`.
 fn node(name: &str, broker: &Arc<InProcessBroker>, dir: &std::path::Path) -> Arc<Hub> {
     let (commits, stream) = commit_stream(64);
-    let store = SqliteStore::open(&dir.join(format!("{name}.db")), commits).unwrap();
+    let store = SqliteStore::open(&dir.join(format!("{name}.db")), commits, Arc::default()).unwrap();
     let settings = HubSettings {
         recovery_limit: 100,
         typing_interval: Duration::from_secs(2),
         presence_max_members: 1000,
         node: name.into(),
     };
-    let hub = Arc::new(Hub::new(Arc::new(store), Arc::clone(broker) as Arc<dyn Broker>, settings));
+    let hub = Arc::new(Hub::new(Arc::new(store), Arc::clone(broker) as Arc<dyn Broker>, settings, Arc::default()));
     tokio::spawn({
         let hub = Arc::clone(&hub);
         async move { hub.run_dispatcher(stream).await }

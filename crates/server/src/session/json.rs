@@ -7,7 +7,10 @@ use bavard_protocol::{
 };
 
 use super::{End, SentOutcome, Session, Socket};
-use crate::hub::{HubError, Post};
+use crate::{
+    hub::{HubError, Post},
+    metrics::Route,
+};
 
 /// The event sent just before closing with 1001.
 pub(super) fn closing_event() -> String {
@@ -76,6 +79,7 @@ where
     }
 
     async fn rate_limited(&mut self, id: Option<RequestId>) -> Result<(), End> {
+        self.settings.metrics.rate_limited();
         self.strikes += 1;
         if self.strikes >= self.settings.rate_strikes {
             return Err(End::RateLimited);
@@ -111,6 +115,7 @@ where
         let post = Post { room: room.clone(), text, key, reply_to };
         match self.hub.publish(&self.me, post).await {
             Ok(pending) => {
+                self.settings.metrics.message_accepted(Route::Ws);
                 self.pending.push_back(Box::pin(async move { SentOutcome { id, room, outcome: pending.await } }));
                 Ok(())
             }

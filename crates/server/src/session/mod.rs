@@ -4,7 +4,10 @@
 //!
 //! The session is generic over any `Sink`/`Stream` of WebSocket messages, so it runs
 //! the same over a real socket or an in-memory pair. It talks to rooms only through
-//! the [`Hub`]; it never touches the store.
+//! the [`Hub`]; it never touches the store. It counts what only it sees (connections,
+//! messages accepted, rate-limited frames, 4008 closes) in the metrics that come with
+//! its [`SessionSettings`]: shared by every session already, so counting adds no
+//! memory per connection.
 
 mod json;
 mod plain;
@@ -23,7 +26,10 @@ use tracing::Instrument;
 
 pub use rate::RateLimiter;
 
-use crate::hub::{Frame, Hub, HubError, Outbox, Posted, Protocol, Subscriber, Taken};
+use crate::{
+    hub::{Frame, Hub, HubError, Outbox, Posted, Protocol, Subscriber, Taken},
+    metrics::Metrics,
+};
 
 /// What a session runs over: a WebSocket as a sink and stream of messages (a real
 /// socket, or an in-memory pair in the tests).
@@ -54,6 +60,9 @@ pub struct SessionSettings {
     pub max_pending_sends: usize,
     /// How long a shutting-down session waits for its pending sends.
     pub shutdown_grace: Duration,
+    /// Where sessions count connections, accepted messages, rate-limited frames and
+    /// slow-consumer closes.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why a session ended. [`End::close_frame`] is the one place that maps it to a code.
@@ -259,8 +268,10 @@ where
     };
     async move {
         tracing::debug!("connected");
+        session.settings.metrics.connections(session.me.protocol).inc();
         let end = session.serve(room).await;
         Box::pin(session.finish(end)).await;
+        session.settings.metrics.connections(session.me.protocol).dec();
     }
     .instrument(span)
 }
@@ -431,6 +442,9 @@ where
         // Long enough for a client that paused reading to get its close frame, short
         // enough that a dead one does not hold its buffers (or a shutdown) for long.
         let linger = if matches!(end, End::Shutdown) { Duration::from_secs(1) } else { Duration::from_secs(5) };
+        if matches!(end, End::SlowConsumer) {
+            self.settings.metrics.slow_consumer_closed();
+        }
         self.hub.disconnect(&self.me, self.rooms.drain());
         tracing::debug!(?end, "session ended");
         let close = async {

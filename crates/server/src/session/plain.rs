@@ -4,7 +4,7 @@
 use bavard_protocol::RoomName;
 
 use super::{End, Session, Socket};
-use crate::hub::Post;
+use crate::{hub::Post, metrics::Route};
 
 impl<S> Session<S>
 where
@@ -41,7 +41,10 @@ where
         let post = Post { room, text: text.to_owned(), key: None, reply_to: None };
         match self.hub.publish(&self.me, post).await {
             // Delivery, to this client too, comes through the room once committed.
-            Ok(_committing) => Ok(()),
+            Ok(_committing) => {
+                self.settings.metrics.message_accepted(Route::Plain);
+                Ok(())
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot store a plain-text message");
                 Err(End::Disconnected)

@@ -35,6 +35,7 @@ fn settings() -> SessionSettings {
         idle_timeout: IDLE_TIMEOUT,
         max_pending_sends: 256,
         shutdown_grace: Duration::from_secs(1),
+        metrics: Arc::default(),
     }
 }
 
@@ -65,7 +66,7 @@ impl Server {
             presence_max_members: 1000,
             node: "test".into(),
         };
-        let hub = Arc::new(Hub::new(Arc::new(MemoryStore::new(commits)), Arc::new(Solo), settings));
+        let hub = Arc::new(Hub::new(Arc::new(MemoryStore::new(commits)), Arc::new(Solo), settings, Arc::default()));
         tokio::spawn({
             let hub = Arc::clone(&hub);
             async move { hub.run_dispatcher(stream).await }

@@ -10,6 +10,7 @@ mod json_errors;
 mod lifecycle;
 mod limits;
 mod members;
+mod metrics;
 mod plain;
 mod resilient;
 mod rest;

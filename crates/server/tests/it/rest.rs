@@ -152,6 +152,13 @@ async fn a_rest_publish_reaches_json_and_plain_members_and_a_retried_key_stores_
     assert_eq!(texts, ["from the backend", "marker"]);
     assert_eq!(history["messages"][0]["from"], json!({"id": "api:bot", "name": "bot"}));
 
+    let (_, metrics) = http_get(&server.http("/metrics")).await;
+    let rest_accepted = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(r#"bavard_messages_accepted_total{route="rest"} "#))
+        .and_then(|count| count.trim().parse::<f64>().ok());
+    assert_eq!(rest_accepted, Some(2.0), "the publish and its retry were accepted for commit:\n{metrics}");
+
     // The same validation as a WebSocket send.
     let empty = http_json("POST", &url, &json!({"text": ""})).await;
     assert_eq!((empty.status, error_code(&empty).as_str()), (400, "bad_request"));

@@ -28,7 +28,7 @@ use self::{
     writer::{Writer, WriterCommand},
 };
 use super::{MessageStore, NewMessage, Page, PageQuery, PendingAppend, RoomRecord, StoreError};
-use crate::hub::CommitSender;
+use crate::{hub::CommitSender, metrics::Metrics};
 
 /// How many appends may wait for the writer before `append` applies backpressure.
 const WRITER_QUEUE: usize = 16_384;
@@ -136,8 +136,8 @@ fn attach(conn: &Connection, path: &Path, alias: &str) -> Result<(), StoreError>
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and starts the writer thread.
-    /// Commits are reported on `commits`.
-    pub fn open(path: &Path, commits: CommitSender) -> Result<Self, StoreError> {
+    /// Commits are reported on `commits`, their duration and size in `metrics`.
+    pub fn open(path: &Path, commits: CommitSender, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
         let log_path = journal_path(path);
         let mut archive = open_connection(path, false)?;
         archive.execute_batch(SCHEMA)?;
@@ -158,7 +158,7 @@ impl SqliteStore {
         let (writer, queue) = mpsc::channel(WRITER_QUEUE);
         let tail = Arc::new(Tail::default());
         let last_id = Arc::new(std::sync::atomic::AtomicI64::new(0));
-        let mut state = Writer::new(journal, Arc::clone(&last_id), Arc::clone(&tail), commits);
+        let mut state = Writer::new(journal, Arc::clone(&last_id), Arc::clone(&tail), commits, metrics);
         thread::Builder::new()
             .name("bavard-sqlite-writer".into())
             .spawn(move || state.run(queue))
@@ -444,7 +444,7 @@ mod tests {
     async fn seqs_are_per_room_gap_free_and_keys_deduplicate() {
         let dir = tempfile::tempdir().unwrap();
         let (commits, mut stream) = crate::hub::commit_stream(64);
-        let store = SqliteStore::open(&dir.path().join("t.db"), commits).unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), commits, Arc::default()).unwrap();
         assert_eq!(append(&store, new_message("a", "1", None)).await.seq, 1);
         assert_eq!(append(&store, new_message("b", "1", None)).await.seq, 1);
         assert_eq!(append(&store, new_message("a", "2", Some("k"))).await.seq, 2);
@@ -468,7 +468,7 @@ mod tests {
     /// A store whose commit stream nobody reads (these tests read pages, not events).
     fn open_store(path: &Path) -> SqliteStore {
         let (commits, _unread) = crate::hub::commit_stream(1);
-        SqliteStore::open(path, commits).unwrap()
+        SqliteStore::open(path, commits, Arc::default()).unwrap()
     }
 
     fn journal_rows(path: &Path) -> i64 {

@@ -10,7 +10,8 @@
 //! writer how far it got; the writer then forgets those rows (their keys, the tail,
 //! and the rows themselves, deleted in its next transaction). Until then the [`Tail`]
 //! serves them to readers, and idempotency keys are checked against the journal in
-//! memory and against `messages` through its index.
+//! memory and against `messages` through its index. Each successful group commit
+//! records its duration and size in the server's metrics.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -18,6 +19,7 @@ use std::{
         atomic::{AtomicI64, Ordering},
         Arc,
     },
+    time::Instant,
 };
 
 use bavard_protocol::{Message, RoomName, Timestamp};
@@ -27,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::tail::Tail;
 use crate::{
     hub::CommitSender,
+    metrics::Metrics,
     store::{Appended, NewMessage, StoreError},
 };
 
@@ -73,12 +76,20 @@ pub(super) struct Writer {
     deletable_through: i64,
     tail: Arc<Tail>,
     commits: CommitSender,
+    /// Commit latency and batch size are recorded here.
+    metrics: Arc<Metrics>,
 }
 
 impl Writer {
     /// A writer over `conn` (the journal database, with `messages` attached as
     /// `archive`), whose journal must be empty (see [`super::archiver::archive_all`]).
-    pub(super) fn new(conn: Connection, last_id: Arc<AtomicI64>, tail: Arc<Tail>, commits: CommitSender) -> Self {
+    pub(super) fn new(
+        conn: Connection,
+        last_id: Arc<AtomicI64>,
+        tail: Arc<Tail>,
+        commits: CommitSender,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             conn,
             last_seq: HashMap::new(),
@@ -88,6 +99,7 @@ impl Writer {
             deletable_through: 0,
             tail,
             commits,
+            metrics,
         }
     }
 
@@ -185,8 +197,10 @@ impl Writer {
         let ts = Timestamp::now();
         let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = appends.into_iter().unzip();
         let count = messages.len();
+        let started = Instant::now();
         match self.insert_all(messages, ts) {
             Ok(Inserted { outcomes, committed, journaled }) => {
+                self.metrics.committed(count, started.elapsed());
                 for entry in journaled {
                     if let Some(id) = &entry.key {
                         self.journal_keys.insert(id.clone(), Appended { seq: entry.seq, ts, duplicate: false });
