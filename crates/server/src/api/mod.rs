@@ -59,7 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/asyncapi.json", get(asyncapi))
         .merge(web::router())
-        .merge(openapi::router())
+        .merge(openapi::router(state.sessions.limits.max_text_chars))
         .with_state(state)
 }
 
