@@ -2,6 +2,7 @@
 //! server speaking the plain-text protocol). Parses the command line and runs a scenario.
 
 mod dial;
+mod http1;
 mod jsonws;
 mod scenarios;
 mod stats;
@@ -18,6 +19,7 @@ use scenarios::{
     join_storm::{self, JoinStormArgs},
     many_rooms::{self, ManyRoomsArgs},
     reconnect::{self, ReconnectArgs},
+    rest_publish::{self, RestPublishArgs},
 };
 
 /// Load generator for Bavard chat servers.
@@ -114,8 +116,17 @@ enum Scenario {
         #[command(flatten)]
         args: ReconnectArgs,
     },
-    /// A few seconds of scenarios 1 and 4 at a low rate; exits non-zero if anything was
-    /// lost or failed (for CI).
+    /// REST publish: 100 HTTP/1.1 keep-alive connections POSTing messages (one request
+    ///    in flight each) while JSON and plain WebSocket members of the rooms receive;
+    ///    acked publishes/s, publish latency, and every publish checked delivered.
+    RestPublish {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: RestPublishArgs,
+    },
+    /// A few seconds of scenarios 1 and 4 at a low rate, and of REST publish; exits
+    /// non-zero if anything was lost or failed (for CI).
     Smoke {
         #[command(flatten)]
         common: Common,
@@ -132,6 +143,9 @@ fn main() -> ExitCode {
         Scenario::JoinStorm { common, args } => join_storm::run(common, args),
         Scenario::History { common, args } => history::run(common, args),
         Scenario::Reconnect { common, args } => reconnect::run(common, args),
+        Scenario::RestPublish { common, args } => {
+            rest_publish::run(common, args).map(|r| r.errors == 0 && r.missing == 0)
+        }
         Scenario::Smoke { common } => smoke(common),
     };
     match outcome {
@@ -145,7 +159,8 @@ fn main() -> ExitCode {
 }
 
 /// Scenario 1 with 50 receivers and 2 publishers at 5,000 deliveries/s for 2 s, then
-/// scenario 4 with 10 senders for 2 s: true when nothing was lost and every send was acked.
+/// scenario 4 with 10 senders for 2 s, then REST publish with 10 connections into 5
+/// rooms for 1 s: true when nothing was lost and every send or publish was acked.
 fn smoke(common: &Common) -> anyhow::Result<bool> {
     let hot = HotRoomArgs {
         conns: 50,
@@ -175,8 +190,22 @@ fn smoke(common: &Common) -> anyhow::Result<bool> {
     };
     let durable = durable::run(common, &durable_args)?;
     let durable_ok = durable.errors == 0 && durable.acked_per_s > 0.0 && !durable.histogram.is_empty();
-    println!("smoke: hot room {}, durable {}", verdict(hot_ok), verdict(durable_ok));
-    Ok(hot_ok && durable_ok)
+    let rest_args = RestPublishArgs {
+        conns: 10,
+        rooms: 5,
+        json_members: 1,
+        plain_members: 1,
+        duration: 1.0,
+        warmup_secs: 0.5,
+        drain_secs: 5.0,
+        text_bytes: 16,
+        api_key: None,
+        threads: 1,
+    };
+    let rest = rest_publish::run(common, &rest_args)?;
+    let rest_ok = rest.errors == 0 && rest.missing == 0 && rest.acked_per_s > 0.0 && !rest.histogram.is_empty();
+    println!("smoke: hot room {}, durable {}, rest publish {}", verdict(hot_ok), verdict(durable_ok), verdict(rest_ok));
+    Ok(hot_ok && durable_ok && rest_ok)
 }
 
 fn verdict(ok: bool) -> &'static str {

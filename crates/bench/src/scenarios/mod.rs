@@ -7,3 +7,4 @@ pub mod idle;
 pub mod join_storm;
 pub mod many_rooms;
 pub mod reconnect;
+pub mod rest_publish;

@@ -74,7 +74,7 @@ pub fn router(state: AppState, cors: Option<cors::ApiCors>) -> Router {
         .route("/asyncapi.json", get(asyncapi))
         .route("/metrics", get(metrics::serve).with_state(Arc::clone(&state.metrics)))
         .merge(web::router())
-        .merge(openapi::router())
+        .merge(openapi::router(state.sessions.limits.max_text_chars))
         .layer(middleware::from_fn_with_state(Arc::clone(&state.metrics), metrics::track_http))
         .with_state(state)
 }

@@ -3,7 +3,10 @@
 //! the binary: the page loads nothing from outside the server.
 
 use utoipa::{
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::{
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+        RefOr, Schema,
+    },
     Modify, OpenApi,
 };
 use utoipa_swagger_ui::{Config, SwaggerUi};
@@ -44,11 +47,27 @@ impl Modify for ApiKey {
     }
 }
 
-/// `/docs` (Swagger UI) and `/openapi.json`.
-pub fn router<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
+/// `/docs` (Swagger UI) and `/openapi.json`, describing a server whose messages have
+/// at most `max_text_chars` characters.
+pub fn router<S: Clone + Send + Sync + 'static>(max_text_chars: usize) -> axum::Router<S> {
     // The online validator badge would call validator.swagger.io: off.
     let config = Config::from("/openapi.json").validator_url("none");
-    axum::Router::from(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()).config(config))
+    axum::Router::from(SwaggerUi::new("/docs").url("/openapi.json", document(max_text_chars)).config(config))
+}
+
+/// The document, with this server's limit on a message's text as `maxLength`.
+fn document(max_text_chars: usize) -> utoipa::openapi::OpenApi {
+    let mut document = ApiDoc::openapi();
+    let text = document.components.as_mut().and_then(|components| components.schemas.get_mut("NewMessage")).and_then(
+        |message| match message {
+            RefOr::T(Schema::Object(message)) => message.properties.get_mut("text"),
+            _ => None,
+        },
+    );
+    if let Some(RefOr::T(Schema::Object(text))) = text {
+        text.max_length = Some(max_text_chars);
+    }
+    document
 }
 
 #[cfg(test)]
@@ -64,5 +83,13 @@ mod tests {
         for path in ["/api/rooms", "/api/rooms/{room}", "/api/rooms/{room}/messages", "/api/rooms/{room}/members"] {
             assert!(paths.contains_key(path), "{path} missing");
         }
+    }
+
+    #[test]
+    fn the_served_document_gives_the_servers_text_limit() {
+        let json = serde_json::to_value(document(1234)).unwrap();
+        let text = &json["components"]["schemas"]["NewMessage"]["properties"]["text"];
+        assert_eq!(text["maxLength"], 1234, "{text}");
+        assert_eq!(text["minLength"], 1, "{text}");
     }
 }

@@ -12,7 +12,7 @@ use bavard_protocol::{
     ErrorCode, HistoryReply, HistoryRequest, MembersReply, MembersRequest, Request, RoomName, SendReply, SendRequest,
     Timestamp, User, DEFAULT_HISTORY_LIMIT, DEFAULT_MEMBERS_LIMIT,
 };
-use serde::{Deserialize, Serialize};
+use serde::{de::Error as _, Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
@@ -32,12 +32,16 @@ const MAX_ROOMS: u32 = 1_000;
 pub const MAX_TOPIC_CHARS: usize = 256;
 /// Who a REST message is from when the body names nobody.
 const DEFAULT_AUTHOR: &str = "api";
+/// The largest seq a query or a `reply_to` may name: the document gives seqs as int64
+/// (the store keeps them signed), so larger numbers are refused rather than taken.
+const MAX_SEQ: u64 = i64::MAX as u64;
 
 /// Query parameters of `GET /api/rooms`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RoomsQuery {
     /// How many rooms (1 to 1,000; default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -79,15 +83,17 @@ impl From<RoomListing> for RoomView {
 pub struct NewRoom {
     /// The room's name.
     name: RoomName,
-    /// What it is about (at most 256 characters).
+    /// What it is about (at most 256 characters, none of them control characters).
     #[serde(default)]
+    #[schema(max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     topic: String,
 }
 
 /// The body of `PATCH /api/rooms/{room}`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RoomChanges {
-    /// The new topic (at most 256 characters; "" clears it).
+    /// The new topic (at most 256 characters, none of them control characters; "" clears it).
+    #[schema(max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     topic: String,
 }
 
@@ -100,24 +106,32 @@ pub struct MessagesQuery {
     /// Only messages with a seq above this one (the page nearest to it).
     after: Option<u64>,
     /// Page size, at most 200 (default 50).
+    #[param(maximum = 200)]
     limit: Option<u32>,
 }
 
 /// The body of `POST /api/rooms/{room}/messages`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewMessage {
-    /// The message text (1 to the server's `max_text_chars` characters).
+    /// The message text (1 to the server's `max_text_chars` characters: the
+    /// document served gives the running server's limit as `maxLength`).
+    #[schema(min_length = 1)]
     text: String,
     /// Who it is from (default: `api`).
     from: Option<Author>,
     /// The seq of the message it answers.
+    #[serde(default, deserialize_with = "integral")]
     reply_to: Option<u64>,
 }
 
 /// The author of a message published through REST (a bot, a system user).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Author {
-    /// Display name, 1 to 32 printable characters; the user id is `api:` + name.
+    /// Display name, 1 to 32 printable characters once surrounding whitespace is
+    /// trimmed; the user id is `api:` + name.
+    #[schema(
+        pattern = r"^[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]([^\x00-\x1F\x7F-\x9F]{0,30}[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000])?[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    )]
     name: String,
 }
 
@@ -126,8 +140,10 @@ pub struct Author {
 #[into_params(parameter_in = Query)]
 pub struct MembersQuery {
     /// Where the previous page ended (its `cursor`); absent for the first page.
+    #[param(pattern = "^(0|[1-9][0-9]{0,18})$")]
     cursor: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -164,7 +180,7 @@ pub async fn create(
 }
 
 /// Describes one room.
-#[utoipa::path(get, path = "/api/rooms/{room}", tag = "rooms", params(("room" = String, Path, description = "the room's name")),
+#[utoipa::path(get, path = "/api/rooms/{room}", tag = "rooms", params(("room" = RoomName, Path, description = "the room's name")),
     responses((status = 200, body = RoomView), (status = 400, body = ErrorReply), (status = 404, body = ErrorReply)))]
 pub async fn show(State(state): State<AppState>, ApiPath(room): ApiPath<RoomName>) -> Result<Json<RoomView>, ApiError> {
     Ok(Json(known(&state, &room).await?.into()))
@@ -172,7 +188,7 @@ pub async fn show(State(state): State<AppState>, ApiPath(room): ApiPath<RoomName
 
 /// Changes a room's topic.
 #[utoipa::path(patch, path = "/api/rooms/{room}", tag = "rooms", request_body = RoomChanges, security(("api_key" = [])),
-    params(("room" = String, Path, description = "the room's name")),
+    params(("room" = RoomName, Path, description = "the room's name")),
     responses((status = 200, body = RoomView), (status = 400, body = ErrorReply), (status = 401, body = ErrorReply),
         (status = 404, body = ErrorReply), (status = 415, body = ErrorReply)))]
 pub async fn update(
@@ -189,7 +205,7 @@ pub async fn update(
 
 /// Pages through a room's history, oldest first: the `history` op over HTTP.
 #[utoipa::path(get, path = "/api/rooms/{room}/messages", tag = "messages",
-    params(("room" = String, Path, description = "the room's name"), MessagesQuery),
+    params(("room" = RoomName, Path, description = "the room's name"), MessagesQuery),
     responses((status = 200, body = HistoryReply), (status = 400, body = ErrorReply), (status = 404, body = ErrorReply)))]
 pub async fn messages(
     State(state): State<AppState>,
@@ -197,8 +213,10 @@ pub async fn messages(
     ApiQuery(query): ApiQuery<MessagesQuery>,
 ) -> Result<Json<HistoryReply>, ApiError> {
     let MessagesQuery { before, after, limit } = query;
+    check_seq("before", before)?;
+    check_seq("after", after)?;
     Request::History(HistoryRequest { room: room.clone(), before, after, limit }).validate(usize::MAX)?;
-    known(&state, &room).await?;
+    exists(&state, &room).await?;
     let page = state.hub.history(&room, before, after, limit.unwrap_or(DEFAULT_HISTORY_LIMIT)).await?;
     Ok(Json(page))
 }
@@ -208,8 +226,9 @@ pub async fn messages(
 /// key (and author) answers the original seq and delivers nothing new.
 #[utoipa::path(post, path = "/api/rooms/{room}/messages", tag = "messages", request_body = NewMessage,
     security(("api_key" = [])),
-    params(("room" = String, Path, description = "the room's name"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1 to 64 characters; a retry with the same key is not stored twice")),
+    params(("room" = RoomName, Path, description = "the room's name"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]([\t -~]{0,62}[!-~])?$",
+            description = "1 to 64 printable ASCII characters; a retry with the same key is not stored twice")),
     responses((status = 201, description = "stored (or, with `duplicate`, stored before)", body = SendReply),
         (status = 400, body = ErrorReply), (status = 401, body = ErrorReply), (status = 404, body = ErrorReply),
         (status = 413, body = ErrorReply), (status = 415, body = ErrorReply), (status = 503, body = ErrorReply)))]
@@ -231,13 +250,14 @@ pub async fn publish(
         ),
     };
     let NewMessage { text, from, reply_to } = message;
+    check_seq("reply_to", reply_to)?;
     let send = SendRequest { room: room.clone(), text, key, reply_to };
     send.validate(state.sessions.limits.max_text_chars)?;
     let name = match from {
         Some(author) => display_name(&author.name).map_err(|e| ApiError::new(ErrorCode::BadRequest, e))?,
         None => DEFAULT_AUTHOR.to_owned(),
     };
-    known(&state, &room).await?;
+    exists(&state, &room).await?;
     let author = User { id: format!("api:{name}"), name };
     let SendRequest { room, text, key, reply_to } = send;
     let pending = state.hub.publish_as(author, Post { room: room.clone(), text, key, reply_to }).await?;
@@ -250,7 +270,7 @@ pub async fn publish(
 /// Lists the users online in a room, in the order they came online: the `members` op
 /// over HTTP.
 #[utoipa::path(get, path = "/api/rooms/{room}/members", tag = "rooms",
-    params(("room" = String, Path, description = "the room's name"), MembersQuery),
+    params(("room" = RoomName, Path, description = "the room's name"), MembersQuery),
     responses((status = 200, body = MembersReply), (status = 400, body = ErrorReply), (status = 404, body = ErrorReply)))]
 pub async fn members(
     State(state): State<AppState>,
@@ -259,16 +279,52 @@ pub async fn members(
 ) -> Result<Json<MembersReply>, ApiError> {
     let MembersQuery { cursor, limit } = query;
     Request::Members(MembersRequest { room: room.clone(), cursor: cursor.clone(), limit }).validate(usize::MAX)?;
-    known(&state, &room).await?;
+    exists(&state, &room).await?;
     let limit = limit.unwrap_or(DEFAULT_MEMBERS_LIMIT) as usize;
     Ok(Json(state.hub.members(&room, cursor.as_deref(), limit)?))
 }
 
+/// Nothing, or 404 for a room never created, written to or joined (cheaper than
+/// [`known`] for a room with members: no store read).
+async fn exists(state: &AppState, room: &RoomName) -> Result<(), ApiError> {
+    if state.hub.knows_room(room).await? {
+        return Ok(());
+    }
+    Err(unknown_room(room))
+}
+
+fn unknown_room(room: &RoomName) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("there is no room {room}: create it, or join it, first"))
+}
+
 /// The room, or 404.
 async fn known(state: &AppState, room: &RoomName) -> Result<RoomListing, ApiError> {
-    state.hub.room_info(room).await?.ok_or_else(|| {
-        ApiError::new(ErrorCode::NotFound, format!("there is no room {room}: create it, or join it, first"))
-    })
+    state.hub.room_info(room).await?.ok_or_else(|| unknown_room(room))
+}
+
+/// A non-negative integer field of a JSON body, which may also be written with a zero
+/// fraction (`7.0`): JSON Schema, and so the document, counts that as an integer.
+fn integral<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else { return Ok(None) };
+    if let Some(value) = number.as_u64() {
+        return Ok(Some(value));
+    }
+    match number.as_f64() {
+        // 2^64 is exactly representable; integral values below it convert exactly.
+        Some(value) if value >= 0.0 && value.fract() == 0.0 && value < 18_446_744_073_709_551_616.0 => {
+            Ok(Some(value as u64))
+        }
+        _ => Err(D::Error::custom(format!("invalid value {number}, expected a non-negative integer"))),
+    }
+}
+
+fn check_seq(name: &str, seq: Option<u64>) -> Result<(), ApiError> {
+    match seq {
+        Some(seq) if seq > MAX_SEQ => {
+            Err(ApiError::new(ErrorCode::BadRequest, format!("{name} must be at most {MAX_SEQ}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn check_topic(topic: &str) -> Result<(), ApiError> {

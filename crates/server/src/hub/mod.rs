@@ -421,7 +421,7 @@ impl Hub {
     pub fn members(&self, name: &RoomName, cursor: Option<&str>, limit: usize) -> Result<MembersReply, HubError> {
         let after = match cursor {
             None => None,
-            Some(text) => Some(text.parse::<u64>().map_err(|_| HubError::BadCursor(text.to_owned()))?),
+            Some(text) => Some(parse_cursor(text).ok_or_else(|| HubError::BadCursor(text.to_owned()))?),
         };
         let (members, member_count, next) = match self.room(name) {
             Some(room) => room.members(after, limit),
@@ -502,6 +502,15 @@ impl Hub {
         self.room(name).map_or(0, |room| room.online_count())
     }
 
+    /// Whether the room called `name` was created, written to, or has members now. A
+    /// room with members here is answered from memory, without asking the store.
+    pub async fn knows_room(&self, name: &RoomName) -> Result<bool, HubError> {
+        if self.online_count(name) > 0 {
+            return Ok(true);
+        }
+        Ok(self.store.room(name.clone()).await?.is_some())
+    }
+
     /// The room called `name`, if it was created, written to, or has members now.
     pub async fn room_info(&self, name: &RoomName) -> Result<Option<RoomListing>, HubError> {
         if let Some(record) = self.store.room(name.clone()).await? {
@@ -552,10 +561,21 @@ impl Hub {
     }
 }
 
+/// A `members` cursor as this server writes it: a number in decimal, without sign or
+/// leading zeros, of at most 19 digits (the form `/openapi.json` documents). Any other
+/// text is not a cursor this server handed out.
+fn parse_cursor(text: &str) -> Option<u64> {
+    let canonical = !text.is_empty()
+        && text.len() <= 19
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
+    canonical.then(|| text.parse().ok()).flatten()
+}
+
 fn query_is_empty(query: PageQuery) -> bool {
     match query {
         PageQuery::Before { before, limit } => limit == 0 || before == Some(1),
-        PageQuery::After { after, before, limit } => limit == 0 || before.is_some_and(|b| b <= after + 1),
+        PageQuery::After { after, before, limit } => limit == 0 || before.is_some_and(|b| b <= after.saturating_add(1)),
     }
 }
 

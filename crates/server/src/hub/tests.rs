@@ -104,3 +104,29 @@ async fn publishing_needs_membership_of_the_room() {
         Ok(_) => panic!("a non-member published"),
     }
 }
+
+#[tokio::test]
+async fn a_join_since_the_largest_seq_recovers_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = node("solo", &Arc::new(InProcessBroker::new(4)), dir.path());
+    let room = RoomName::new("lobby").unwrap();
+    let alice = member(&hub, "alice");
+    within(hub.join(&alice, &room, None, 0)).await.unwrap();
+    within(within(hub.publish(&alice, post(&room, "hello"))).await.unwrap()).await.unwrap();
+    // Delivered, so the room's seq is 1 when bob joins.
+    assert_eq!(messages(&alice, 1).await, vec![(1, "hello".to_owned())]);
+    let bob = member(&hub, "bob");
+    let reply = within(hub.join(&bob, &room, Some(u64::MAX), 10)).await.unwrap();
+    assert!(reply.messages.is_empty(), "{:?}", reply.messages);
+    assert_eq!(reply.seq, 1);
+}
+
+#[test]
+fn members_cursors_are_the_numbers_the_hub_writes() {
+    assert_eq!(parse_cursor("0"), Some(0));
+    assert_eq!(parse_cursor("42"), Some(42));
+    assert_eq!(parse_cursor("9999999999999999999"), Some(9_999_999_999_999_999_999));
+    for refused in ["", "+1", "-1", "007", " 1", "1.0", "10000000000000000000", "x"] {
+        assert_eq!(parse_cursor(refused), None, "{refused:?}");
+    }
+}

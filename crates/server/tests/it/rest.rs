@@ -177,6 +177,46 @@ async fn a_rest_publish_reaches_json_and_plain_members_and_a_retried_key_stores_
     assert_eq!(nameless.status, 400, "{}", nameless.body);
 }
 
+/// What schemathesis (CI) found: the server accepts what `/openapi.json` calls valid and
+/// refuses what it calls invalid, at the edges the document draws.
+#[tokio::test]
+async fn the_api_takes_what_its_document_allows_and_refuses_the_rest() {
+    let server = spawn().await;
+    let created = http_json("POST", &server.http("/api/rooms"), &json!({"name": "lobby"})).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let url = server.http("/api/rooms/lobby/messages");
+    // JSON Schema counts 1.0 as an integer.
+    let whole =
+        http("POST", &url, &[("Content-Type", "application/json")], Some(br#"{"text":"a","reply_to":1.0}"#)).await;
+    assert_eq!(whole.status, 201, "{}", whole.body);
+    let (status, body) = http_get(&server.http("/api/rooms/lobby/messages")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["messages"][0]["reply_to"], 1);
+    let fraction =
+        http("POST", &url, &[("Content-Type", "application/json")], Some(br#"{"text":"a","reply_to":1.5}"#)).await;
+    assert_eq!(fraction.status, 400, "{}", fraction.body);
+    // Seqs are int64 in the document.
+    let beyond = http_json("POST", &url, &json!({"text": "a", "reply_to": 9_223_372_036_854_775_808u64})).await;
+    assert_eq!(beyond.status, 400, "{}", beyond.body);
+    for query in ["before=9223372036854775808", "after=9223372036854775808"] {
+        let (status, body) = http_get(&server.http(&format!("/api/rooms/lobby/messages?{query}"))).await;
+        assert_eq!(status, 400, "{query}: {body}");
+    }
+    let (status, body) = http_get(&server.http("/api/rooms/lobby/messages?after=9223372036854775807&before=5")).await;
+    assert_eq!(status, 200, "{body}");
+    // A members cursor is a number as the server writes it.
+    assert_eq!(http_get(&server.http("/api/rooms/lobby/members?cursor=0")).await.0, 200);
+    for cursor in ["007", "%2B7", "10000000000000000000"] {
+        let (status, body) = http_get(&server.http(&format!("/api/rooms/lobby/members?cursor={cursor}"))).await;
+        assert_eq!(status, 400, "{cursor}: {body}");
+    }
+    // The document gives this server's text limit.
+    let (status, body) = http_get(&server.http("/openapi.json")).await;
+    assert_eq!(status, 200);
+    let document: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(document["components"]["schemas"]["NewMessage"]["properties"]["text"]["maxLength"], 4000);
+}
+
 #[tokio::test]
 async fn history_pages_like_the_history_op_and_members_lists_who_is_online() {
     let server = spawn().await;
