@@ -421,7 +421,7 @@ start_server() { # NAME LOG: sets server_pid, server_port; non-zero if it does n
     echo "### run.sh: $(date -u '+%H:%M:%S') start $name ($from) on 127.0.0.1:$port" >> "$log"
     db_dir=$(mktemp -d "${TMPDIR:-/tmp}/bavard-bench.XXXXXX") || return 1
     tmp_dirs+=("$db_dir")
-    "$bin" --listen "127.0.0.1:$port" --db "$db_dir/bench.db" --rate-per-second 0 >> "$log" 2>&1 &
+    "$bin" --listen "127.0.0.1:$port" --db "$db_dir/bench.db" --rate-per-second 0 --api-rate-per-second 0 >> "$log" 2>&1 &
   else
     echo "### run.sh: $(date -u '+%H:%M:%S') start $name on 127.0.0.1:$port" >> "$log"
     "$here/peers/start.sh" "$name" "$port" >> "$log" 2>&1 &

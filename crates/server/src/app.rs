@@ -157,6 +157,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         api_key: config.api_key.as_deref().map(Arc::from),
+        write_rate: Arc::new(api::WriteRate::new(config.api_rate_per_second, config.api_rate_burst)),
         metrics,
     };
     let grace = config.shutdown_grace();

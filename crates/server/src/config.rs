@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the chat server (the default).
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Chat in a room from the terminal, or from a script.
     ///
     /// Sends each non-empty line read from standard input to the room, and prints the
@@ -97,6 +97,15 @@ pub struct ServeConfig {
     /// REST writes are accepted from loopback clients only.
     #[arg(long, env = "BAVARD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+
+    /// REST writes (POST, PATCH) one client address may make per second on average
+    /// (0: unlimited); beyond it they get 429 `rate_limited`.
+    #[arg(long, env = "BAVARD_API_RATE_PER_SECOND", default_value_t = 200.0)]
+    pub api_rate_per_second: f64,
+
+    /// REST writes one client address may make in a burst above the average.
+    #[arg(long, env = "BAVARD_API_RATE_BURST", default_value_t = 400)]
+    pub api_rate_burst: u32,
 
     /// Frames queued for one connection before it counts as a slow consumer and is
     /// closed with 4008.

@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match cli.command {
-        Some(Command::Serve(config)) => config,
+        Some(Command::Serve(config)) => *config,
         Some(Command::Chat(args)) => return chat::main(args),
         None => cli.serve,
     };

@@ -26,7 +26,7 @@ use axum::{
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use access::Peer;
+pub use access::{Peer, WriteRate};
 pub use origin::OriginPolicy;
 
 use crate::{hub::Hub, metrics, metrics::Metrics, session::SessionSettings, web};
@@ -48,6 +48,8 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// The key REST writes must present; None: loopback clients only.
     pub api_key: Option<Arc<str>>,
+    /// How fast each client address may write through REST.
+    pub write_rate: Arc<access::WriteRate>,
     /// This server's metrics (`GET /metrics`; the REST routes count what they accept).
     pub metrics: Arc<Metrics>,
 }

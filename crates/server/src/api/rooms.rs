@@ -164,7 +164,7 @@ pub async fn list(
 
 /// Creates a room.
 #[utoipa::path(post, path = "/api/rooms", tag = "rooms", request_body = NewRoom, security(("api_key" = [])),
-    responses((status = 201, body = RoomView), (status = 400, body = ErrorReply), (status = 401, body = ErrorReply),
+    responses((status = 201, body = RoomView), (status = 400, body = ErrorReply), (status = 401, body = ErrorReply), (status = 429, description = "too many writes from this address", body = ErrorReply),
         (status = 409, description = "the name is taken", body = ErrorReply), (status = 413, body = ErrorReply),
         (status = 415, body = ErrorReply)))]
 pub async fn create(
@@ -189,7 +189,7 @@ pub async fn show(State(state): State<AppState>, ApiPath(room): ApiPath<RoomName
 /// Changes a room's topic.
 #[utoipa::path(patch, path = "/api/rooms/{room}", tag = "rooms", request_body = RoomChanges, security(("api_key" = [])),
     params(("room" = RoomName, Path, description = "the room's name")),
-    responses((status = 200, body = RoomView), (status = 400, body = ErrorReply), (status = 401, body = ErrorReply),
+    responses((status = 200, body = RoomView), (status = 400, body = ErrorReply), (status = 401, body = ErrorReply), (status = 429, description = "too many writes from this address", body = ErrorReply),
         (status = 404, body = ErrorReply), (status = 415, body = ErrorReply)))]
 pub async fn update(
     State(state): State<AppState>,
@@ -230,7 +230,7 @@ pub async fn messages(
         ("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]([\t -~]{0,62}[!-~])?$",
             description = "1 to 64 printable ASCII characters; a retry with the same key is not stored twice")),
     responses((status = 201, description = "stored (or, with `duplicate`, stored before)", body = SendReply),
-        (status = 400, body = ErrorReply), (status = 401, body = ErrorReply), (status = 404, body = ErrorReply),
+        (status = 400, body = ErrorReply), (status = 401, body = ErrorReply), (status = 429, description = "too many writes from this address", body = ErrorReply), (status = 404, body = ErrorReply),
         (status = 413, body = ErrorReply), (status = 415, body = ErrorReply), (status = 503, body = ErrorReply)))]
 pub async fn publish(
     State(state): State<AppState>,

@@ -31,6 +31,15 @@ impl RateLimiter {
         self.refilled = now;
     }
 
+    /// Whether the bucket is full again (nothing taken lately, or no limit at all).
+    pub fn is_full(&mut self) -> bool {
+        if self.unlimited() {
+            return true;
+        }
+        self.refill();
+        self.tokens >= self.burst
+    }
+
     /// Takes a token if one is available.
     pub fn try_take(&mut self) -> bool {
         if self.unlimited() {

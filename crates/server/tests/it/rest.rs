@@ -300,3 +300,21 @@ async fn the_openapi_document_and_the_docs_page_are_served_from_the_binary() {
     assert!(initializer.body.contains("/openapi.json"), "{}", initializer.body);
     assert!(!initializer.body.contains("https://"), "{}", initializer.body);
 }
+
+#[tokio::test]
+async fn writes_past_the_rate_of_one_address_get_429() {
+    let server = spawn_with(|config| {
+        config.api_rate_per_second = 0.001;
+        config.api_rate_burst = 2;
+    })
+    .await;
+    let url = server.http("/api/rooms");
+    for name in ["one", "two"] {
+        let created = http_json("POST", &url, &json!({"name": name})).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+    }
+    let refused = http_json("POST", &url, &json!({"name": "three"})).await;
+    assert_eq!((refused.status, error_code(&refused).as_str()), (429, "rate_limited"), "{}", refused.body);
+    // Reads are not counted.
+    assert_eq!(http_get(&server.http("/api/rooms/one")).await.0, 200);
+}
