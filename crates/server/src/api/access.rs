@@ -80,12 +80,14 @@ impl Connected<IncomingStream<'_, TlsListener<TcpStream>>> for Peer {
 /// Refuses a write unless the caller may write (401) and has not written too fast
 /// (429); see the module docs.
 pub fn check_write(state: &AppState, headers: &HeaderMap, Peer(peer): Peer) -> Result<(), ApiError> {
-    check_key(state, headers, peer)?;
+    check_key(state.api_key.as_deref(), headers, peer)?;
     state.write_rate.take(peer.ip())
 }
 
-fn check_key(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
-    let Some(expected) = state.api_key.as_deref() else {
+/// Refuses (401) a write without the configured key, or, with none configured, from
+/// another machine.
+fn check_key(api_key: Option<&str>, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
+    let Some(expected) = api_key else {
         if peer.ip().is_loopback() {
             return Ok(());
         }
@@ -115,7 +117,44 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::same_secret;
+    use super::*;
+
+    fn bearer(key: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn without_a_key_only_loopback_clients_may_write() {
+        let none = HeaderMap::new();
+        for local in ["127.0.0.1:5000", "127.0.9.2:5000", "[::1]:5000"] {
+            assert!(check_key(None, &none, local.parse().unwrap()).is_ok(), "{local}");
+        }
+        for remote in ["10.0.0.7:5000", "192.168.1.2:5000", "[2001:db8::1]:5000"] {
+            let refused = check_key(None, &bearer("anything"), remote.parse().unwrap());
+            assert!(refused.is_err(), "{remote}");
+        }
+    }
+
+    #[test]
+    fn with_a_key_every_client_needs_it_loopback_included() {
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let remote: SocketAddr = "10.0.0.7:5000".parse().unwrap();
+        assert!(check_key(Some("k3y"), &HeaderMap::new(), local).is_err());
+        assert!(check_key(Some("k3y"), &bearer("nope"), remote).is_err());
+        assert!(check_key(Some("k3y"), &bearer("k3y"), remote).is_ok());
+    }
+
+    #[test]
+    fn each_address_gets_its_own_bucket_of_writes() {
+        let rate = WriteRate::new(0.001, 2);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert!(rate.take(a).is_ok() && rate.take(a).is_ok());
+        assert!(rate.take(a).is_err());
+        assert!(rate.take(b).is_ok());
+        assert!(WriteRate::new(0.0, 1).take(a).and_then(|()| WriteRate::new(0.0, 1).take(a)).is_ok());
+    }
 
     #[test]
     fn secrets_compare_by_content() {
