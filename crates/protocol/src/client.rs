@@ -176,6 +176,13 @@ impl SendRequest {
     }
 }
 
+/// The `id` of a frame whose other fields could not all be read, if the frame is a
+/// JSON object whose `id` is a valid request id.
+fn readable_id(text: &str) -> Option<RequestId> {
+    let fields: std::collections::HashMap<String, &serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
+    serde_json::from_str(fields.get("id")?.get()).ok()
+}
+
 /// A parsed client frame: the optional request id and the request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientFrame {
@@ -204,7 +211,9 @@ impl ClientFrame {
         let mut object: Map<String, Value> = match serde_json::from_str(text) {
             Ok(Value::Object(object)) => object,
             Ok(_) => return Err(fail(None, ErrorCode::BadRequest, "a frame must be a JSON object".into())),
-            Err(e) => return Err(fail(None, ErrorCode::BadRequest, format!("invalid JSON: {e}"))),
+            // Valid JSON syntax may still hold a number no f64 can (`1e400`): the id is
+            // then still readable, and the error goes back with it.
+            Err(e) => return Err(fail(readable_id(text), ErrorCode::BadRequest, format!("invalid JSON: {e}"))),
         };
         let id = match object.remove("id") {
             None | Some(Value::Null) => None,
@@ -263,6 +272,17 @@ mod tests {
         let frame = ClientFrame::parse(r#"{"op":"join","room":"x","since":3}"#).unwrap();
         assert_eq!(frame.id, None);
         assert!(matches!(frame.request, Request::Join(JoinRequest { since: Some(3), .. })));
+    }
+
+    #[test]
+    fn a_number_no_float_can_hold_is_bad_request_answered_with_the_id() {
+        let error = parse_err(r#"{"op":"join","id":"j1","room":"general","since":1e400}"#);
+        assert_eq!((error.id, error.error.code), (Some(RequestId::Str("j1".into())), ErrorCode::BadRequest));
+        assert!(error.error.message.contains("number out of range"), "{}", error.error.message);
+        let error = parse_err(r#"{"op":"join","id":12,"room":"general","since":-1e999}"#);
+        assert_eq!(error.id, Some(RequestId::Int(12)));
+        // Broken JSON has no readable id.
+        assert_eq!(parse_err(r#"{"op":"join","id":"j1","since":}"#).id, None);
     }
 
     #[test]

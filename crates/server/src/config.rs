@@ -46,7 +46,7 @@ pub struct ChatArgs {
     #[arg(long, short, env = "BAVARD_ROOM", default_value = "general")]
     pub room: String,
 
-    /// Your nickname (on an open server; without one the server picks `guest-XXXX`).
+    /// Your nickname (on an open server; without one the server makes you a guest, `guest-XXXX`).
     #[arg(long, short, env = "BAVARD_NAME")]
     pub name: Option<String>,
 

@@ -145,11 +145,42 @@ pub(super) fn display_name(name: &str) -> Result<String, String> {
     Ok(name.to_owned())
 }
 
-/// The user of a connection in open mode: `?name=` or a generated guest name.
+/// The user of a connection in open mode: `?name=` (user id `g_NAME`), or a guest
+/// with 64 random bits in its id (`g_` and 16 hex digits: collisions, which would let
+/// two guests share idempotency keys, are out of reach) and a short display name.
 fn identity(params: ConnectParams) -> Result<User, String> {
-    let name = match params.name.filter(|name| !name.trim().is_empty()) {
-        Some(name) => display_name(&name)?,
-        None => format!("guest-{:04x}", rand::random::<u16>()),
-    };
-    Ok(User { id: format!("g_{name}"), name })
+    match params.name.filter(|name| !name.trim().is_empty()) {
+        Some(name) => {
+            let name = display_name(&name)?;
+            Ok(User { id: format!("g_{name}"), name })
+        }
+        None => {
+            let random = rand::random::<u64>();
+            Ok(User { id: format!("g_{random:016x}"), name: format!("guest-{:04x}", random >> 48) })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn unnamed_guests_get_ids_with_64_random_bits() {
+        let ids: HashSet<String> =
+            (0..100_000).map(|_| identity(ConnectParams::default()).map(|user| user.id).unwrap()).collect();
+        assert_eq!(ids.len(), 100_000, "no two guests share an id");
+        let guest = identity(ConnectParams::default()).unwrap();
+        assert!(guest.id.starts_with("g_") && guest.id.len() == 18, "{}", guest.id);
+        assert!(guest.name.starts_with("guest-") && guest.name.len() == 10, "{}", guest.name);
+    }
+
+    #[test]
+    fn a_named_user_keeps_its_name_as_id() {
+        let named = identity(ConnectParams { name: Some(" alice ".to_owned()) }).unwrap();
+        assert_eq!((named.id.as_str(), named.name.as_str()), ("g_alice", "alice"));
+        assert!(identity(ConnectParams { name: Some("a\u{7}b".to_owned()) }).is_err());
+    }
 }

@@ -48,6 +48,15 @@ async fn each_malformed_request_gets_a_clear_error_and_the_connection_stays() {
             assert!(!reply.error.as_ref().unwrap().message.is_empty());
         }
     }
+    // A number no float can hold is valid JSON syntax: the answer still carries the id.
+    let answer = raw_request(&mut client, r#"{"op":"join","id":12,"room":"r","since":1e400}"#).await;
+    match &answer {
+        ServerFrame::Reply(reply) => {
+            assert_eq!(reply.id, bavard_protocol::RequestId::Int(12));
+            assert_eq!(reply.error.as_ref().map(|e| e.code), Some(ErrorCode::BadRequest));
+        }
+        other => panic!("expected a reply to id 12, got {other:?}"),
+    }
     // Unknown fields are ignored, and the connection still works.
     let answer = raw_request(&mut client, r#"{"op":"ping","id":99,"future":"field"}"#).await;
     assert!(matches!(answer, ServerFrame::Reply(r) if r.ok));
