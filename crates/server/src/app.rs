@@ -65,6 +65,7 @@ fn check(config: &ServeConfig) -> anyhow::Result<()> {
     ensure!(config.max_frame_bytes >= 256, "--max-frame-bytes must be at least 256");
     ensure!(config.max_text_chars >= 1, "--max-text-chars must be at least 1");
     ensure!(config.outbox_frames >= 16, "--outbox-frames must be at least 16");
+    ensure!(config.outbox_bytes >= 64 * 1024, "--outbox-bytes must be at least 65536 (64 KiB)");
     ensure!(config.recovery_limit >= 1, "--recovery-limit must be at least 1");
     ensure!(config.rate_strikes >= 1, "--rate-strikes must be at least 1");
     ensure!(config.max_connections >= 1, "--max-connections must be at least 1");
@@ -143,6 +144,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
             server_name: format!("bavard {}", env!("CARGO_PKG_VERSION")),
             limits: Limits { max_frame_bytes: config.max_frame_bytes, max_text_chars: config.max_text_chars },
             outbox_frames: config.outbox_frames,
+            outbox_bytes: config.outbox_bytes,
             rate_per_second: config.rate_per_second,
             rate_burst: config.rate_burst,
             rate_strikes: config.rate_strikes,

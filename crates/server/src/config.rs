@@ -112,6 +112,12 @@ pub struct ServeConfig {
     #[arg(long, env = "BAVARD_OUTBOX_FRAMES", default_value_t = 4096)]
     pub outbox_frames: usize,
 
+    /// Bytes of frame text queued for one connection before it counts as a slow
+    /// consumer and is closed with 4008 (bounds the memory a member that does not read
+    /// can pin, whatever the size of the messages).
+    #[arg(long, env = "BAVARD_OUTBOX_BYTES", default_value_t = 1024 * 1024)]
+    pub outbox_bytes: usize,
+
     /// Most messages a `join` with `since` returns before `recovered` is false.
     #[arg(long, env = "BAVARD_RECOVERY_LIMIT", default_value_t = 1000)]
     pub recovery_limit: u32,

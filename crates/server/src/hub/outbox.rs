@@ -33,6 +33,11 @@ impl Frame {
         &self.0
     }
 
+    /// The length of the frame's text in bytes (what it costs an outbox's byte budget).
+    pub fn byte_len(&self) -> usize {
+        self.0.len()
+    }
+
     /// The frame's bytes, for the socket (no copy).
     pub fn into_text(self) -> Text {
         self.0
@@ -45,9 +50,11 @@ impl From<String> for Frame {
     }
 }
 
-/// A bounded queue of frames owed to one connection.
+/// A bounded queue of frames owed to one connection, bounded both in frames and in the
+/// bytes of their text (frames are shared, but a queue holding frames nobody else holds
+/// any more pins their memory: the byte bound caps that per connection).
 ///
-/// When a push finds it full the member is too slow: the queue is marked overflowed,
+/// When a push finds it full (either bound) the member is too slow: the queue is marked overflowed,
 /// its frames are dropped (the member will recover them from the store with `since`),
 /// and its session closes with 4008 instead of skipping frames silently.
 #[derive(Debug)]
@@ -61,6 +68,10 @@ pub struct Outbox {
 struct Queue {
     frames: VecDeque<Frame>,
     capacity: usize,
+    /// Bytes of the frames in `frames`.
+    bytes: usize,
+    /// Most bytes `frames` may hold.
+    capacity_bytes: usize,
     overflowed: bool,
 }
 
@@ -76,9 +87,15 @@ pub enum Taken {
 }
 
 impl Outbox {
-    /// An empty queue of at most `capacity` frames.
-    pub fn new(capacity: usize) -> Self {
-        let queue = Queue { frames: VecDeque::new(), capacity: capacity.max(1), overflowed: false };
+    /// An empty queue of at most `capacity` frames holding at most `capacity_bytes` bytes.
+    pub fn new(capacity: usize, capacity_bytes: usize) -> Self {
+        let queue = Queue {
+            frames: VecDeque::new(),
+            capacity: capacity.max(1),
+            bytes: 0,
+            capacity_bytes: capacity_bytes.max(1),
+            overflowed: false,
+        };
         Self { queue: Mutex::new(queue), changed: Notify::new() }
     }
 
@@ -99,14 +116,17 @@ impl Outbox {
         if queue.overflowed {
             return false;
         }
-        if queue.frames.len() + frames.len() > queue.capacity {
+        let bytes = frames.iter().fold(queue.bytes, |sum, frame| sum.saturating_add(frame.byte_len()));
+        if queue.frames.len() + frames.len() > queue.capacity || bytes > queue.capacity_bytes {
             queue.overflowed = true;
             queue.frames = VecDeque::new();
+            queue.bytes = 0;
             drop(queue);
             self.changed.notify_one();
             return false;
         }
         let was_empty = queue.frames.is_empty();
+        queue.bytes = bytes;
         queue.frames.extend(frames.iter().cloned());
         drop(queue);
         if was_empty {
@@ -131,6 +151,8 @@ impl Outbox {
         } else {
             into.append(&mut queue.frames);
         }
+        // Taken frames are the session's: they no longer count against the budget.
+        queue.bytes = 0;
         Taken::Frames
     }
 
@@ -156,7 +178,7 @@ mod tests {
 
     #[test]
     fn frames_come_out_in_order_and_all_at_once() {
-        let outbox = Outbox::new(8);
+        let outbox = Outbox::new(8, 1024);
         assert!(outbox.push(frame("a")));
         assert!(outbox.push_all(&[frame("b"), frame("c")]));
         let mut taken = VecDeque::new();
@@ -168,7 +190,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_overflows_drops_its_frames_and_refuses_more() {
-        let outbox = Outbox::new(2);
+        let outbox = Outbox::new(2, 1024);
         assert!(outbox.push_all(&[frame("a"), frame("b")]));
         assert!(!outbox.push(frame("c")));
         assert!(outbox.overflowed());
@@ -178,9 +200,60 @@ mod tests {
         assert!(taken.is_empty());
     }
 
+    #[test]
+    fn a_queue_full_in_bytes_overflows_drops_its_frames_and_refuses_more() {
+        let outbox = Outbox::new(64, 10);
+        assert!(outbox.push_all(&[frame("abcd"), frame("efgh")]));
+        assert_eq!(outbox.lock().bytes, 8);
+        assert!(outbox.push(frame("ij")), "exactly the budget fits");
+        assert!(!outbox.push(frame("k")), "one byte past the budget overflows");
+        assert!(outbox.overflowed());
+        let queue = outbox.lock();
+        assert_eq!((queue.frames.capacity(), queue.bytes), (0, 0), "the frames were dropped at once");
+        drop(queue);
+        assert!(!outbox.push(frame("")));
+        let mut taken = VecDeque::new();
+        assert!(matches!(outbox.take(&mut taken), Taken::Overflowed));
+        assert!(taken.is_empty());
+    }
+
+    #[test]
+    fn a_batch_past_the_byte_budget_is_refused_whole() {
+        let outbox = Outbox::new(64, 10);
+        assert!(outbox.push(frame("abcd")));
+        assert!(!outbox.push_all(&[frame("efg"), frame("hijk")]));
+        assert!(outbox.overflowed());
+    }
+
+    #[test]
+    fn taking_the_queue_gives_its_bytes_back_to_the_budget() {
+        let outbox = Outbox::new(64, 10);
+        let mut taken = VecDeque::new();
+        for _ in 0..10 {
+            assert!(outbox.push_all(&[frame("abcde"), frame("fghij")]));
+            assert!(matches!(outbox.take(&mut taken), Taken::Frames));
+            assert_eq!(outbox.lock().bytes, 0);
+        }
+        // Also when the frames are appended to frames the session still holds.
+        assert!(outbox.push(frame("abcdefghij")));
+        assert!(matches!(outbox.take(&mut taken), Taken::Frames));
+        assert!(outbox.push(frame("abcdefghij")));
+        assert_eq!(taken.len(), 21);
+        assert!(!outbox.overflowed());
+    }
+
+    #[test]
+    fn a_frame_bigger_than_the_whole_byte_budget_overflows_an_empty_queue() {
+        let outbox = Outbox::new(64, 4);
+        assert!(!outbox.push(frame("abcde")));
+        assert!(outbox.overflowed());
+        let mut taken = VecDeque::new();
+        assert!(matches!(outbox.take(&mut taken), Taken::Overflowed));
+    }
+
     #[tokio::test]
     async fn a_push_to_an_empty_queue_wakes_the_session() {
-        let outbox = std::sync::Arc::new(Outbox::new(4));
+        let outbox = std::sync::Arc::new(Outbox::new(4, 1024));
         let waiter = tokio::spawn({
             let outbox = std::sync::Arc::clone(&outbox);
             async move { outbox.changed().await }

@@ -362,7 +362,7 @@ mod tests {
 
     fn member(session: SessionId, protocol: Protocol) -> Arc<Subscriber> {
         let user = User { id: format!("g_u{session}"), name: format!("u{session}") };
-        Arc::new(Subscriber { session, user, protocol, outbox: Outbox::new(64) })
+        Arc::new(Subscriber { session, user, protocol, outbox: Outbox::new(64, 1 << 20) })
     }
 
     fn taken(subscriber: &Subscriber) -> Vec<String> {
@@ -527,7 +527,7 @@ mod tests {
             session: 99,
             user: members[0].user.clone(),
             protocol: Protocol::Plain,
-            outbox: Outbox::new(4),
+            outbox: Outbox::new(4, 1 << 20),
         });
         let (snapshot, _) = room.add(&twin, 10).unwrap();
         assert_eq!((snapshot.member_count, snapshot.members.len()), (25, 10));

@@ -32,7 +32,12 @@ fn node(name: &str, broker: &Arc<InProcessBroker>, dir: &std::path::Path) -> Arc
 
 fn member(hub: &Hub, name: &str) -> Arc<Subscriber> {
     let user = User { id: format!("u_{name}"), name: name.to_owned() };
-    Arc::new(Subscriber { session: hub.next_session_id(), user, protocol: Protocol::Json, outbox: Outbox::new(64) })
+    Arc::new(Subscriber {
+        session: hub.next_session_id(),
+        user,
+        protocol: Protocol::Json,
+        outbox: Outbox::new(64, 1 << 20),
+    })
 }
 
 fn post(room: &RoomName, text: &str) -> Post {

@@ -46,6 +46,8 @@ pub struct SessionSettings {
     pub limits: Limits,
     /// Capacity of each connection's outbound queue, in frames.
     pub outbox_frames: usize,
+    /// Capacity of each connection's outbound queue, in bytes of frame text.
+    pub outbox_bytes: usize,
     /// Average frames per second a client may send (0: unlimited).
     pub rate_per_second: f64,
     /// Burst above the average.
@@ -246,7 +248,7 @@ where
     S: Socket,
 {
     let SessionContext { hub, settings, shutdown, user } = context;
-    let outbox = Outbox::new(settings.outbox_frames);
+    let outbox = Outbox::new(settings.outbox_frames, settings.outbox_bytes);
     let session_id = hub.next_session_id();
     let me = Arc::new(Subscriber { session: session_id, user, protocol, outbox });
     // Debug level: at the default level nothing inside a session logs, and a recorded

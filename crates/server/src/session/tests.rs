@@ -28,6 +28,7 @@ fn settings() -> SessionSettings {
         server_name: "test".to_owned(),
         limits: Limits { max_frame_bytes: 64 * 1024, max_text_chars: 4000 },
         outbox_frames: 64,
+        outbox_bytes: 1 << 20,
         rate_per_second: 0.0,
         rate_burst: 10,
         rate_strikes: 3,

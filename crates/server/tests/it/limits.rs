@@ -1,7 +1,7 @@
 //! Bad input at the door and on the wire: every limit answers clearly and leaves other
 //! clients undisturbed.
 
-use bavard_protocol::Request;
+use bavard_protocol::{Request, SendRequest, ServerFrame};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
@@ -103,4 +103,56 @@ async fn the_room_directory_lists_active_rooms_with_who_is_online() {
     assert!(body.contains("limit must be between 1 and 1000"), "{body}");
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["error"]["code"], "bad_request");
+}
+
+#[tokio::test]
+async fn a_member_that_stops_reading_is_closed_with_4008_once_its_outbox_holds_too_many_bytes() {
+    // Frames alone would never overflow here, nor would a stalled write time out: only
+    // the byte bound can close the member that reads nothing.
+    let server = spawn_with(|c| {
+        c.outbox_bytes = 64 * 1024;
+        c.outbox_frames = 1_000_000;
+        c.idle_timeout_secs = 600.0;
+    })
+    .await;
+    let hoard = room("hoard");
+    let (mut slow, _) = within(tokio_tungstenite::connect_async(server.ws("/ws?name=slow"))).await.unwrap();
+    within(futures_util::SinkExt::send(&mut slow, Message::Text(r#"{"op":"join","room":"hoard","id":1}"#.into())))
+        .await
+        .unwrap();
+    // Read the welcome and the join reply, then stop reading.
+    for _ in 0..2 {
+        within(futures_util::StreamExt::next(&mut slow)).await.unwrap().unwrap();
+    }
+    let mut writer = server.json("writer").await;
+    within(writer.join(&hoard, None)).await.unwrap();
+    let text = "x".repeat(4000);
+    // Loopback buffers hold a few MB for a reader that reads nothing; after that the
+    // slow member's outbox fills up to 64 KiB and it leaves the room at once, which the
+    // writer sees as a presence event. 12,000 messages (48 MB) bound the wait.
+    let mut left = false;
+    'sending: for _ in 0..1500 {
+        let mut ids = Vec::new();
+        for _ in 0..8 {
+            let send = SendRequest { room: hoard.clone(), text: text.clone(), key: None, reply_to: None };
+            ids.push(within(writer.submit(Request::Send(send))).await.unwrap());
+        }
+        for id in &ids {
+            assert!(within(writer.reply_to(id)).await.unwrap().ok);
+        }
+        while let Some(event) = writer.try_next_event() {
+            if let ServerFrame::Presence(presence) = event.unwrap() {
+                if presence.left.iter().any(|user| user.name == "slow") {
+                    left = true;
+                    break 'sending;
+                }
+            }
+        }
+    }
+    assert!(left, "the member that reads nothing never left the room");
+    // Once it reads, it finds what the socket held, then 4008.
+    assert_eq!(close_code_of(&mut slow).await, 4008);
+    // The writer, who reads, is still served.
+    let reply = within(writer.send(&hoard, "still here", None)).await.unwrap();
+    assert!(reply.seq > 1);
 }
