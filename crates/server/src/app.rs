@@ -110,6 +110,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     let cors = api::cors::layer(&config.cors_origins)?;
     let listener = bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    // Built after binding: with port 0 the own origins' port is only known now.
+    let origins = OriginPolicy::new(addr, &config.public_url, &config.allowed_origins)?;
     let (commits, commit_stream) = hub::commit_stream(COMMIT_STREAM_DEPTH);
     // This server's own metrics: several servers in one process (the tests) count apart.
     let metrics = Arc::new(Metrics::new());
@@ -154,7 +156,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
             shutdown_grace: config.shutdown_grace(),
             metrics: Arc::clone(&metrics),
         }),
-        origins: Arc::new(OriginPolicy::new(&config.allowed_origins)),
+        origins: Arc::new(origins),
         connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),

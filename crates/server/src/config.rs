@@ -87,8 +87,16 @@ pub struct ServeConfig {
     #[arg(long, env = "BAVARD_MAX_TEXT_CHARS", default_value_t = 4000)]
     pub max_text_chars: usize,
 
-    /// Origins allowed to open WebSockets, comma-separated (`*` allows any). The server's
-    /// own origin and localhost are always allowed; clients that send no Origin header
+    /// The URLs browsers reach this server at, comma-separated, e.g.
+    /// `https://chat.example.com`: their origins may open WebSockets. Without any, the
+    /// server's own origins are its `--listen` address (unless 0.0.0.0 or ::) and
+    /// `127.0.0.1`, `localhost` and `[::1]` on its port, over http and https. The
+    /// request's Host header is never trusted for this (DNS rebinding).
+    #[arg(long, env = "BAVARD_PUBLIC_URL", value_delimiter = ',', value_name = "URL")]
+    pub public_url: Vec<String>,
+
+    /// Further origins allowed to open WebSockets, comma-separated (`*` allows any),
+    /// besides the server's own (see `--public-url`); clients that send no Origin header
     /// (not browsers) are allowed too.
     #[arg(long, env = "BAVARD_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,

@@ -67,7 +67,10 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
 /// Upgrades to a session of the JSON protocol, or of the plain-text one in `plain_room`.
 fn upgrade(state: AppState, params: ConnectParams, mut request: Request, plain_room: Option<RoomName>) -> Response {
     if !state.origins.allows(request.headers()) {
-        return refuse(StatusCode::FORBIDDEN, "this Origin may not open WebSockets here (see --allowed-origins)");
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "this Origin may not open WebSockets here (see --public-url and --allowed-origins)",
+        );
     }
     let accept = match handshake_key(request.method(), request.headers()) {
         Ok(accept) => accept,

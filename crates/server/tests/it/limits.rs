@@ -46,10 +46,50 @@ async fn a_foreign_origin_gets_403_and_known_ones_get_in() {
     let url = server.ws("/ws/chat");
     assert_eq!(PlainClient::connect_with(&url, &[("origin", "https://evil.example")]).await.err(), Some(403));
     assert!(PlainClient::connect_with(&url, &[("origin", "https://app.example")]).await.is_ok());
-    assert!(PlainClient::connect_with(&url, &[("origin", "http://localhost:3000")]).await.is_ok());
+    // localhost on another port is another origin: a dev server there needs --allowed-origins.
+    assert_eq!(PlainClient::connect_with(&url, &[("origin", "http://localhost:3000")]).await.err(), Some(403));
     let own = format!("http://{}", server.addr);
     assert!(PlainClient::connect_with(&url, &[("origin", own.as_str())]).await.is_ok());
     assert!(PlainClient::connect_with(&url, &[]).await.is_ok(), "no Origin: not a browser");
+}
+
+/// DNS rebinding: `evil.example` now resolves to this server, so the attacker's page
+/// sends `Origin` and `Host` both `http://evil.example:PORT`. The Host header must not
+/// make that origin "own".
+#[tokio::test]
+async fn a_rebound_origin_gets_403_and_the_localhost_ones_get_in() {
+    let server = spawn().await;
+    let port = server.addr.port();
+    let evil_host = format!("evil.example:{port}");
+    let evil_origin = format!("http://{evil_host}");
+    for path in ["/ws", "/ws/chat"] {
+        let url = server.ws(path);
+        let rebound = [("origin", evil_origin.as_str()), ("host", evil_host.as_str())];
+        assert_eq!(PlainClient::connect_with(&url, &rebound).await.err(), Some(403), "{path}");
+        for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+            let origin = format!("http://{host}");
+            let headers = [("origin", origin.as_str()), ("host", host.as_str())];
+            assert!(PlainClient::connect_with(&url, &headers).await.is_ok(), "{path} from {origin}");
+        }
+        assert!(PlainClient::connect_with(&url, &[]).await.is_ok(), "{path} without an Origin");
+    }
+}
+
+#[tokio::test]
+async fn a_public_url_origin_gets_in_whatever_the_host() {
+    let server = spawn_with(|c| c.public_url = vec!["https://chat.example.com".into()]).await;
+    let port = server.addr.port();
+    let evil_host = format!("evil.example:{port}");
+    for path in ["/ws", "/ws/chat"] {
+        let url = server.ws(path);
+        for host in ["chat.example.com", evil_host.as_str()] {
+            let headers = [("origin", "https://chat.example.com"), ("host", host)];
+            assert!(PlainClient::connect_with(&url, &headers).await.is_ok(), "{path} with Host {host}");
+        }
+        let rebound = [("origin", "http://evil.example"), ("host", "evil.example")];
+        assert_eq!(PlainClient::connect_with(&url, &rebound).await.err(), Some(403), "{path}");
+        assert!(PlainClient::connect_with(&url, &[]).await.is_ok(), "{path} without an Origin");
+    }
 }
 
 #[tokio::test]
