@@ -50,6 +50,22 @@ impl From<String> for Frame {
     }
 }
 
+/// Frames bound for many members, their total size counted once (not once per member
+/// it is pushed to).
+#[derive(Debug, Default)]
+pub struct Batch {
+    frames: Vec<Frame>,
+    bytes: usize,
+}
+
+impl FromIterator<Frame> for Batch {
+    fn from_iter<I: IntoIterator<Item = Frame>>(frames: I) -> Self {
+        let frames: Vec<Frame> = frames.into_iter().collect();
+        let bytes = frames.iter().map(Frame::byte_len).sum();
+        Self { frames, bytes }
+    }
+}
+
 /// A bounded queue of frames owed to one connection, bounded both in frames and in the
 /// bytes of their text (frames are shared, but a queue holding frames nobody else holds
 /// any more pins their memory: the byte bound caps that per connection).
@@ -106,17 +122,23 @@ impl Outbox {
 
     /// Queues one frame without waiting; false if the member overflowed (now or before).
     pub fn push(&self, frame: Frame) -> bool {
-        self.push_all(std::slice::from_ref(&frame))
+        let bytes = frame.byte_len();
+        self.push_frames(std::slice::from_ref(&frame), bytes)
     }
 
-    /// Queues frames in order without waiting; false if the member overflowed (now or
-    /// before), in which case none of them is queued.
-    pub fn push_all(&self, frames: &[Frame]) -> bool {
+    /// Queues a batch's frames in order without waiting; false if the member
+    /// overflowed (now or before), in which case none of them is queued.
+    pub fn push_all(&self, batch: &Batch) -> bool {
+        self.push_frames(&batch.frames, batch.bytes)
+    }
+
+    /// Queues `frames`, which hold `bytes` of text, in order (see [`Outbox::push_all`]).
+    fn push_frames(&self, frames: &[Frame], bytes: usize) -> bool {
         let mut queue = self.lock();
         if queue.overflowed {
             return false;
         }
-        let bytes = frames.iter().fold(queue.bytes, |sum, frame| sum.saturating_add(frame.byte_len()));
+        let bytes = queue.bytes.saturating_add(bytes);
         if queue.frames.len() + frames.len() > queue.capacity || bytes > queue.capacity_bytes {
             queue.overflowed = true;
             queue.frames = VecDeque::new();
@@ -180,7 +202,7 @@ mod tests {
     fn frames_come_out_in_order_and_all_at_once() {
         let outbox = Outbox::new(8, 1024);
         assert!(outbox.push(frame("a")));
-        assert!(outbox.push_all(&[frame("b"), frame("c")]));
+        assert!(outbox.push_all(&Batch::from_iter([frame("b"), frame("c")])));
         let mut taken = VecDeque::new();
         assert!(matches!(outbox.take(&mut taken), Taken::Frames));
         assert_eq!(taken.iter().map(|f| f.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
@@ -191,7 +213,7 @@ mod tests {
     #[test]
     fn a_full_queue_overflows_drops_its_frames_and_refuses_more() {
         let outbox = Outbox::new(2, 1024);
-        assert!(outbox.push_all(&[frame("a"), frame("b")]));
+        assert!(outbox.push_all(&Batch::from_iter([frame("a"), frame("b")])));
         assert!(!outbox.push(frame("c")));
         assert!(outbox.overflowed());
         assert!(!outbox.push(frame("d")));
@@ -203,7 +225,7 @@ mod tests {
     #[test]
     fn a_queue_full_in_bytes_overflows_drops_its_frames_and_refuses_more() {
         let outbox = Outbox::new(64, 10);
-        assert!(outbox.push_all(&[frame("abcd"), frame("efgh")]));
+        assert!(outbox.push_all(&Batch::from_iter([frame("abcd"), frame("efgh")])));
         assert_eq!(outbox.lock().bytes, 8);
         assert!(outbox.push(frame("ij")), "exactly the budget fits");
         assert!(!outbox.push(frame("k")), "one byte past the budget overflows");
@@ -221,7 +243,7 @@ mod tests {
     fn a_batch_past_the_byte_budget_is_refused_whole() {
         let outbox = Outbox::new(64, 10);
         assert!(outbox.push(frame("abcd")));
-        assert!(!outbox.push_all(&[frame("efg"), frame("hijk")]));
+        assert!(!outbox.push_all(&Batch::from_iter([frame("efg"), frame("hijk")])));
         assert!(outbox.overflowed());
     }
 
@@ -230,7 +252,7 @@ mod tests {
         let outbox = Outbox::new(64, 10);
         let mut taken = VecDeque::new();
         for _ in 0..10 {
-            assert!(outbox.push_all(&[frame("abcde"), frame("fghij")]));
+            assert!(outbox.push_all(&Batch::from_iter([frame("abcde"), frame("fghij")])));
             assert!(matches!(outbox.take(&mut taken), Taken::Frames));
             assert_eq!(outbox.lock().bytes, 0);
         }

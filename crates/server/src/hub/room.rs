@@ -21,7 +21,7 @@ use bavard_protocol::{
     plain, Message, OccupancyEvent, PresenceEvent, RoomName, ServerFrame, Timestamp, TypingEvent, User,
 };
 
-use super::{encode_message_event, Frame, Protocol, SessionId, Subscriber};
+use super::{encode_message_event, outbox::Batch, Frame, Protocol, SessionId, Subscriber};
 
 pub(super) struct Room {
     name: RoomName,
@@ -215,13 +215,13 @@ impl Room {
         state.delivered = last.seq;
         let mut pushed = 0u64;
         if !state.json.is_empty() {
-            let frames: Vec<Frame> = fresh.iter().map(|m| encode_message_event(m)).collect();
+            let frames: Batch = fresh.iter().map(|m| encode_message_event(m)).collect();
             for member in state.json.values() {
                 pushed += u64::from(member.outbox.push_all(&frames));
             }
         }
         if !state.plain.is_empty() {
-            let frames: Vec<Frame> = fresh.iter().map(|m| Frame::from(plain::received(&m.text))).collect();
+            let frames: Batch = fresh.iter().map(|m| Frame::from(plain::received(&m.text))).collect();
             for member in state.plain.values() {
                 pushed += u64::from(member.outbox.push_all(&frames));
             }
