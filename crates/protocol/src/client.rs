@@ -4,7 +4,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{ErrorBody, ErrorCode, RoomName, MAX_HISTORY_LIMIT, MAX_KEY_CHARS, MAX_MEMBERS_LIMIT};
+use crate::{
+    moderation::{check_topic, check_user_id},
+    CreateRequest, ErrorBody, ErrorCode, ModerationRequest, RoleRequest, RoomName, UserInRoom, MAX_HISTORY_LIMIT,
+    MAX_KEY_CHARS, MAX_MEMBERS_LIMIT,
+};
 
 /// A request id chosen by the client: a string or an integer, echoed in the reply.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -111,11 +115,53 @@ pub enum Request {
     Ping,
     /// List who is online in a room, a page at a time.
     Members(MembersRequest),
+    /// Create a room and own it (signed-in users).
+    Create(CreateRequest),
+    /// Give a user a role in a room (default `member`): owners and moderators.
+    AddMember(RoleRequest),
+    /// Take a user's role in a room away (and, in a private room, the user out of it).
+    RemoveMember(UserInRoom),
+    /// Change a user's role in a room: owners.
+    SetRole(RoleRequest),
+    /// End a user's membership of a room on every connection (for a while, with
+    /// `duration_secs`).
+    Kick(ModerationRequest),
+    /// Keep a user out of a room: no join, no read, no write.
+    Ban(ModerationRequest),
+    /// Lift a ban.
+    Unban(ModerationRequest),
+    /// Stop a user from writing in a room.
+    Mute(ModerationRequest),
+    /// Lift a mute.
+    Unmute(ModerationRequest),
+    /// Present a fresh token before the connection's one expires.
+    Refresh {
+        /// The new JWT (same `sub`).
+        token: String,
+    },
 }
 
 impl Request {
     /// The ops this version understands.
-    pub const OPS: [&'static str; 7] = ["join", "leave", "send", "history", "typing", "ping", "members"];
+    pub const OPS: [&'static str; 17] = [
+        "join",
+        "leave",
+        "send",
+        "history",
+        "typing",
+        "ping",
+        "members",
+        "create",
+        "add_member",
+        "remove_member",
+        "set_role",
+        "kick",
+        "ban",
+        "unban",
+        "mute",
+        "unmute",
+        "refresh",
+    ];
 
     /// The wire name of this request's op.
     pub fn op(&self) -> &'static str {
@@ -127,6 +173,16 @@ impl Request {
             Self::Typing { .. } => "typing",
             Self::Ping => "ping",
             Self::Members(_) => "members",
+            Self::Create(_) => "create",
+            Self::AddMember(_) => "add_member",
+            Self::RemoveMember(_) => "remove_member",
+            Self::SetRole(_) => "set_role",
+            Self::Kick(_) => "kick",
+            Self::Ban(_) => "ban",
+            Self::Unban(_) => "unban",
+            Self::Mute(_) => "mute",
+            Self::Unmute(_) => "unmute",
+            Self::Refresh { .. } => "refresh",
         }
     }
 
@@ -144,6 +200,21 @@ impl Request {
             Self::Members(MembersRequest { limit: Some(limit), .. }) if *limit == 0 || *limit > MAX_MEMBERS_LIMIT => {
                 bad(format!("limit must be 1 to {MAX_MEMBERS_LIMIT}"))
             }
+            Self::Create(create) => create.topic.as_deref().map_or(Ok(()), check_topic),
+            Self::AddMember(RoleRequest { user, .. }) | Self::RemoveMember(UserInRoom { user, .. }) => {
+                check_user_id(user)
+            }
+            Self::SetRole(RoleRequest { user, role, .. }) => {
+                check_user_id(user)?;
+                match role {
+                    Some(_) => Ok(()),
+                    None => bad("set_role needs a role: owner, moderator or member".to_owned()),
+                }
+            }
+            Self::Kick(action) | Self::Ban(action) | Self::Unban(action) | Self::Mute(action) | Self::Unmute(action) => {
+                action.validate()
+            }
+            Self::Refresh { token } if token.is_empty() => bad("token must not be empty".to_owned()),
             _ => Ok(()),
         }
     }

@@ -8,6 +8,7 @@
 mod client;
 mod error;
 mod limits;
+mod moderation;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod plain;
@@ -22,6 +23,11 @@ pub use error::{ErrorBody, ErrorCode};
 pub use limits::{
     close_code, Limits, DEFAULT_HISTORY_LIMIT, DEFAULT_MEMBERS_LIMIT, JOIN_REPLY_MEMBERS, MAX_HISTORY_LIMIT,
     MAX_KEY_CHARS, MAX_MEMBERS_LIMIT,
+};
+pub use moderation::{
+    check_sanction, check_slow_mode, check_topic, check_user_id, CreateReply, CreateRequest, ModerationReply,
+    ModerationRequest, RefreshReply, RemovedBecause, RemovedEvent, Role, RoleRequest, RoomKind, UserInRoom,
+    MAX_DURATION_SECS, MAX_REASON_CHARS, MAX_SLOW_MODE_SECS, MAX_TOPIC_CHARS, MAX_USER_ID_CHARS,
 };
 pub use room::{RoomName, RoomNameError, MAX_ROOM_NAME_CHARS};
 pub use server::{

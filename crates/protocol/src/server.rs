@@ -195,6 +195,8 @@ pub enum ServerFrame {
     Typing(TypingEvent),
     /// How many users are online in a large joined room.
     Occupancy(OccupancyEvent),
+    /// This connection was taken out of a room (kicked, banned, no longer a member).
+    Removed(crate::RemovedEvent),
     /// The server is shutting down; the connection closes with 1001 next.
     Closing {
         /// Why, for humans.
@@ -207,8 +209,8 @@ pub enum ServerFrame {
 
 impl ServerFrame {
     /// The `type` of every frame this version of the protocol defines.
-    pub const TYPES: [&'static str; 8] =
-        ["welcome", "reply", "error", "message", "presence", "typing", "occupancy", "closing"];
+    pub const TYPES: [&'static str; 9] =
+        ["welcome", "reply", "error", "message", "presence", "typing", "occupancy", "removed", "closing"];
 
     /// The wire `type` of this frame (`unknown` for a frame from a newer server).
     pub fn type_name(&self) -> &'static str {
@@ -220,6 +222,7 @@ impl ServerFrame {
             Self::Presence(_) => "presence",
             Self::Typing(_) => "typing",
             Self::Occupancy(_) => "occupancy",
+            Self::Removed(_) => "removed",
             Self::Closing { .. } => "closing",
             Self::Unknown => "unknown",
         }

@@ -64,6 +64,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// How connections and REST calls prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// `?name=` is enough (guests); a token, when one is presented and a JWT key is
+    /// configured, is verified and makes a signed-in user.
+    Open,
+    /// Every WebSocket needs a valid JWT (`Authorization: Bearer` or `?token=`).
+    Jwt,
+}
+
 /// Everything `bavard serve` can be told.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -114,6 +124,48 @@ pub struct ServeConfig {
     /// REST writes one client address may make in a burst above the average.
     #[arg(long, env = "BAVARD_API_RATE_BURST", default_value_t = 400)]
     pub api_rate_burst: u32,
+
+    /// `open`: anyone connects with `?name=` (a local run); `jwt`: every WebSocket needs
+    /// a JWT signed with `--jwt-secret` or `--jwt-public-key`.
+    #[arg(long, env = "BAVARD_AUTH", value_enum, default_value_t = AuthMode::Open)]
+    pub auth: AuthMode,
+
+    /// The HS256 secret JWTs are signed with (give this or `--jwt-public-key`).
+    #[arg(long, env = "BAVARD_JWT_SECRET", hide_env_values = true, conflicts_with = "jwt_public_key")]
+    pub jwt_secret: Option<String>,
+
+    /// PEM file with the public key JWTs are signed with: RSA (RS256), EC P-256 (ES256)
+    /// or Ed25519 (EdDSA). Only that algorithm is accepted.
+    #[arg(long, env = "BAVARD_JWT_PUBLIC_KEY", value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// When set, tokens must carry this `aud`.
+    #[arg(long, env = "BAVARD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// When set, tokens must carry this `iss`.
+    #[arg(long, env = "BAVARD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Messages one user may send per second on average, across all its connections
+    /// and REST (0: no limit); beyond it sends get `rate_limited`.
+    #[arg(long, env = "BAVARD_USER_RATE_PER_SECOND", default_value_t = 10.0)]
+    pub user_rate_per_second: f64,
+
+    /// Messages one user may send in a burst above the average.
+    #[arg(long, env = "BAVARD_USER_RATE_BURST", default_value_t = 20)]
+    pub user_rate_burst: u32,
+
+    /// Most simultaneous WebSockets from one client address (0: no limit); further
+    /// upgrades get 429. Behind a reverse proxy every client shares its address: set 0
+    /// there and limit at the proxy.
+    #[arg(long, env = "BAVARD_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
+    pub max_connections_per_ip: usize,
+
+    /// Most rooms one connection may have joined at once; a further `join` is
+    /// `forbidden` until it leaves one.
+    #[arg(long, env = "BAVARD_MAX_ROOMS_PER_CONNECTION", default_value_t = 100)]
+    pub max_rooms_per_connection: usize,
 
     /// Frames queued for one connection before it counts as a slow consumer and is
     /// closed with 4008.

@@ -11,7 +11,7 @@ mod sqlite;
 
 use std::{future::Future, pin::Pin};
 
-use bavard_protocol::{Message, RoomName, Timestamp, User};
+use bavard_protocol::{Message, Role, RoomKind, RoomName, Timestamp, User};
 use futures_util::future::BoxFuture;
 
 #[cfg(test)]
@@ -97,14 +97,142 @@ pub struct RoomRecord {
     pub room: RoomName,
     /// What the room is about ("" when unset).
     pub topic: String,
-    /// Who may join and write (only `public` in this version).
-    pub kind: String,
+    /// Who may join, read and write.
+    pub kind: RoomKind,
     /// When it was created (explicitly, or by its first message).
     pub created: Timestamp,
     /// Its last seq (0 before the first message).
     pub last_seq: u64,
     /// When its last message was stored, or when it was created if it has none.
     pub last_ts: Timestamp,
+    /// Seconds a member must wait between two messages (0: no slow mode).
+    pub slow_mode_secs: u32,
+    /// Whether only moderators may write.
+    pub frozen: bool,
+}
+
+/// What a sanction keeps a user from doing in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SanctionKind {
+    /// Joining, reading and writing.
+    Ban,
+    /// Writing.
+    Mute,
+    /// Joining again, until it ends (a kick with a duration).
+    Kick,
+}
+
+impl SanctionKind {
+    /// How the store spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ban => "ban",
+            Self::Mute => "mute",
+            Self::Kick => "kick",
+        }
+    }
+
+    /// The kind spelled `text`, if any.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Ban, Self::Mute, Self::Kick].into_iter().find(|kind| kind.as_str() == text)
+    }
+}
+
+/// A sanction in force on one user of a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sanction {
+    /// The user it applies to.
+    pub user: String,
+    /// What it forbids.
+    pub kind: SanctionKind,
+    /// When it ends (None: when lifted).
+    pub until: Option<Timestamp>,
+    /// Why, as the moderator gave it.
+    pub reason: Option<String>,
+}
+
+/// A room's rules as stored: what the hub enforces on every join, read and write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredRules {
+    /// Who may join, read and write.
+    pub kind: RoomKind,
+    /// Seconds a member must wait between two messages (0: no slow mode).
+    pub slow_mode_secs: u32,
+    /// Whether only moderators may write.
+    pub frozen: bool,
+    /// Users with a role in the room.
+    pub roles: Vec<(String, Role)>,
+    /// Sanctions not yet expired (those whose `until` is past may be left out).
+    pub sanctions: Vec<Sanction>,
+}
+
+/// One change to a room's rules (see [`MessageStore::change_room`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleChange {
+    /// Sets the room's kind.
+    Kind(RoomKind),
+    /// Sets its topic.
+    Topic(String),
+    /// Sets its slow mode (0: off).
+    SlowMode(u32),
+    /// Freezes or unfreezes it.
+    Frozen(bool),
+    /// Gives `user` a role (Some) or takes it away (None).
+    Role {
+        /// The user.
+        user: String,
+        /// The new role.
+        role: Option<Role>,
+    },
+    /// Puts a sanction on a user, replacing one of the same kind.
+    Sanction(Sanction),
+    /// Lifts the user's sanction of that kind, if any.
+    Lift {
+        /// The user.
+        user: String,
+        /// The kind of sanction lifted.
+        kind: SanctionKind,
+    },
+}
+
+/// One entry of a room's audit log: who did what to whom, when and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// When (set by the caller).
+    pub ts: Timestamp,
+    /// Who acted.
+    pub actor: User,
+    /// What they did (`create`, `kind`, `topic`, `slow_mode`, `frozen`, `add_member`,
+    /// `remove_member`, `set_role`, `kick`, `ban`, `unban`, `mute`, `unmute`).
+    pub action: String,
+    /// To whom, for actions on a user.
+    pub target: Option<String>,
+    /// Why, as given.
+    pub reason: Option<String>,
+    /// What changed, in a word or two (`private`, `moderator`, `30s`...).
+    pub detail: Option<String>,
+}
+
+/// An audit entry as stored, with its place in the room's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Increasing with time within a room (and across rooms); pages go by it.
+    pub id: u64,
+    /// The entry.
+    pub entry: AuditEntry,
+}
+
+/// A room to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRoom {
+    /// Its name.
+    pub room: RoomName,
+    /// Its kind.
+    pub kind: RoomKind,
+    /// Its topic ("" for none).
+    pub topic: String,
+    /// The user who owns it, if any.
+    pub owner: Option<String>,
 }
 
 /// Durable, ordered message history.
@@ -127,11 +255,32 @@ pub trait MessageStore: Send + Sync + 'static {
     /// The room called `room`, if it is known.
     fn room(&self, room: RoomName) -> BoxFuture<'_, Result<Option<RoomRecord>, StoreError>>;
 
-    /// Records a new room; false (and nothing changed) when it is already known.
-    fn create_room(&self, room: RoomName, topic: String) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Records a new room (its owner with the `owner` role) and `audit` in one
+    /// transaction; false (and nothing changed) when the room is already known.
+    fn create_room(&self, room: NewRoom, audit: AuditEntry) -> BoxFuture<'_, Result<bool, StoreError>>;
 
-    /// Sets a known room's topic; false when the room is not known.
-    fn set_topic(&self, room: RoomName, topic: String) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Applies `changes` to the room, in order, and appends `audit` to its log, in one
+    /// transaction. A room without a record (joined, never written to) gets one first,
+    /// public and ownerless.
+    fn change_room(
+        &self,
+        room: RoomName,
+        changes: Vec<RuleChange>,
+        audit: AuditEntry,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The room's rules; None when the room has no record (it is then public, without
+    /// roles or sanctions).
+    fn rules(&self, room: RoomName) -> BoxFuture<'_, Result<Option<StoredRules>, StoreError>>;
+
+    /// A page of the room's audit log, newest first: the `limit` entries with an id
+    /// below `before` (all when None).
+    fn audit(
+        &self,
+        room: RoomName,
+        before: Option<u64>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<AuditRecord>, StoreError>>;
 
     /// Checks that the database answers (for `/readyz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
