@@ -15,9 +15,10 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    api::{self, AppState, OriginPolicy},
+    api::{self, auth::Authenticator, AppState, OriginPolicy},
+    auth::jwt::JwtVerifier,
     broker::Solo,
-    config::ServeConfig,
+    config::{AuthMode, ServeConfig},
     hub::{self, Hub, HubSettings},
     metrics::Metrics,
     net::NoDelayListener,
@@ -69,6 +70,7 @@ fn check(config: &ServeConfig) -> anyhow::Result<()> {
     ensure!(config.recovery_limit >= 1, "--recovery-limit must be at least 1");
     ensure!(config.rate_strikes >= 1, "--rate-strikes must be at least 1");
     ensure!(config.max_connections >= 1, "--max-connections must be at least 1");
+    ensure!(config.max_rooms_per_connection >= 1, "--max-rooms-per-connection must be at least 1");
     ensure!(config.heartbeat_secs > 0.0, "--heartbeat-secs must be positive");
     ensure!(
         config.idle_timeout_secs > config.heartbeat_secs,
@@ -107,6 +109,16 @@ fn tls_config(config: &ServeConfig) -> anyhow::Result<Option<Arc<tokio_rustls::r
 pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     check(&config)?;
     let tls = tls_config(&config)?;
+    let jwt = JwtVerifier::from_settings(
+        config.jwt_secret.as_deref(),
+        config.jwt_public_key.as_deref(),
+        config.jwt_audience.as_deref(),
+        config.jwt_issuer.as_deref(),
+    )?
+    .map(Arc::new);
+    if config.auth == AuthMode::Jwt && jwt.is_none() {
+        bail!("--auth jwt needs the key tokens are signed with: give --jwt-secret or --jwt-public-key");
+    }
     let cors = api::cors::layer(&config.cors_origins)?;
     let listener = bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -127,6 +139,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
             typing_interval: std::time::Duration::from_secs(2),
             presence_max_members: config.presence_events_max_members,
             node: format!("n_{:016x}", rand::random::<u64>()).into(),
+            user_rate_per_second: config.user_rate_per_second,
+            user_rate_burst: config.user_rate_burst,
         },
         Arc::clone(&metrics),
     ));
@@ -155,12 +169,20 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
             max_pending_sends: MAX_PENDING_SENDS,
             shutdown_grace: config.shutdown_grace(),
             metrics: Arc::clone(&metrics),
+            max_rooms: config.max_rooms_per_connection,
+            jwt: jwt.clone(),
         }),
         origins: Arc::new(origins),
         connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
-        api_key: config.api_key.as_deref().map(Arc::from),
+        auth: Arc::new(Authenticator {
+            mode: config.auth,
+            jwt,
+            api_key: config.api_key.as_deref().map(Arc::from),
+            metrics: Arc::clone(&metrics),
+        }),
+        ip_connections: Arc::new(api::IpConnections::new(config.max_connections_per_ip)),
         write_rate: Arc::new(api::WriteRate::new(config.api_rate_per_second, config.api_rate_burst)),
         metrics,
     };

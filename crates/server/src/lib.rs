@@ -5,11 +5,13 @@
 
 mod api;
 pub mod app;
+mod auth;
 mod broker;
 pub mod config;
 mod hub;
 mod metrics;
 mod net;
+mod rate;
 mod session;
 mod store;
 mod tls;

@@ -48,6 +48,47 @@ impl Route {
     }
 }
 
+/// An abuse limit, for `bavard_limit_refusals_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Messages per user across its connections.
+    UserRate,
+    /// WebSockets per client address.
+    ConnectionsPerIp,
+    /// Rooms joined by one connection.
+    RoomsPerConnection,
+    /// A room's slow mode.
+    SlowMode,
+}
+
+impl Limit {
+    const ALL: [Self; 4] = [Self::UserRate, Self::ConnectionsPerIp, Self::RoomsPerConnection, Self::SlowMode];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::UserRate => "user_rate",
+            Self::ConnectionsPerIp => "connections_per_ip",
+            Self::RoomsPerConnection => "rooms_per_connection",
+            Self::SlowMode => "slow_mode",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ActionLabel {
+    action: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ProtocolLabel {
     protocol: &'static str,
@@ -86,6 +127,9 @@ pub struct Metrics {
     commit_batch: Histogram,
     delivery_latency: Histogram,
     http_requests: Family<HttpLabels, Counter>,
+    limit_refusals: [Counter; 4],
+    auth_failures: Family<ReasonLabel, Counter>,
+    moderation_actions: Family<ActionLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -173,8 +217,36 @@ impl Metrics {
             http_requests.clone(),
         );
 
+        let limits = Family::<LimitLabel, Counter>::default();
+        let limit_refusals = Limit::ALL.map(|limit| limits.get_or_create_owned(&LimitLabel { limit: limit.label() }));
+        registry.register(
+            "limit_refusals",
+            "Requests refused by an abuse limit: user_rate (messages per user across its connections), \
+             connections_per_ip (upgrades answered 429), rooms_per_connection (joins refused), slow_mode \
+             (sends refused by a room's slow mode)",
+            limits,
+        );
+
+        let auth_failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Tokens refused (at upgrade, on REST, or in a refresh), by reason",
+            auth_failures.clone(),
+        );
+
+        let moderation_actions = Family::<ActionLabel, Counter>::default();
+        registry.register(
+            "moderation_actions",
+            "Changes to rooms' rules applied (create, configure, add_member, remove_member, set_role, kick, \
+             ban, unban, mute, unmute)",
+            moderation_actions.clone(),
+        );
+
         Self {
             registry,
+            limit_refusals,
+            auth_failures,
+            moderation_actions,
             connections_json,
             connections_plain,
             rooms,
@@ -189,6 +261,22 @@ impl Metrics {
             delivery_latency,
             http_requests,
         }
+    }
+
+    /// Counts a request refused by an abuse limit.
+    pub fn limit_refused(&self, limit: Limit) {
+        let index = Limit::ALL.iter().position(|l| *l == limit).unwrap_or_default();
+        self.limit_refusals[index].inc();
+    }
+
+    /// Counts a token refused for `reason` (a short label).
+    pub fn auth_failed(&self, reason: &'static str) {
+        self.auth_failures.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts a change to a room's rules.
+    pub fn moderation_action(&self, action: &str) {
+        self.moderation_actions.get_or_create(&ActionLabel { action: action.to_owned() }).inc();
     }
 
     /// The open-connections gauge of `protocol`.

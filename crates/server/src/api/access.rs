@@ -1,24 +1,19 @@
-//! Who may write through the REST API, and how fast: a caller presenting the
-//! configured key as `Authorization: Bearer KEY`, or, when no key is configured, a
-//! client on this machine (loopback); each client address gets a token bucket of
-//! writes (`--api-rate-per-second`, `--api-rate-burst`). Reads are open in this version.
+//! How much each client address may do: REST writes need a caller ([`super::auth`])
+//! and draw on a token bucket per address (`--api-rate-per-second`,
+//! `--api-rate-burst`); WebSockets count against `--max-connections-per-ip`.
 
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
-use axum::{
-    extract::connect_info::Connected,
-    http::{header, HeaderMap},
-    serve::IncomingStream,
-};
+use axum::{extract::connect_info::Connected, http::HeaderMap, serve::IncomingStream};
 use bavard_protocol::ErrorCode;
 use tokio::net::TcpStream;
 
-use super::{error::ApiError, AppState};
-use crate::{net::NoDelayListener, session::RateLimiter, tls::TlsListener};
+use super::{auth::Caller, error::ApiError, AppState};
+use crate::{net::NoDelayListener, rate::RateLimiter, tls::TlsListener};
 
 /// Client addresses tracked at most; past it, the buckets of addresses that have not
 /// written for a while are dropped (a dropped address starts again with a full burst).
@@ -78,73 +73,62 @@ impl Connected<IncomingStream<'_, TlsListener<TcpStream>>> for Peer {
 }
 
 /// Refuses a write unless the caller may write (401) and has not written too fast
-/// (429); see the module docs.
-pub fn check_write(state: &AppState, headers: &HeaderMap, Peer(peer): Peer) -> Result<(), ApiError> {
-    check_key(state.api_key.as_deref(), headers, peer)?;
-    state.write_rate.take(peer.ip())
+/// from its address (429); returns who writes.
+pub fn check_write(state: &AppState, headers: &HeaderMap, Peer(peer): Peer) -> Result<Caller, ApiError> {
+    let caller = state.auth.rest(headers, peer)?;
+    caller.actor()?;
+    state.write_rate.take(peer.ip())?;
+    Ok(caller)
 }
 
-/// Refuses (401) a write without the configured key, or, with none configured, from
-/// another machine.
-fn check_key(api_key: Option<&str>, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
-    let Some(expected) = api_key else {
-        if peer.ip().is_loopback() {
-            return Ok(());
+/// Open WebSockets per client address (`--max-connections-per-ip`).
+pub struct IpConnections {
+    max: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One open WebSocket of an address; dropping it (when the session ends) frees it.
+pub struct IpSlot {
+    ip: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl IpConnections {
+    /// At most `max` connections per address (0: no limit).
+    pub fn new(max: usize) -> Self {
+        Self { max, open: Arc::default() }
+    }
+
+    /// A slot for one more connection from `ip`, or None when it has `max` already.
+    pub fn open(&self, ip: IpAddr) -> Option<Option<IpSlot>> {
+        if self.max == 0 {
+            return Some(None);
         }
-        return Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "REST writes from other machines need an API key: start the server with --api-key and send it as Authorization: Bearer KEY",
-        ));
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(key) if same_secret(key.as_bytes(), expected.as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::new(ErrorCode::Unauthorized, "wrong API key")),
-        None => {
-            Err(ApiError::new(ErrorCode::Unauthorized, "this call needs the API key: send Authorization: Bearer KEY"))
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(ip).or_default();
+        if *count >= self.max {
+            return None;
         }
+        *count += 1;
+        Some(Some(IpSlot { ip, open: Arc::clone(&self.open) }))
     }
 }
 
-/// Compares two secrets in time that depends on their lengths only.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |differ, (x, y)| differ | (x ^ y)) == 0
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bearer(key: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
-        headers
-    }
-
-    #[test]
-    fn without_a_key_only_loopback_clients_may_write() {
-        let none = HeaderMap::new();
-        for local in ["127.0.0.1:5000", "127.0.9.2:5000", "[::1]:5000"] {
-            assert!(check_key(None, &none, local.parse().unwrap()).is_ok(), "{local}");
-        }
-        for remote in ["10.0.0.7:5000", "192.168.1.2:5000", "[2001:db8::1]:5000"] {
-            let refused = check_key(None, &bearer("anything"), remote.parse().unwrap());
-            assert!(refused.is_err(), "{remote}");
-        }
-    }
-
-    #[test]
-    fn with_a_key_every_client_needs_it_loopback_included() {
-        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let remote: SocketAddr = "10.0.0.7:5000".parse().unwrap();
-        assert!(check_key(Some("k3y"), &HeaderMap::new(), local).is_err());
-        assert!(check_key(Some("k3y"), &bearer("nope"), remote).is_err());
-        assert!(check_key(Some("k3y"), &bearer("k3y"), remote).is_ok());
-    }
 
     #[test]
     fn each_address_gets_its_own_bucket_of_writes() {
@@ -158,10 +142,16 @@ mod tests {
     }
 
     #[test]
-    fn secrets_compare_by_content() {
-        assert!(same_secret(b"k3y", b"k3y"));
-        assert!(!same_secret(b"k3y", b"k3z"));
-        assert!(!same_secret(b"k3y", b"k3y!"));
-        assert!(!same_secret(b"", b"k"));
+    fn an_address_holds_at_most_its_connections_and_gets_them_back() {
+        let limit = IpConnections::new(2);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = limit.open(a).unwrap();
+        let _second = limit.open(a).unwrap();
+        assert!(limit.open(a).is_none());
+        assert!(limit.open(b).is_some(), "another address has its own");
+        drop(first);
+        assert!(limit.open(a).is_some());
+        assert!(limit.open.lock().unwrap().len() <= 2);
+        assert!(IpConnections::new(0).open(a).unwrap().is_none(), "0 is no limit, and nothing is tracked");
     }
 }

@@ -7,8 +7,10 @@
 //! router).
 
 mod access;
+pub mod auth;
 pub mod cors;
 mod error;
+mod moderation;
 mod openapi;
 mod origin;
 mod rooms;
@@ -20,13 +22,13 @@ use axum::{
     http::{header, StatusCode},
     middleware,
     response::IntoResponse,
-    routing::get,
+    routing::{delete, get, post, put},
     Router,
 };
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use access::{Peer, WriteRate};
+pub use access::{IpConnections, Peer, WriteRate};
 pub use origin::OriginPolicy;
 
 use crate::{hub::Hub, metrics, metrics::Metrics, session::SessionSettings, web};
@@ -46,8 +48,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Where session tasks are spawned, so shutdown can wait for them.
     pub tracker: TaskTracker,
-    /// The key REST writes must present; None: loopback clients only.
-    pub api_key: Option<Arc<str>>,
+    /// Who callers are: tokens, the API key, guests.
+    pub auth: Arc<auth::Authenticator>,
+    /// Open WebSockets per client address.
+    pub ip_connections: Arc<IpConnections>,
     /// How fast each client address may write through REST.
     pub write_rate: Arc<access::WriteRate>,
     /// This server's metrics (`GET /metrics`; the REST routes count what they accept).
@@ -62,6 +66,13 @@ pub fn router(state: AppState, cors: Option<cors::ApiCors>) -> Router {
         .route("/api/rooms/{room}", get(rooms::show).patch(rooms::update))
         .route("/api/rooms/{room}/messages", get(rooms::messages).post(rooms::publish))
         .route("/api/rooms/{room}/members", get(rooms::members))
+        .route("/api/rooms/{room}/members/{user}", put(moderation::put_member).delete(moderation::delete_member))
+        .route("/api/rooms/{room}/bans", post(moderation::ban))
+        .route("/api/rooms/{room}/bans/{user}", delete(moderation::unban))
+        .route("/api/rooms/{room}/mutes", post(moderation::mute))
+        .route("/api/rooms/{room}/mutes/{user}", delete(moderation::unmute))
+        .route("/api/rooms/{room}/kicks", post(moderation::kick))
+        .route("/api/rooms/{room}/audit", get(moderation::audit))
         .layer(axum::extract::DefaultBodyLimit::max(error::BODY_LIMIT));
     if let Some(cors) = cors {
         api = cors.apply(api);

@@ -11,7 +11,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use super::{error::ErrorReply, rooms};
+use super::{error::ErrorReply, moderation, rooms};
 
 /// See the module docs.
 #[derive(OpenApi)]
@@ -20,15 +20,34 @@ use super::{error::ErrorReply, rooms};
         title = "Bavard REST API",
         description = "Rooms, history, server-side publish and presence over HTTP. Errors are \
             `{\"error\": {\"code\", \"message\"}}` with the WebSocket protocol's error codes. Writes need \
-            `Authorization: Bearer KEY` (the server's --api-key), or, on a server without a key, a client on \
-            the same machine. The WebSocket protocol is described at /asyncapi.json."
+            `Authorization: Bearer KEY` (the server's --api-key: a server admin), a user's JWT as \
+            `Authorization: Bearer TOKEN` (that user's rights), or, on a server without a key, a client on \
+            the same machine. Reads of private rooms need the same. The WebSocket protocol is described at \
+            /asyncapi.json."
     ),
-    paths(rooms::list, rooms::create, rooms::show, rooms::update, rooms::messages, rooms::publish, rooms::members),
+    paths(
+        rooms::list,
+        rooms::create,
+        rooms::show,
+        rooms::update,
+        rooms::messages,
+        rooms::publish,
+        rooms::members,
+        moderation::put_member,
+        moderation::delete_member,
+        moderation::ban,
+        moderation::unban,
+        moderation::mute,
+        moderation::unmute,
+        moderation::kick,
+        moderation::audit
+    ),
     components(schemas(ErrorReply)),
     modifiers(&ApiKey),
     tags(
         (name = "rooms", description = "Rooms and who is online in them"),
-        (name = "messages", description = "History, and publishing as a backend")
+        (name = "messages", description = "History, and publishing as a backend"),
+        (name = "moderation", description = "Members and roles, bans, mutes, kicks, and the audit log")
     )
 )]
 struct ApiDoc;
@@ -41,7 +60,7 @@ impl Modify for ApiKey {
         let components = openapi.components.get_or_insert_with(Default::default);
         let bearer = HttpBuilder::new()
             .scheme(HttpAuthScheme::Bearer)
-            .description(Some("the server's --api-key (BAVARD_API_KEY)"))
+            .description(Some("the server's --api-key (BAVARD_API_KEY), or a user's JWT"))
             .build();
         components.add_security_scheme("api_key", SecurityScheme::Http(bearer));
     }

@@ -9,27 +9,26 @@ use axum::{
     Json,
 };
 use bavard_protocol::{
-    ErrorCode, HistoryReply, HistoryRequest, MembersReply, MembersRequest, Request, RoomName, SendReply, SendRequest,
-    Timestamp, User, DEFAULT_HISTORY_LIMIT, DEFAULT_MEMBERS_LIMIT,
+    check_slow_mode, check_topic, ErrorCode, HistoryReply, HistoryRequest, MembersReply, MembersRequest, Request,
+    RoomKind, RoomName, SendReply, SendRequest, Timestamp, User, DEFAULT_HISTORY_LIMIT, DEFAULT_MEMBERS_LIMIT,
 };
 use serde::{de::Error as _, Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
     access::{self, Peer},
+    auth::{display_name, Caller},
     error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorReply},
-    upgrade::display_name,
     AppState,
 };
 use crate::{
-    hub::{Post, RoomListing},
+    auth::Who,
+    hub::{HubError, Post, RoomChanges, RoomListing},
     metrics::Route,
 };
 
 /// The most rooms one call lists.
 const MAX_ROOMS: u32 = 1_000;
-/// The longest topic, in characters.
-pub const MAX_TOPIC_CHARS: usize = 256;
 /// Who a REST message is from when the body names nobody.
 const DEFAULT_AUTHOR: &str = "api";
 /// The largest seq a query or a `reply_to` may name: the document gives seqs as int64
@@ -59,8 +58,9 @@ pub struct RoomView {
     room: RoomName,
     /// What it is about ("" when unset).
     topic: String,
-    /// Who may join and write: `public` (anyone) in this version.
-    kind: String,
+    /// Who may join, read and write: `public` (anyone), `private` (members),
+    /// `broadcast` (anyone reads, moderators write).
+    kind: RoomKind,
     /// Users online in it now.
     online: usize,
     /// Its last seq (0 before the first message).
@@ -69,12 +69,16 @@ pub struct RoomView {
     created_ts: Timestamp,
     /// Its last activity: its last message, or its creation.
     last_ts: Timestamp,
+    /// Seconds a member waits between two messages (0: no slow mode).
+    slow_mode_secs: u32,
+    /// Whether only moderators write.
+    frozen: bool,
 }
 
 impl From<RoomListing> for RoomView {
     fn from(listing: RoomListing) -> Self {
-        let RoomListing { room, topic, kind, created, last_seq, last_ts, online } = listing;
-        Self { room, topic, kind, online, last_seq, created_ts: created, last_ts }
+        let RoomListing { room, topic, kind, created, last_seq, last_ts, online, slow_mode_secs, frozen } = listing;
+        Self { room, topic, kind, online, last_seq, created_ts: created, last_ts, slow_mode_secs, frozen }
     }
 }
 
@@ -87,14 +91,26 @@ pub struct NewRoom {
     #[serde(default)]
     #[schema(max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     topic: String,
+    /// Who may join, read and write (default `public`). Private and broadcast rooms need
+    /// the API key or a user's token; a user creating a room owns it.
+    #[serde(default)]
+    kind: RoomKind,
 }
 
-/// The body of `PATCH /api/rooms/{room}`.
+/// The body of `PATCH /api/rooms/{room}`: the settings to change (at least one).
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct RoomChanges {
+#[schema(min_properties = 1)]
+pub struct RoomPatch {
     /// The new topic (at most 256 characters, none of them control characters; "" clears it).
     #[schema(max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
-    topic: String,
+    topic: Option<String>,
+    /// The new kind (owners only). Making a room private takes its non-members out.
+    kind: Option<RoomKind>,
+    /// Seconds a member must wait between two messages, 0 (off) to 86,400.
+    #[schema(maximum = 86400)]
+    slow_mode_secs: Option<u32>,
+    /// Whether only moderators may write.
+    frozen: Option<bool>,
 }
 
 /// Query parameters of `GET /api/rooms/{room}/messages`: the `history` op's paging.
@@ -152,13 +168,16 @@ pub struct MembersQuery {
     responses((status = 200, body = RoomDirectory), (status = 400, body = ErrorReply), (status = 503, body = ErrorReply)))]
 pub async fn list(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
     ApiQuery(query): ApiQuery<RoomsQuery>,
 ) -> Result<Json<RoomDirectory>, ApiError> {
+    let caller = state.auth.rest(&headers, peer.0)?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_ROOMS).contains(&limit) {
         return Err(ApiError::new(ErrorCode::BadRequest, format!("limit must be between 1 and {MAX_ROOMS}")));
     }
-    let rooms = state.hub.directory(limit).await?;
+    let rooms = state.hub.directory(caller.as_actor().map(|actor| actor.who()), limit).await?;
     Ok(Json(RoomDirectory { rooms: rooms.into_iter().map(RoomView::from).collect() }))
 }
 
@@ -173,34 +192,47 @@ pub async fn create(
     headers: HeaderMap,
     ApiJson(room): ApiJson<NewRoom>,
 ) -> Result<(StatusCode, Json<RoomView>), ApiError> {
-    access::check_write(&state, &headers, peer)?;
+    let caller = access::check_write(&state, &headers, peer)?;
     check_topic(&room.topic)?;
-    let created = state.hub.create_room(&room.name, room.topic).await?;
+    let created = state.hub.create_room(caller.actor()?, &room.name, room.kind, room.topic).await?;
     Ok((StatusCode::CREATED, Json(created.into())))
 }
 
 /// Describes one room.
 #[utoipa::path(get, path = "/api/rooms/{room}", tag = "rooms", params(("room" = RoomName, Path, description = "the room's name")),
     responses((status = 200, body = RoomView), (status = 400, body = ErrorReply), (status = 404, body = ErrorReply)))]
-pub async fn show(State(state): State<AppState>, ApiPath(room): ApiPath<RoomName>) -> Result<Json<RoomView>, ApiError> {
-    Ok(Json(known(&state, &room).await?.into()))
+pub async fn show(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    ApiPath(room): ApiPath<RoomName>,
+) -> Result<Json<RoomView>, ApiError> {
+    let listing = known(&state, &room).await?;
+    may_read(&state, &state.auth.rest(&headers, peer.0)?, &room).await?;
+    Ok(Json(listing.into()))
 }
 
-/// Changes a room's topic.
-#[utoipa::path(patch, path = "/api/rooms/{room}", tag = "rooms", request_body = RoomChanges, security(("api_key" = [])),
+/// Changes a room's topic, kind, slow mode or freeze: moderators (the kind: owners).
+#[utoipa::path(patch, path = "/api/rooms/{room}", tag = "rooms", request_body = RoomPatch, security(("api_key" = [])),
     params(("room" = RoomName, Path, description = "the room's name")),
     responses((status = 200, body = RoomView), (status = 400, body = ErrorReply), (status = 401, body = ErrorReply), (status = 429, description = "too many writes from this address", body = ErrorReply),
-        (status = 404, body = ErrorReply), (status = 415, body = ErrorReply)))]
+        (status = 403, body = ErrorReply), (status = 404, body = ErrorReply), (status = 415, body = ErrorReply)))]
 pub async fn update(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<Peer>,
     headers: HeaderMap,
     ApiPath(room): ApiPath<RoomName>,
-    ApiJson(changes): ApiJson<RoomChanges>,
+    ApiJson(patch): ApiJson<RoomPatch>,
 ) -> Result<Json<RoomView>, ApiError> {
-    access::check_write(&state, &headers, peer)?;
-    check_topic(&changes.topic)?;
-    Ok(Json(state.hub.set_topic(&room, changes.topic).await?.into()))
+    let caller = access::check_write(&state, &headers, peer)?;
+    let RoomPatch { topic, kind, slow_mode_secs, frozen } = patch;
+    if topic.is_none() && kind.is_none() && slow_mode_secs.is_none() && frozen.is_none() {
+        return Err(ApiError::new(ErrorCode::BadRequest, "give at least one of topic, kind, slow_mode_secs, frozen"));
+    }
+    topic.as_deref().map_or(Ok(()), check_topic)?;
+    slow_mode_secs.map_or(Ok(()), check_slow_mode)?;
+    let changes = RoomChanges { kind, topic, slow_mode_secs, frozen };
+    Ok(Json(state.hub.configure(caller.actor()?, &room, changes).await?.into()))
 }
 
 /// Pages through a room's history, oldest first: the `history` op over HTTP.
@@ -209,6 +241,8 @@ pub async fn update(
     responses((status = 200, body = HistoryReply), (status = 400, body = ErrorReply), (status = 404, body = ErrorReply)))]
 pub async fn messages(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
     ApiPath(room): ApiPath<RoomName>,
     ApiQuery(query): ApiQuery<MessagesQuery>,
 ) -> Result<Json<HistoryReply>, ApiError> {
@@ -217,7 +251,10 @@ pub async fn messages(
     check_seq("after", after)?;
     Request::History(HistoryRequest { room: room.clone(), before, after, limit }).validate(usize::MAX)?;
     exists(&state, &room).await?;
-    let page = state.hub.history(&room, before, after, limit.unwrap_or(DEFAULT_HISTORY_LIMIT)).await?;
+    let caller = state.auth.rest(&headers, peer.0)?;
+    may_read(&state, &caller, &room).await?;
+    let who = caller.as_actor().map_or(NOBODY, |actor| actor.who());
+    let page = state.hub.history(who, &room, before, after, limit.unwrap_or(DEFAULT_HISTORY_LIMIT)).await?;
     Ok(Json(page))
 }
 
@@ -239,7 +276,7 @@ pub async fn publish(
     ApiPath(room): ApiPath<RoomName>,
     ApiJson(message): ApiJson<NewMessage>,
 ) -> Result<(StatusCode, Json<SendReply>), ApiError> {
-    access::check_write(&state, &headers, peer)?;
+    let caller = access::check_write(&state, &headers, peer)?;
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(value) => Some(
@@ -258,9 +295,14 @@ pub async fn publish(
         None => DEFAULT_AUTHOR.to_owned(),
     };
     exists(&state, &room).await?;
-    let author = User { id: format!("api:{name}"), name };
+    let actor = caller.actor()?;
+    // A user's token writes as that user; the API key as the author it names.
+    let author = match &caller {
+        Caller::User(actor) => actor.user.clone(),
+        _ => User { id: format!("api:{name}"), name },
+    };
     let SendRequest { room, text, key, reply_to } = send;
-    let pending = state.hub.publish_as(author, Post { room: room.clone(), text, key, reply_to }).await?;
+    let pending = state.hub.publish_as(actor, author, Post { room: room.clone(), text, key, reply_to }).await?;
     state.metrics.message_accepted(Route::Rest);
     let posted = pending.await?;
     let reply = SendReply { room, seq: posted.seq, ts: posted.ts, duplicate: posted.duplicate };
@@ -274,14 +316,32 @@ pub async fn publish(
     responses((status = 200, body = MembersReply), (status = 400, body = ErrorReply), (status = 404, body = ErrorReply)))]
 pub async fn members(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
     ApiPath(room): ApiPath<RoomName>,
     ApiQuery(query): ApiQuery<MembersQuery>,
 ) -> Result<Json<MembersReply>, ApiError> {
     let MembersQuery { cursor, limit } = query;
     Request::Members(MembersRequest { room: room.clone(), cursor: cursor.clone(), limit }).validate(usize::MAX)?;
     exists(&state, &room).await?;
+    may_read(&state, &state.auth.rest(&headers, peer.0)?, &room).await?;
     let limit = limit.unwrap_or(DEFAULT_MEMBERS_LIMIT) as usize;
     Ok(Json(state.hub.members(&room, cursor.as_deref(), limit)?))
+}
+
+/// An anonymous caller, as permission checks see it: no id, so no role and no sanction.
+const NOBODY: Who<'static> = Who { id: "", admin: false };
+
+/// Nothing, or the refusal of a caller who may not read the room: 401 for an anonymous
+/// caller (who might be let in with a token), 403 for a user.
+pub(super) async fn may_read(state: &AppState, caller: &Caller, room: &RoomName) -> Result<(), ApiError> {
+    let who = caller.as_actor().map_or(NOBODY, |actor| actor.who());
+    match state.hub.check_read(who, room).await {
+        Err(HubError::Forbidden(reason)) if caller.as_actor().is_none() => {
+            Err(ApiError::new(ErrorCode::Unauthorized, format!("{reason}; send a token")))
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Nothing, or 404 for a room never created, written to or joined (cheaper than
@@ -325,15 +385,4 @@ fn check_seq(name: &str, seq: Option<u64>) -> Result<(), ApiError> {
         }
         _ => Ok(()),
     }
-}
-
-fn check_topic(topic: &str) -> Result<(), ApiError> {
-    let chars = topic.chars().count();
-    if chars > MAX_TOPIC_CHARS || topic.chars().any(char::is_control) {
-        return Err(ApiError::new(
-            ErrorCode::BadRequest,
-            format!("topic has {chars} characters; use at most {MAX_TOPIC_CHARS} printable ones"),
-        ));
-    }
-    Ok(())
 }

@@ -1,5 +1,7 @@
-//! The WebSocket upgrade: origin and handshake checks, identity from the query string,
-//! the connection limit, and handing the upgraded socket to a tracked session task.
+//! The WebSocket upgrade: origin and handshake checks, identity (a token, or a guest's
+//! `?name=`: [`super::auth`]), the connection limits (in all and per address), the
+//! rules of a plain-text client's room, and handing the upgraded socket to a tracked
+//! session task.
 //!
 //! The handshake is done here rather than through axum's extractor so the session gets
 //! our own framing (`bavard_ws::ServerSocket`: no read buffer per idle connection).
@@ -8,7 +10,7 @@ use std::sync::Arc;
 
 use axum::{
     body::Body,
-    extract::{Path, Query, Request, State},
+    extract::{ConnectInfo, Path, Query, Request, State},
     http::{header, HeaderMap, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -17,32 +19,41 @@ use bavard_ws::{derive_accept_key, ServerSocket};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
-use super::AppState;
-use crate::session::{self, SessionContext};
-
-/// The longest nickname accepted with `?name=`, in characters.
-const MAX_NAME_CHARS: usize = 32;
+use super::{access::Peer, AppState};
+use crate::{
+    hub::HubError,
+    metrics::Limit,
+    session::{self, SessionContext},
+};
 
 /// Query parameters of a WebSocket upgrade.
 #[derive(Debug, Default, Deserialize)]
 pub struct ConnectParams {
     /// Nickname in open mode.
     pub name: Option<String>,
+    /// A JWT, for clients that cannot set `Authorization` (browsers).
+    pub token: Option<String>,
 }
 
 /// `GET /ws`: the JSON protocol.
-pub async fn json(State(state): State<AppState>, Query(params): Query<ConnectParams>, request: Request) -> Response {
-    upgrade(state, params, request, None)
+pub async fn json(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Query(params): Query<ConnectParams>,
+    request: Request,
+) -> Response {
+    upgrade(state, peer, params, request, None).await
 }
 
 /// `GET /ws/chat`: the plain-text protocol in room `chat`.
 pub async fn plain_default(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     Query(params): Query<ConnectParams>,
     request: Request,
 ) -> Response {
     match RoomName::new(plain::DEFAULT_ROOM) {
-        Ok(room) => upgrade(state, params, request, Some(room)),
+        Ok(room) => upgrade(state, peer, params, request, Some(room)).await,
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
@@ -50,12 +61,13 @@ pub async fn plain_default(
 /// `GET /ws/chat/{room}`: the plain-text protocol in `room`.
 pub async fn plain_room(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     Path(room): Path<String>,
     Query(params): Query<ConnectParams>,
     request: Request,
 ) -> Response {
     match RoomName::new(&room) {
-        Ok(room) => upgrade(state, params, request, Some(room)),
+        Ok(room) => upgrade(state, peer, params, request, Some(room)).await,
         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     }
 }
@@ -65,7 +77,13 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// Upgrades to a session of the JSON protocol, or of the plain-text one in `plain_room`.
-fn upgrade(state: AppState, params: ConnectParams, mut request: Request, plain_room: Option<RoomName>) -> Response {
+async fn upgrade(
+    state: AppState,
+    Peer(peer): Peer,
+    params: ConnectParams,
+    mut request: Request,
+    plain_room: Option<RoomName>,
+) -> Response {
     if !state.origins.allows(request.headers()) {
         return refuse(
             StatusCode::FORBIDDEN,
@@ -76,9 +94,25 @@ fn upgrade(state: AppState, params: ConnectParams, mut request: Request, plain_r
         Ok(accept) => accept,
         Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
     };
-    let user = match identity(params) {
-        Ok(user) => user,
-        Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
+    let identity = match state.auth.connection(request.headers(), params.token.as_deref(), params.name.as_deref()) {
+        Ok(identity) => identity,
+        Err((status, message)) => return refuse(status, message),
+    };
+    if let Some(room) = &plain_room {
+        // A plain-text client cannot be told why later: a room it may not join is
+        // refused here, as an HTTP status.
+        match state.hub.check_join(identity.who(), room).await {
+            Ok(()) => {}
+            Err(HubError::Forbidden(reason)) => return refuse(StatusCode::FORBIDDEN, reason),
+            Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry later")),
+        }
+    }
+    let Some(ip_slot) = state.ip_connections.open(peer.ip()) else {
+        state.metrics.limit_refused(Limit::ConnectionsPerIp);
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many connections from {}: close one first (--max-connections-per-ip)", peer.ip()),
+        );
     };
     let Ok(permit) = Arc::clone(&state.connections).try_acquire_owned() else {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections; retry later");
@@ -89,11 +123,11 @@ fn upgrade(state: AppState, params: ConnectParams, mut request: Request, plain_r
         hub: Arc::clone(&state.hub),
         settings: Arc::clone(&state.sessions),
         shutdown: state.shutdown.clone(),
-        user,
+        identity,
     };
     // This future lives as long as the connection: its size is memory per idle client.
     let task = async move {
-        let _permit = permit;
+        let _permits = (permit, ip_slot);
         match on_upgrade.await {
             Ok(upgraded) => {
                 let socket = ServerSocket::new(TokioIo::new(upgraded), max_frame_bytes);
@@ -135,55 +169,4 @@ fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, &'
     }
     let key = headers.get(header::SEC_WEBSOCKET_KEY).ok_or("missing Sec-WebSocket-Key")?;
     HeaderValue::from_str(&derive_accept_key(key.as_bytes())).map_err(|_| "invalid Sec-WebSocket-Key")
-}
-
-/// A display name as given (`?name=`, or a REST author's `name`), trimmed: 1 to
-/// [`MAX_NAME_CHARS`] printable characters.
-pub(super) fn display_name(name: &str) -> Result<String, String> {
-    let name = name.trim();
-    let chars = name.chars().count();
-    if chars == 0 || chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(format!("invalid name: use 1 to {MAX_NAME_CHARS} printable characters"));
-    }
-    Ok(name.to_owned())
-}
-
-/// The user of a connection in open mode: `?name=` (user id `g_NAME`), or a guest
-/// with 64 random bits in its id (`g_` and 16 hex digits: collisions, which would let
-/// two guests share idempotency keys, are out of reach) and a short display name.
-fn identity(params: ConnectParams) -> Result<User, String> {
-    match params.name.filter(|name| !name.trim().is_empty()) {
-        Some(name) => {
-            let name = display_name(&name)?;
-            Ok(User { id: format!("g_{name}"), name })
-        }
-        None => {
-            let random = rand::random::<u64>();
-            Ok(User { id: format!("g_{random:016x}"), name: format!("guest-{:04x}", random >> 48) })
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashSet;
-
-    use super::*;
-
-    #[test]
-    fn unnamed_guests_get_ids_with_64_random_bits() {
-        let ids: HashSet<String> =
-            (0..100_000).map(|_| identity(ConnectParams::default()).map(|user| user.id).unwrap()).collect();
-        assert_eq!(ids.len(), 100_000, "no two guests share an id");
-        let guest = identity(ConnectParams::default()).unwrap();
-        assert!(guest.id.starts_with("g_") && guest.id.len() == 18, "{}", guest.id);
-        assert!(guest.name.starts_with("guest-") && guest.name.len() == 10, "{}", guest.name);
-    }
-
-    #[test]
-    fn a_named_user_keeps_its_name_as_id() {
-        let named = identity(ConnectParams { name: Some(" alice ".to_owned()) }).unwrap();
-        assert_eq!((named.id.as_str(), named.name.as_str()), ("g_alice", "alice"));
-        assert!(identity(ConnectParams { name: Some("a\u{7}b".to_owned()) }).is_err());
-    }
 }

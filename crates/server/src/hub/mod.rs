@@ -14,11 +14,19 @@
 //! `room.rs`): large rooms report their count in `occupancy` events, which
 //! [`Hub::run_occupancy`] sends at most once per second per room.
 //!
+//! Every join, read and write is checked against the room's rules, held in memory by
+//! [`guard`] and changed through [`moderation`] (which also takes sanctioned users out
+//! of their rooms at once); each user's messages draw on one token bucket shared by
+//! its connections ([`quota`]).
+//!
 //! The hub counts what it alone sees in the server's metrics: rooms with members, and
 //! per room and commit batch the frames it pushed and each message's latency.
 
 mod commits;
+mod guard;
+mod moderation;
 mod outbox;
+mod quota;
 mod room;
 #[cfg(test)]
 mod tests;
@@ -41,15 +49,16 @@ use bavard_protocol::{
 use futures_util::StreamExt;
 
 pub use commits::{commit_stream, CommitSender, CommitStream};
+pub use moderation::{RoomChanges, Sanctioning};
 pub use outbox::{Frame, Outbox, Taken};
+pub use quota::Quota;
 use room::{CountChange, Room};
 
+use crate::auth::{Actor, Standing, Who};
 use crate::broker::{Broker, NodeId};
-use crate::metrics::Metrics;
+use crate::metrics::{Limit, Metrics};
 use crate::store::{Appended, MessageStore, NewMessage, Page, PageQuery, PendingAppend, RoomRecord, StoreError};
-
-/// The kind of every room in this version.
-const PUBLIC: &str = "public";
+use bavard_protocol::RoomKind;
 
 /// Which protocol a member speaks, which decides how events are encoded for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,10 +79,21 @@ pub struct Subscriber {
     pub session: SessionId,
     /// The connection's user.
     pub user: User,
+    /// How the server knows the user (guest, signed in, admin).
+    pub standing: Standing,
     /// How to encode events for it.
     pub protocol: Protocol,
     /// Its bounded outbound queue.
     pub outbox: Outbox,
+    /// The user's message bucket, shared by its connections (None: no limit).
+    pub quota: Option<Arc<Quota>>,
+}
+
+impl Subscriber {
+    /// The connection's user as permission checks see it.
+    pub fn who(&self) -> Who<'_> {
+        Who { id: &self.user.id, admin: self.standing == Standing::Admin }
+    }
 }
 
 /// Hub settings.
@@ -88,6 +108,10 @@ pub struct HubSettings {
     pub presence_max_members: usize,
     /// This node's name among the hubs that share a broker.
     pub node: NodeId,
+    /// Messages one user may send per second across its connections (0: no limit).
+    pub user_rate_per_second: f64,
+    /// Messages one user may send in a burst above that.
+    pub user_rate_burst: u32,
 }
 
 /// How often large rooms announce their member count (when it changed).
@@ -108,6 +132,25 @@ pub enum HubError {
     /// The room was never created, written to or joined.
     #[error("there is no room {0}: create it, or join it, first")]
     UnknownRoom(RoomName),
+    /// The room's rules, or the actor's rank, forbid it.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The room's slow mode: the member sent too recently.
+    #[error("room {room} is in slow mode: you may send again in {} s", wait.as_secs_f64().ceil())]
+    SlowMode {
+        /// The room.
+        room: RoomName,
+        /// How long until the member may send again.
+        wait: Duration,
+    },
+    /// The user sent more messages than its bucket allows, across its connections.
+    #[error("too many messages from you: at most {per_second} per second (bursts of {burst}) across your connections; slow down")]
+    UserRate {
+        /// The average allowed.
+        per_second: f64,
+        /// The burst allowed.
+        burst: u32,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -121,6 +164,8 @@ impl HubError {
             Self::BadCursor(_) => ErrorCode::BadRequest,
             Self::RoomExists(_) => ErrorCode::Conflict,
             Self::UnknownRoom(_) => ErrorCode::NotFound,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::SlowMode { .. } | Self::UserRate { .. } => ErrorCode::RateLimited,
             Self::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 return ErrorBody::new(ErrorCode::Internal, format!("{e}; retry later (with the same key for a send)"));
@@ -178,8 +223,8 @@ pub struct RoomListing {
     pub room: RoomName,
     /// What it is about ("" when unset).
     pub topic: String,
-    /// Who may join and write (`public` in this version).
-    pub kind: String,
+    /// Who may join, read and write.
+    pub kind: RoomKind,
     /// When it was created.
     pub created: Timestamp,
     /// Its last seq (0 before the first message).
@@ -188,12 +233,16 @@ pub struct RoomListing {
     pub last_ts: Timestamp,
     /// Users online in it now, on this node.
     pub online: usize,
+    /// Seconds a member waits between two messages (0: off).
+    pub slow_mode_secs: u32,
+    /// Whether only moderators write.
+    pub frozen: bool,
 }
 
 impl RoomListing {
     fn new(record: RoomRecord, online: usize) -> Self {
-        let RoomRecord { room, topic, kind, created, last_seq, last_ts } = record;
-        Self { room, topic, kind, created, last_seq, last_ts, online }
+        let RoomRecord { room, topic, kind, created, last_seq, last_ts, slow_mode_secs, frozen } = record;
+        Self { room, topic, kind, created, last_seq, last_ts, online, slow_mode_secs, frozen }
     }
 }
 
@@ -210,6 +259,10 @@ pub struct Hub {
     occupancy_due: Mutex<Vec<Arc<Room>>>,
     /// Rooms, deliveries and delivery latency are counted here.
     metrics: Arc<Metrics>,
+    /// Each room's rules, as enforced.
+    guards: guard::Guards,
+    /// Each user's message bucket.
+    quotas: quota::Quotas,
 }
 
 impl Hub {
@@ -220,6 +273,7 @@ impl Hub {
         settings: HubSettings,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let quotas = quota::Quotas::new(settings.user_rate_per_second, settings.user_rate_burst);
         Self {
             rooms: RwLock::new(HashMap::new()),
             store,
@@ -228,7 +282,14 @@ impl Hub {
             next_session: AtomicU64::new(1),
             occupancy_due: Mutex::new(Vec::new()),
             metrics,
+            guards: guard::Guards::default(),
+            quotas,
         }
+    }
+
+    /// The message bucket `user` shares with its other connections (None: no limit).
+    pub fn quota(&self, user: &str) -> Option<Arc<Quota>> {
+        self.quotas.of(user)
     }
 
     /// A fresh session id.
@@ -310,6 +371,7 @@ impl Hub {
         limit: u32,
     ) -> Result<JoinReply, HubError> {
         let joined = self.subscribe(subscriber, room, JOIN_REPLY_MEMBERS).await?;
+        self.recheck_join(subscriber, room).await?;
         let last_seq = joined.last_seq;
         let (query, recovery) = match since {
             Some(since) => {
@@ -337,7 +399,26 @@ impl Hub {
     /// Subscribes `subscriber` to `room` with nothing to reply (the plain-text protocol
     /// has no join reply).
     pub async fn enter(&self, subscriber: &Arc<Subscriber>, room: &RoomName) -> Result<(), HubError> {
-        self.subscribe(subscriber, room, 0).await.map(drop)
+        self.subscribe(subscriber, room, 0).await?;
+        self.recheck_join(subscriber, room).await
+    }
+
+    /// May `who` join `room`? Asked before an upgrade to a plain-text room (whose
+    /// refusal is an HTTP status), and by every join.
+    pub async fn check_join(&self, who: Who<'_>, room: &RoomName) -> Result<(), HubError> {
+        let guard = self.guards.get(self.store.as_ref(), room).await?;
+        guard.read(|rules| rules.check_join(who, room.as_str(), Timestamp::now())).map_err(HubError::Forbidden)
+    }
+
+    /// Checks a join after subscribing, and undoes it if refused: a ban that lands
+    /// while the join is under way takes out the members it finds, and a member added
+    /// just after it would otherwise slip through.
+    async fn recheck_join(&self, subscriber: &Subscriber, room: &RoomName) -> Result<(), HubError> {
+        if let Err(refused) = self.check_join(subscriber.who(), room).await {
+            self.remove_member(subscriber, room, false);
+            return Err(refused);
+        }
+        Ok(())
     }
 
     /// Adds the subscriber to the room once the room is in step with the commit stream.
@@ -347,6 +428,7 @@ impl Hub {
         name: &RoomName,
         listed: usize,
     ) -> Result<room::Snapshot, HubError> {
+        self.check_join(subscriber.who(), name).await?;
         loop {
             let room = match self.room(name) {
                 Some(room) => room,
@@ -388,6 +470,11 @@ impl Hub {
         for room in due {
             room.announce_occupancy();
         }
+    }
+
+    /// Whether the session is a member of `room` now.
+    pub fn is_member(&self, subscriber: &Subscriber, name: &RoomName) -> bool {
+        self.room(name).is_some_and(|room| room.has_member(subscriber))
     }
 
     /// Unsubscribes the session from `room`; false when it was not a member.
@@ -446,38 +533,68 @@ impl Hub {
         if !member {
             return Err(HubError::NotMember(post.room));
         }
+        self.check_write(subscriber.who(), &post.room, subscriber.quota.as_deref()).await?;
         let Post { room, text, key, reply_to } = post;
         let message = NewMessage { room, from: subscriber.user.clone(), text, key, reply_to };
         Ok(PendingPost(self.store.append(message).await?))
     }
 
-    /// Queues a message from `from` for the next commit without membership: the REST
-    /// API's door (its callers hold the API key). Otherwise exactly [`Hub::publish`].
-    pub async fn publish_as(&self, from: User, post: Post) -> Result<PendingPost, HubError> {
+    /// Queues a message from `from`, written by `actor`, for the next commit without
+    /// membership: the REST API's door. The actor's rights and message bucket apply
+    /// (admins have no bucket); otherwise exactly [`Hub::publish`].
+    pub async fn publish_as(&self, actor: &Actor, from: User, post: Post) -> Result<PendingPost, HubError> {
+        let quota = if actor.is_admin() { None } else { self.quotas.of(&actor.user.id) };
+        self.check_write(actor.who(), &post.room, quota.as_deref()).await?;
         let Post { room, text, key, reply_to } = post;
         let message = NewMessage { room, from, text, key, reply_to };
         Ok(PendingPost(self.store.append(message).await?))
     }
 
+    /// Checks a message from `who` against the room's rules, slow mode and the user's
+    /// bucket, taking from the bucket (and the slow-mode slot) when it passes.
+    async fn check_write(&self, who: Who<'_>, room: &RoomName, quota: Option<&Quota>) -> Result<(), HubError> {
+        let guard = self.guards.get(self.store.as_ref(), room).await?;
+        if let Err(refused) = guard.check_write(who, room.as_str()) {
+            return Err(match refused {
+                guard::WriteRefusal::Forbidden(reason) => HubError::Forbidden(reason),
+                guard::WriteRefusal::SlowMode(wait) => {
+                    self.metrics.limit_refused(Limit::SlowMode);
+                    HubError::SlowMode { room: room.clone(), wait }
+                }
+            });
+        }
+        if quota.is_some_and(|quota| !quota.try_take()) {
+            self.metrics.limit_refused(Limit::UserRate);
+            let HubSettings { user_rate_per_second: per_second, user_rate_burst: burst, .. } = self.settings;
+            return Err(HubError::UserRate { per_second, burst });
+        }
+        Ok(())
+    }
+
     /// Tells the room's other JSON members that the subscriber types, at most once per
     /// typing interval per user and room.
-    pub fn typing(&self, subscriber: &Subscriber, name: &RoomName) -> Result<(), HubError> {
+    pub async fn typing(&self, subscriber: &Subscriber, name: &RoomName) -> Result<(), HubError> {
         let room = self.room(name).filter(|room| room.has_member(subscriber));
         let room = room.ok_or_else(|| HubError::NotMember(name.clone()))?;
+        let guard = self.guards.get(self.store.as_ref(), name).await?;
+        let who = subscriber.who();
+        guard.read(|rules| rules.check_write(who, name.as_str(), Timestamp::now())).map_err(HubError::Forbidden)?;
         room.typing(&subscriber.user, self.settings.typing_interval);
         Ok(())
     }
 
     /// Reads a page of `room`'s history, oldest first: with `after`, the oldest `limit`
     /// messages after it (and before `before`); otherwise the newest `limit` before
-    /// `before`. No membership needed: rooms are public in this version.
+    /// `before`. No membership needed, only the right to read the room.
     pub async fn history(
         &self,
+        who: Who<'_>,
         room: &RoomName,
         before: Option<u64>,
         after: Option<u64>,
         limit: u32,
     ) -> Result<HistoryReply, HubError> {
+        self.check_read(who, room).await?;
         let query = match after {
             Some(after) => PageQuery::After { after, before, limit },
             None => PageQuery::Before { before, limit },
@@ -486,11 +603,34 @@ impl Hub {
         Ok(HistoryReply { messages, has_more })
     }
 
-    /// The stored rooms (created, or written to), most recently active first, with how
-    /// many users are online in each.
-    pub async fn directory(&self, limit: u32) -> Result<Vec<RoomListing>, HubError> {
+    /// May `who` read `room`?
+    pub async fn check_read(&self, who: Who<'_>, room: &RoomName) -> Result<(), HubError> {
+        let guard = self.guards.get(self.store.as_ref(), room).await?;
+        guard.read(|rules| rules.check_read(who, room.as_str(), Timestamp::now())).map_err(HubError::Forbidden)
+    }
+
+    /// The stored rooms (created, or written to) `who` may see, most recently active
+    /// first, with how many users are online in each: private rooms are listed only to
+    /// their members and to admins. `who` None is an anonymous caller.
+    pub async fn directory(&self, who: Option<Who<'_>>, limit: u32) -> Result<Vec<RoomListing>, HubError> {
         let rooms = self.store.rooms(limit).await?;
-        Ok(rooms.into_iter().map(|record| self.listing(record)).collect())
+        let mut listed = Vec::with_capacity(rooms.len());
+        for record in rooms {
+            if record.kind == RoomKind::Private && !self.may_see(who, &record.room).await? {
+                continue;
+            }
+            listed.push(self.listing(record));
+        }
+        Ok(listed)
+    }
+
+    async fn may_see(&self, who: Option<Who<'_>>, room: &RoomName) -> Result<bool, HubError> {
+        let Some(who) = who else { return Ok(false) };
+        match self.check_read(who, room).await {
+            Ok(()) => Ok(true),
+            Err(HubError::Forbidden(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     fn listing(&self, record: RoomRecord) -> RoomListing {
@@ -520,37 +660,17 @@ impl Hub {
         Ok(self.room(name).filter(|room| room.online_count() > 0).map(|room| RoomListing {
             room: name.clone(),
             topic: String::new(),
-            kind: PUBLIC.to_owned(),
+            kind: RoomKind::Public,
             created: room.opened,
             last_seq: 0,
             last_ts: room.opened,
             online: room.online_count(),
+            slow_mode_secs: 0,
+            frozen: false,
         }))
     }
 
-    /// Creates a room; [`HubError::RoomExists`] when the name is taken (by a room
-    /// created, written to or joined before).
-    pub async fn create_room(&self, name: &RoomName, topic: String) -> Result<RoomListing, HubError> {
-        let joined = self.online_count(name) > 0;
-        if joined || !self.store.create_room(name.clone(), topic).await? {
-            return Err(HubError::RoomExists(name.clone()));
-        }
-        self.stored_room(name).await
-    }
-
-    /// Sets a room's topic; [`HubError::UnknownRoom`] when it was never created or
-    /// written to.
-    pub async fn set_topic(&self, name: &RoomName, topic: String) -> Result<RoomListing, HubError> {
-        if !self.store.set_topic(name.clone(), topic.clone()).await? {
-            // A room with members but no record yet gets one now.
-            if self.online_count(name) == 0 || !self.store.create_room(name.clone(), topic).await? {
-                return Err(HubError::UnknownRoom(name.clone()));
-            }
-        }
-        self.stored_room(name).await
-    }
-
-    async fn stored_room(&self, name: &RoomName) -> Result<RoomListing, HubError> {
+    pub(super) async fn stored_room(&self, name: &RoomName) -> Result<RoomListing, HubError> {
         let record = self.store.room(name.clone()).await?;
         record.map(|record| self.listing(record)).ok_or_else(|| HubError::UnknownRoom(name.clone()))
     }

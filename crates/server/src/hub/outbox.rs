@@ -89,6 +89,9 @@ struct Queue {
     /// Most bytes `frames` may hold.
     capacity_bytes: usize,
     overflowed: bool,
+    /// Set when a moderator took the member out of a plain-text connection's only
+    /// room: the session closes with 1008 and this reason.
+    evicted: Option<Box<str>>,
 }
 
 /// What the session finds when it looks at its outbox.
@@ -100,6 +103,8 @@ pub enum Taken {
     Overflowed,
     /// Frames to write, oldest first (moved into the caller's buffer).
     Frames,
+    /// The connection must close with 1008, for this reason (see [`Outbox::evict`]).
+    Evicted(String),
 }
 
 impl Outbox {
@@ -111,6 +116,7 @@ impl Outbox {
             bytes: 0,
             capacity_bytes: capacity_bytes.max(1),
             overflowed: false,
+            evicted: None,
         };
         Self { queue: Mutex::new(queue), changed: Notify::new() }
     }
@@ -135,7 +141,7 @@ impl Outbox {
     /// Queues `frames`, which hold `bytes` of text, in order (see [`Outbox::push_all`]).
     fn push_frames(&self, frames: &[Frame], bytes: usize) -> bool {
         let mut queue = self.lock();
-        if queue.overflowed {
+        if queue.overflowed || queue.evicted.is_some() {
             return false;
         }
         let bytes = queue.bytes.saturating_add(bytes);
@@ -164,6 +170,9 @@ impl Outbox {
         if queue.overflowed {
             return Taken::Overflowed;
         }
+        if let Some(reason) = &queue.evicted {
+            return Taken::Evicted(reason.to_string());
+        }
         if queue.frames.is_empty() {
             return Taken::Empty;
         }
@@ -176,6 +185,17 @@ impl Outbox {
         // Taken frames are the session's: they no longer count against the budget.
         queue.bytes = 0;
         Taken::Frames
+    }
+
+    /// Asks the connection to close with 1008 and `reason`, dropping what is queued: a
+    /// plain-text member cannot be told it left its only room any other way.
+    pub fn evict(&self, reason: &str) {
+        let mut queue = self.lock();
+        queue.evicted = Some(reason.into());
+        queue.frames = VecDeque::new();
+        queue.bytes = 0;
+        drop(queue);
+        self.changed.notify_one();
     }
 
     /// Whether the member overflowed.
@@ -271,6 +291,17 @@ mod tests {
         assert!(outbox.overflowed());
         let mut taken = VecDeque::new();
         assert!(matches!(outbox.take(&mut taken), Taken::Overflowed));
+    }
+
+    #[test]
+    fn an_evicted_member_gets_nothing_more_and_learns_why() {
+        let outbox = Outbox::new(8, 1024);
+        assert!(outbox.push(frame("a")));
+        outbox.evict("banned");
+        assert!(!outbox.push(frame("b")));
+        let mut taken = VecDeque::new();
+        assert!(matches!(outbox.take(&mut taken), Taken::Evicted(reason) if reason == "banned"));
+        assert!(taken.is_empty());
     }
 
     #[tokio::test]

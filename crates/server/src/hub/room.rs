@@ -263,7 +263,40 @@ impl Room {
     /// then tell the room). Returns None when it was not a member.
     pub(super) fn remove(&self, subscriber: &Subscriber, disconnected: bool) -> Option<CountChange> {
         let mut state = self.lock();
-        let member = state.members_of(subscriber.protocol).remove(&subscriber.session)?;
+        self.remove_locked(&mut state, subscriber.protocol, subscriber.session, disconnected).map(|(_, change)| change)
+    }
+
+    /// Removes every connection `goes` picks (a moderator's kick, ban or new rule),
+    /// telling the others as a departure. Returns the connections removed and the count
+    /// changes to act on.
+    pub(super) fn evict(&self, goes: impl Fn(&Subscriber) -> bool) -> (Vec<Arc<Subscriber>>, Vec<CountChange>) {
+        let mut state = self.lock();
+        let picked: Vec<(Protocol, SessionId)> = state
+            .json
+            .values()
+            .chain(state.plain.values())
+            .filter(|member| goes(member))
+            .map(|member| (member.protocol, member.session))
+            .collect();
+        let mut removed = Vec::with_capacity(picked.len());
+        let mut changes = Vec::new();
+        for (protocol, session) in picked {
+            if let Some((member, change)) = self.remove_locked(&mut state, protocol, session, false) {
+                removed.push(member);
+                changes.push(change);
+            }
+        }
+        (removed, changes)
+    }
+
+    fn remove_locked(
+        &self,
+        state: &mut RoomState,
+        protocol: Protocol,
+        session: SessionId,
+        disconnected: bool,
+    ) -> Option<(Arc<Subscriber>, CountChange)> {
+        let member = state.members_of(protocol).remove(&session)?;
         let user = &member.user;
         let mut change = CountChange::Told;
         let went_offline = state.online.get_mut(user.id.as_str()).is_some_and(|online| {
@@ -285,7 +318,7 @@ impl Room {
                 other.outbox.push(notice.clone());
             }
         }
-        Some(change)
+        Some((member, change))
     }
 
     /// Sends the room's count to its JSON members if it changed since the last

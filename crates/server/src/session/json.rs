@@ -9,7 +9,7 @@ use bavard_protocol::{
 use super::{End, SentOutcome, Session, Socket};
 use crate::{
     hub::{HubError, Post},
-    metrics::Route,
+    metrics::{Limit, Route},
 };
 
 /// The event sent just before closing with 1001.
@@ -17,7 +17,7 @@ pub(super) fn closing_event() -> String {
     ServerFrame::Closing { reason: "the server is shutting down; reconnect and join with since".into() }.to_json()
 }
 
-fn hub_error(error: HubError) -> ErrorBody {
+pub(super) fn hub_error(error: HubError) -> ErrorBody {
     error.to_error_body()
 }
 
@@ -63,7 +63,7 @@ where
             }
             Request::Send(send) => self.send(id, send).await,
             Request::History(history) => self.history(id, history).await,
-            Request::Typing { room } => match self.hub.typing(&self.me, &room) {
+            Request::Typing { room } => match self.hub.typing(&self.me, &room).await {
                 Ok(()) => self.reply(id, &Empty {}).await,
                 Err(e) => self.feed_error(id.as_ref(), &hub_error(e)).await,
             },
@@ -75,6 +75,7 @@ where
                     Err(e) => self.feed_error(id.as_ref(), &hub_error(e)).await,
                 }
             }
+            request => Box::pin(self.manage(id, request)).await,
         }
     }
 
@@ -92,7 +93,7 @@ where
     }
 
     /// Replies `ok` with `result`'s fields, when the request had an id.
-    async fn reply<T: serde::Serialize>(&mut self, id: Option<RequestId>, result: &T) -> Result<(), End> {
+    pub(super) async fn reply<T: serde::Serialize>(&mut self, id: Option<RequestId>, result: &T) -> Result<(), End> {
         match id {
             Some(id) => self.feed_text(encode_ok_reply(&id, result)).await,
             None => Ok(()),
@@ -100,6 +101,17 @@ where
     }
 
     async fn join(&mut self, id: Option<RequestId>, join: JoinRequest) -> Result<(), End> {
+        let max = self.settings.max_rooms;
+        if self.rooms.len() >= max {
+            // Rooms a moderator took this connection out of no longer count.
+            let (hub, me) = (&self.hub, &self.me);
+            self.rooms.prune(|room| hub.is_member(me, room));
+        }
+        if self.rooms.len() >= max && !self.hub.is_member(&self.me, &join.room) {
+            self.settings.metrics.limit_refused(Limit::RoomsPerConnection);
+            let message = format!("this connection has joined {max} rooms, the most allowed: leave one first");
+            return self.feed_error(id.as_ref(), &ErrorBody::new(ErrorCode::Forbidden, message)).await;
+        }
         let limit = join.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
         match self.hub.join(&self.me, &join.room, join.since, limit).await {
             Ok(reply) => {
@@ -136,7 +148,8 @@ where
 
     async fn history(&mut self, id: Option<RequestId>, history: HistoryRequest) -> Result<(), End> {
         let limit = history.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
-        match self.hub.history(&history.room, history.before, history.after, limit).await {
+        let who = self.me.who();
+        match self.hub.history(who, &history.room, history.before, history.after, limit).await {
             Ok(page) => self.reply(id, &page).await,
             Err(e) => self.feed_error(id.as_ref(), &hub_error(e)).await,
         }

@@ -10,25 +10,25 @@
 //! memory per connection.
 
 mod json;
+mod manage;
 mod plain;
-mod rate;
 #[cfg(test)]
 mod tests;
 
 use std::{collections::VecDeque, future::Future, sync::Arc, task::Poll, time::Duration};
 
-use bavard_protocol::{close_code, encode_error, ErrorBody, Limits, RequestId, RoomName, User};
+use bavard_protocol::{close_code, encode_error, ErrorBody, Limits, RequestId, RoomName};
 use bavard_ws::{CloseFrame, Error as WsError, Message as WsMessage};
 use futures_util::{future::BoxFuture, stream::FuturesOrdered, FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use rate::RateLimiter;
-
 use crate::{
+    auth::{jwt::JwtVerifier, Identity},
     hub::{Frame, Hub, HubError, Outbox, Posted, Protocol, Subscriber, Taken},
     metrics::Metrics,
+    rate::RateLimiter,
 };
 
 /// What a session runs over: a WebSocket as a sink and stream of messages (a real
@@ -65,6 +65,10 @@ pub struct SessionSettings {
     /// Where sessions count connections, accepted messages, rate-limited frames and
     /// slow-consumer closes.
     pub metrics: Arc<Metrics>,
+    /// Most rooms one connection may have joined at once.
+    pub max_rooms: usize,
+    /// Verifies the tokens of `refresh` (None: no JWT key configured).
+    pub jwt: Option<Arc<JwtVerifier>>,
 }
 
 /// Why a session ended. [`End::close_frame`] is the one place that maps it to a code.
@@ -86,6 +90,11 @@ pub enum End {
     Binary,
     /// Nothing was heard from the client for too long.
     IdleTimeout,
+    /// The connection's token expired without a `refresh`.
+    TokenExpired,
+    /// A moderator took a plain-text client out of its room, or the room refused its
+    /// text: the reason is the close frame's.
+    Policy(String),
     /// The client's frames broke the WebSocket rules: the code is the framing's own
     /// ([`WsError::close_code`]): 1002 protocol, 1007 invalid UTF-8, 1009 too big.
     Framing(u16, String),
@@ -104,6 +113,8 @@ impl End {
             Self::TooBig(reason) => (close_code::TOO_BIG, reason.clone()),
             Self::Binary => (close_code::UNSUPPORTED_DATA, "binary frames are not supported; send text".to_owned()),
             Self::IdleTimeout => (close_code::NORMAL, "idle timeout".to_owned()),
+            Self::TokenExpired => (close_code::POLICY, "token expired: reconnect with a fresh token".to_owned()),
+            Self::Policy(reason) => (close_code::POLICY, reason.clone()),
             Self::Framing(code, reason) => (*code, reason.clone()),
         };
         Some(CloseFrame { code, reason })
@@ -132,7 +143,7 @@ pub struct SessionContext {
     /// Fires when the server starts shutting down.
     pub shutdown: CancellationToken,
     /// Who is connecting.
-    pub user: User,
+    pub identity: Identity,
 }
 
 /// A send awaiting its commit, with what its reply needs.
@@ -168,6 +179,16 @@ impl JoinedRooms {
     /// The room joined first (a plain-text session's only room).
     fn first(&self) -> Option<&RoomName> {
         self.0.first()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Forgets the rooms `still_in` says the connection is no longer in (a moderator
+    /// took it out).
+    fn prune(&mut self, still_in: impl Fn(&RoomName) -> bool) {
+        self.0.retain(|room| still_in(room));
     }
 }
 
@@ -222,6 +243,9 @@ struct Session<S> {
     /// Frames taken from the outbox, being written.
     outgoing: VecDeque<Frame>,
     shutdown: CancellationToken,
+    /// Fires when the connection's token expires (None: no token). Boxed: most
+    /// connections have none, and inline it would grow every session's future.
+    expiry: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// Runs a JSON protocol connection to its end and closes it with the right code.
@@ -247,10 +271,12 @@ fn run<S>(socket: S, context: SessionContext, protocol: Protocol, room: Option<R
 where
     S: Socket,
 {
-    let SessionContext { hub, settings, shutdown, user } = context;
+    let SessionContext { hub, settings, shutdown, identity } = context;
+    let Identity { user, standing, expires } = identity;
     let outbox = Outbox::new(settings.outbox_frames, settings.outbox_bytes);
     let session_id = hub.next_session_id();
-    let me = Arc::new(Subscriber { session: session_id, user, protocol, outbox });
+    let quota = hub.quota(&user.id);
+    let me = Arc::new(Subscriber { session: session_id, user, standing, protocol, outbox, quota });
     // Debug level: at the default level nothing inside a session logs, and a recorded
     // span costs ~0.4 KiB per connection (measured with 10k idle connections).
     let span = tracing::debug_span!("session", id = session_id, user = %me.user.name, ?protocol);
@@ -267,6 +293,7 @@ where
         pending: PendingSends::default(),
         outgoing: VecDeque::new(),
         shutdown,
+        expiry: expires.map(|at| Box::pin(tokio::time::sleep_until(expiry_instant(at)))),
     };
     async move {
         tracing::debug!("connected");
@@ -312,6 +339,7 @@ where
             // finding the outbox empty once the last write is done.
             let written = match me.outbox.take(&mut self.outgoing) {
                 Taken::Overflowed => return End::SlowConsumer,
+                Taken::Evicted(reason) => return End::Policy(reason),
                 // Boxed like every rarer path: the session's future stays small while idle.
                 Taken::Frames => Some(Box::pin(self.write_outgoing()).await),
                 Taken::Empty if self.unflushed => Some(Box::pin(self.flush()).await),
@@ -349,6 +377,7 @@ where
                 },
                 _ = throttle, if throttled => Ok(()),
                 _ = ticks.tick() => Box::pin(self.heartbeat()).await,
+                _ = token_expired(&mut self.expiry) => Err(End::TokenExpired),
             };
             if let Err(end) = result {
                 return end;
@@ -460,6 +489,22 @@ where
             }
         };
         let _closed_or_late = tokio::time::timeout(linger, close).await;
+    }
+}
+
+/// When a token expiring at `unix_secs` (seconds since the Unix epoch) expires, on the
+/// runtime's clock.
+fn expiry_instant(unix_secs: u64) -> Instant {
+    let now_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let left = Duration::from_secs(unix_secs).saturating_sub(now_unix);
+    Instant::now() + left
+}
+
+/// Resolves when the token expires; never without one.
+async fn token_expired(expiry: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match expiry {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -4,7 +4,10 @@
 use bavard_protocol::RoomName;
 
 use super::{End, Session, Socket};
-use crate::{hub::Post, metrics::Route};
+use crate::{
+    hub::{HubError, Post},
+    metrics::Route,
+};
 
 impl<S> Session<S>
 where
@@ -16,6 +19,8 @@ where
                 self.rooms.insert(room);
                 Ok(())
             }
+            // Refused by the room's rules since the upgrade was let through.
+            Err(HubError::Forbidden(reason)) => Err(End::Policy(reason)),
             Err(e) => {
                 tracing::error!(error = %e, "cannot join the plain-text room");
                 Err(End::Disconnected)
@@ -45,6 +50,12 @@ where
                 self.settings.metrics.message_accepted(Route::Plain);
                 Ok(())
             }
+            // A plain-text client has no way to hear a refusal but the close frame's
+            // reason: refused texts close it (1008 for the room's rules, 4029 for a
+            // rate), rather than vanishing.
+            Err(HubError::Forbidden(reason)) => Err(End::Policy(reason)),
+            Err(HubError::NotMember(room)) => Err(End::Policy(format!("no longer a member of room {room}"))),
+            Err(HubError::SlowMode { .. } | HubError::UserRate { .. }) => Err(End::RateLimited),
             Err(e) => {
                 tracing::error!(error = %e, "cannot store a plain-text message");
                 Err(End::Disconnected)

@@ -1,4 +1,5 @@
-//! A token bucket: how many frames a connection may send, on average and in a burst.
+//! A token bucket: how many frames a connection, messages a user, or REST writes an
+//! address may send, on average and in a burst.
 
 use std::time::Duration;
 
