@@ -9,8 +9,8 @@ use axum::{
     Json,
 };
 use bavard_protocol::{
-    ErrorCode, HistoryReply, HistoryRequest, MembersReply, MembersRequest, Request, RoomName, SendReply, SendRequest,
-    Timestamp, User, DEFAULT_HISTORY_LIMIT, DEFAULT_MEMBERS_LIMIT,
+    ErrorCode, HistoryReply, HistoryRequest, MembersReply, MembersRequest, Request, RoomKind, RoomName, SendReply,
+    SendRequest, Timestamp, User, DEFAULT_HISTORY_LIMIT, DEFAULT_MEMBERS_LIMIT,
 };
 use serde::{de::Error as _, Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -59,8 +59,8 @@ pub struct RoomView {
     room: RoomName,
     /// What it is about ("" when unset).
     topic: String,
-    /// Who may join and write: `public` (anyone) in this version.
-    kind: String,
+    /// Who may join and write.
+    kind: RoomKind,
     /// Users online in it now.
     online: usize,
     /// Its last seq (0 before the first message).
@@ -69,12 +69,16 @@ pub struct RoomView {
     created_ts: Timestamp,
     /// Its last activity: its last message, or its creation.
     last_ts: Timestamp,
+    /// Seconds a member must wait between two messages (0: no slow mode).
+    slow_mode_secs: u32,
+    /// Whether only moderators may write.
+    frozen: bool,
 }
 
 impl From<RoomListing> for RoomView {
     fn from(listing: RoomListing) -> Self {
-        let RoomListing { room, topic, kind, created, last_seq, last_ts, online } = listing;
-        Self { room, topic, kind, online, last_seq, created_ts: created, last_ts }
+        let RoomListing { room, topic, kind, created, last_seq, last_ts, online, slow_mode_secs, frozen } = listing;
+        Self { room, topic, kind, online, last_seq, created_ts: created, last_ts, slow_mode_secs, frozen }
     }
 }
 

@@ -36,7 +36,8 @@ use std::{
 };
 
 use bavard_protocol::{
-    ErrorBody, ErrorCode, HistoryReply, JoinReply, MembersReply, Message, RoomName, Timestamp, User, JOIN_REPLY_MEMBERS,
+    ErrorBody, ErrorCode, HistoryReply, JoinReply, MembersReply, Message, RoomKind, RoomName, Timestamp, User,
+    JOIN_REPLY_MEMBERS,
 };
 use futures_util::StreamExt;
 
@@ -46,10 +47,10 @@ use room::{CountChange, Room};
 
 use crate::broker::{Broker, NodeId};
 use crate::metrics::Metrics;
-use crate::store::{Appended, MessageStore, NewMessage, Page, PageQuery, PendingAppend, RoomRecord, StoreError};
-
-/// The kind of every room in this version.
-const PUBLIC: &str = "public";
+use crate::store::{
+    Appended, AuditEntry, MessageStore, NewMessage, NewRoom, Page, PageQuery, PendingAppend, RoomRecord, RuleChange,
+    StoreError,
+};
 
 /// Which protocol a member speaks, which decides how events are encoded for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,8 +179,8 @@ pub struct RoomListing {
     pub room: RoomName,
     /// What it is about ("" when unset).
     pub topic: String,
-    /// Who may join and write (`public` in this version).
-    pub kind: String,
+    /// Who may join and write.
+    pub kind: RoomKind,
     /// When it was created.
     pub created: Timestamp,
     /// Its last seq (0 before the first message).
@@ -188,12 +189,29 @@ pub struct RoomListing {
     pub last_ts: Timestamp,
     /// Users online in it now, on this node.
     pub online: usize,
+    /// Seconds a member must wait between two messages (0: no slow mode).
+    pub slow_mode_secs: u32,
+    /// Whether only moderators may write.
+    pub frozen: bool,
 }
 
 impl RoomListing {
     fn new(record: RoomRecord, online: usize) -> Self {
-        let RoomRecord { room, topic, kind, created, last_seq, last_ts } = record;
-        Self { room, topic, kind, created, last_seq, last_ts, online }
+        let RoomRecord { room, topic, kind, created, last_seq, last_ts, slow_mode_secs, frozen } = record;
+        Self { room, topic, kind, created, last_seq, last_ts, online, slow_mode_secs, frozen }
+    }
+}
+
+/// The audit entry of a change made through the HTTP API, until requests carry their
+/// actor.
+fn api_audit(action: &str, detail: Option<String>) -> AuditEntry {
+    AuditEntry {
+        ts: Timestamp::now(),
+        actor: User { id: "api".into(), name: "api".into() },
+        action: action.into(),
+        target: None,
+        reason: None,
+        detail,
     }
 }
 
@@ -520,11 +538,13 @@ impl Hub {
         Ok(self.room(name).filter(|room| room.online_count() > 0).map(|room| RoomListing {
             room: name.clone(),
             topic: String::new(),
-            kind: PUBLIC.to_owned(),
+            kind: RoomKind::Public,
             created: room.opened,
             last_seq: 0,
             last_ts: room.opened,
             online: room.online_count(),
+            slow_mode_secs: 0,
+            frozen: false,
         }))
     }
 
@@ -532,7 +552,8 @@ impl Hub {
     /// created, written to or joined before).
     pub async fn create_room(&self, name: &RoomName, topic: String) -> Result<RoomListing, HubError> {
         let joined = self.online_count(name) > 0;
-        if joined || !self.store.create_room(name.clone(), topic).await? {
+        let new = NewRoom { room: name.clone(), kind: RoomKind::Public, topic, owner: None };
+        if joined || !self.store.create_room(new, api_audit("create", None)).await? {
             return Err(HubError::RoomExists(name.clone()));
         }
         self.stored_room(name).await
@@ -541,12 +562,12 @@ impl Hub {
     /// Sets a room's topic; [`HubError::UnknownRoom`] when it was never created or
     /// written to.
     pub async fn set_topic(&self, name: &RoomName, topic: String) -> Result<RoomListing, HubError> {
-        if !self.store.set_topic(name.clone(), topic.clone()).await? {
-            // A room with members but no record yet gets one now.
-            if self.online_count(name) == 0 || !self.store.create_room(name.clone(), topic).await? {
-                return Err(HubError::UnknownRoom(name.clone()));
-            }
+        // A room with members but no record yet gets one now (`change_room` makes it).
+        if self.online_count(name) == 0 && self.store.room(name.clone()).await?.is_none() {
+            return Err(HubError::UnknownRoom(name.clone()));
         }
+        let audit = api_audit("topic", Some(topic.clone()));
+        self.store.change_room(name.clone(), vec![RuleChange::Topic(topic)], audit).await?;
         self.stored_room(name).await
     }
 

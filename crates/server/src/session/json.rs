@@ -75,6 +75,11 @@ where
                     Err(e) => self.feed_error(id.as_ref(), &hub_error(e)).await,
                 }
             }
+            // Placeholder until the session handles rooms' kinds, roles and moderation.
+            other => {
+                let error = ErrorBody::new(ErrorCode::UnknownOp, format!("{other:?} is not supported yet"));
+                self.feed_error(id.as_ref(), &error).await
+            }
         }
     }
 
