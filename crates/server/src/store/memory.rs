@@ -3,13 +3,19 @@
 //! Same contract as the SQLite store (seqs gap-free per room, keys deduplicated,
 //! commits reported in order before the append resolves), none of its durability.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
-use bavard_protocol::{Message, RoomName, Timestamp};
+use bavard_protocol::{Message, Role, RoomKind, RoomName, Timestamp};
 use futures_util::future::BoxFuture;
 use tokio::sync::{oneshot, Mutex};
 
-use super::{Appended, MessageStore, NewMessage, Page, PageQuery, PendingAppend, RoomRecord, StoreError};
+use super::{
+    Appended, AuditEntry, AuditRecord, MessageStore, NewMessage, NewRoom, Page, PageQuery, PendingAppend, RoomRecord,
+    RuleChange, Sanction, StoreError, StoredRules,
+};
 use crate::hub::CommitSender;
 
 /// See the module docs.
@@ -23,6 +29,12 @@ pub struct MemoryStore {
 struct State {
     rooms: HashMap<RoomName, Vec<Message>>,
     records: HashMap<RoomName, RoomRecord>,
+    /// Each room's roles, by user (sorted, as the SQLite store reads them).
+    roles: HashMap<RoomName, BTreeMap<String, Role>>,
+    /// Each room's sanctions, by user and kind.
+    sanctions: HashMap<RoomName, BTreeMap<(String, &'static str), Sanction>>,
+    /// Every audit entry, oldest first; a record's id is its index + 1.
+    audit: Vec<(RoomName, AuditEntry)>,
     /// (room, user id, key) of every keyed message.
     keys: HashMap<(RoomName, String, String), Appended>,
     closed: bool,
@@ -32,6 +44,20 @@ impl MemoryStore {
     /// An empty store reporting its commits on `commits`.
     pub fn new(commits: CommitSender) -> Self {
         Self { state: Mutex::new(State::default()), commits }
+    }
+}
+
+/// A room's record as a first message or a first change makes it: public, no topic.
+fn new_record(room: &RoomName, now: Timestamp) -> RoomRecord {
+    RoomRecord {
+        room: room.clone(),
+        topic: String::new(),
+        kind: RoomKind::Public,
+        created: now,
+        last_seq: 0,
+        last_ts: now,
+        slow_mode_secs: 0,
+        frozen: false,
     }
 }
 
@@ -60,14 +86,8 @@ impl MessageStore for MemoryStore {
             };
             let appended = Appended { seq: message.seq, ts: message.ts, duplicate: false };
             messages.push(message.clone());
-            let record = state.records.entry(message.room.clone()).or_insert_with(|| RoomRecord {
-                room: message.room.clone(),
-                topic: String::new(),
-                kind: "public".to_owned(),
-                created: message.ts,
-                last_seq: 0,
-                last_ts: message.ts,
-            });
+            let record =
+                state.records.entry(message.room.clone()).or_insert_with(|| new_record(&message.room, message.ts));
             record.last_seq = message.seq;
             record.last_ts = message.ts;
             if let Some(key) = key {
@@ -129,35 +149,98 @@ impl MessageStore for MemoryStore {
         Box::pin(async move { Ok(self.state.lock().await.records.get(&room).cloned()) })
     }
 
-    fn create_room(&self, room: RoomName, topic: String) -> BoxFuture<'_, Result<bool, StoreError>> {
+    fn create_room(&self, new: NewRoom, audit: AuditEntry) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(async move {
             let mut state = self.state.lock().await;
-            if state.records.contains_key(&room) {
+            if state.records.contains_key(&new.room) {
                 return Ok(false);
             }
-            let now = Timestamp::now();
-            let record = RoomRecord {
-                room: room.clone(),
-                topic,
-                kind: "public".to_owned(),
-                created: now,
-                last_seq: 0,
-                last_ts: now,
-            };
-            state.records.insert(room, record);
+            let NewRoom { room, kind, topic, owner } = new;
+            let record = RoomRecord { topic, kind, ..new_record(&room, Timestamp::now()) };
+            state.records.insert(room.clone(), record);
+            if let Some(owner) = owner {
+                state.roles.entry(room.clone()).or_default().insert(owner, Role::Owner);
+            }
+            state.audit.push((room, audit));
             Ok(true)
         })
     }
 
-    fn set_topic(&self, room: RoomName, topic: String) -> BoxFuture<'_, Result<bool, StoreError>> {
+    fn change_room(
+        &self,
+        room: RoomName,
+        changes: Vec<RuleChange>,
+        audit: AuditEntry,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            match self.state.lock().await.records.get_mut(&room) {
-                Some(record) => {
-                    record.topic = topic;
-                    Ok(true)
+            let mut state = self.state.lock().await;
+            let state = &mut *state;
+            let record = state.records.entry(room.clone()).or_insert_with(|| new_record(&room, Timestamp::now()));
+            for change in changes {
+                match change {
+                    RuleChange::Kind(kind) => record.kind = kind,
+                    RuleChange::Topic(topic) => record.topic = topic,
+                    RuleChange::SlowMode(secs) => record.slow_mode_secs = secs,
+                    RuleChange::Frozen(frozen) => record.frozen = frozen,
+                    RuleChange::Role { user, role: Some(role) } => {
+                        state.roles.entry(room.clone()).or_default().insert(user, role);
+                    }
+                    RuleChange::Role { user, role: None } => {
+                        state.roles.entry(room.clone()).or_default().remove(&user);
+                    }
+                    RuleChange::Sanction(sanction) => {
+                        let key = (sanction.user.clone(), sanction.kind.as_str());
+                        state.sanctions.entry(room.clone()).or_default().insert(key, sanction);
+                    }
+                    RuleChange::Lift { user, kind } => {
+                        state.sanctions.entry(room.clone()).or_default().remove(&(user, kind.as_str()));
+                    }
                 }
-                None => Ok(false),
             }
+            state.audit.push((room, audit));
+            Ok(())
+        })
+    }
+
+    fn rules(&self, room: RoomName) -> BoxFuture<'_, Result<Option<StoredRules>, StoreError>> {
+        Box::pin(async move {
+            let state = self.state.lock().await;
+            let Some(record) = state.records.get(&room) else { return Ok(None) };
+            let now = Timestamp::now();
+            let roles = state
+                .roles
+                .get(&room)
+                .map_or_else(Vec::new, |roles| roles.iter().map(|(user, role)| (user.clone(), *role)).collect());
+            let sanctions = state.sanctions.get(&room).map_or_else(Vec::new, |sanctions| {
+                sanctions.values().filter(|s| s.until.is_none_or(|until| until > now)).cloned().collect()
+            });
+            Ok(Some(StoredRules {
+                kind: record.kind,
+                slow_mode_secs: record.slow_mode_secs,
+                frozen: record.frozen,
+                roles,
+                sanctions,
+            }))
+        })
+    }
+
+    fn audit(
+        &self,
+        room: RoomName,
+        before: Option<u64>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<AuditRecord>, StoreError>> {
+        Box::pin(async move {
+            let state = self.state.lock().await;
+            let end = before.map_or(state.audit.len(), |b| (b.saturating_sub(1) as usize).min(state.audit.len()));
+            Ok(state.audit[..end]
+                .iter()
+                .enumerate()
+                .rev()
+                .filter(|(_, (of, _))| *of == room)
+                .take(limit as usize)
+                .map(|(index, (_, entry))| AuditRecord { id: index as u64 + 1, entry: entry.clone() })
+                .collect())
         })
     }
 
@@ -167,5 +250,59 @@ impl MessageStore for MemoryStore {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move { self.state.lock().await.closed = true })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bavard_protocol::User;
+
+    use super::*;
+    use crate::store::SanctionKind;
+
+    fn entry(action: &str) -> AuditEntry {
+        let actor = User { id: "u_mod".into(), name: "u_mod".into() };
+        AuditEntry { ts: Timestamp(1), actor, action: action.into(), target: None, reason: None, detail: None }
+    }
+
+    #[tokio::test]
+    async fn rules_and_audit_behave_as_in_the_sqlite_store() {
+        let (commits, _unread) = crate::hub::commit_stream(1);
+        let store = MemoryStore::new(commits);
+        let team = RoomName::new("team").unwrap();
+        let new = NewRoom { room: team.clone(), kind: RoomKind::Private, topic: "t".into(), owner: Some("u_1".into()) };
+        assert!(store.create_room(new.clone(), entry("create")).await.unwrap());
+        assert!(!store.create_room(new, entry("again")).await.unwrap());
+        let past = Timestamp(Timestamp::now().millis() - 1);
+        let ban = Sanction { user: "u_2".into(), kind: SanctionKind::Ban, until: None, reason: None };
+        let changes = vec![
+            RuleChange::SlowMode(3),
+            RuleChange::Frozen(true),
+            RuleChange::Role { user: "u_0".into(), role: Some(Role::Member) },
+            RuleChange::Sanction(ban.clone()),
+            RuleChange::Sanction(Sanction {
+                user: "u_3".into(),
+                kind: SanctionKind::Mute,
+                until: Some(past),
+                reason: None,
+            }),
+            RuleChange::Sanction(Sanction { user: "u_4".into(), ..ban.clone() }),
+            RuleChange::Lift { user: "u_4".into(), kind: SanctionKind::Ban },
+        ];
+        store.change_room(team.clone(), changes, entry("setup")).await.unwrap();
+        let rules = store.rules(team.clone()).await.unwrap().unwrap();
+        assert_eq!((rules.kind, rules.slow_mode_secs, rules.frozen), (RoomKind::Private, 3, true));
+        assert_eq!(rules.roles, [("u_0".to_owned(), Role::Member), ("u_1".to_owned(), Role::Owner)]);
+        assert_eq!(rules.sanctions, [ban]);
+        let lobby = RoomName::new("lobby").unwrap();
+        assert_eq!(store.rules(lobby.clone()).await.unwrap(), None);
+        store.change_room(lobby.clone(), vec![RuleChange::Topic("hi".into())], entry("topic")).await.unwrap();
+        assert_eq!(store.room(lobby.clone()).await.unwrap().unwrap().topic, "hi");
+        let log = store.audit(team.clone(), None, 10).await.unwrap();
+        let actions: Vec<_> = log.iter().map(|r| r.entry.action.as_str()).collect();
+        assert_eq!(actions, ["setup", "create"]);
+        let older = store.audit(team, Some(log[0].id), 10).await.unwrap();
+        assert_eq!(older, log[1..]);
+        assert_eq!(store.audit(lobby, None, 10).await.unwrap().len(), 1);
     }
 }

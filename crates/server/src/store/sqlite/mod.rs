@@ -9,6 +9,7 @@
 //! journal's messages meanwhile. WAL mode lets reads run beside both.
 
 mod archiver;
+mod rules;
 mod tail;
 mod writer;
 
@@ -27,7 +28,10 @@ use self::{
     tail::Tail,
     writer::{Writer, WriterCommand},
 };
-use super::{MessageStore, NewMessage, Page, PageQuery, PendingAppend, RoomRecord, StoreError};
+use super::{
+    AuditEntry, AuditRecord, MessageStore, NewMessage, NewRoom, Page, PageQuery, PendingAppend, RoomRecord, RuleChange,
+    StoreError, StoredRules,
+};
 use crate::{hub::CommitSender, metrics::Metrics};
 
 /// How many appends may wait for the writer before `append` applies backpressure.
@@ -57,6 +61,9 @@ PRAGMA user_version = 1;
 
 /// The schema of the writer's file (`DB-log`): the journal (messages acknowledged but
 /// not yet archived, in append order) and the rooms, which only the writer changes.
+/// Applied on every start (each statement is idempotent). `rooms` is created in its
+/// version 2 shape: [`migrate_journal`] brings a fresh file to [`JOURNAL_VERSION`] as it
+/// does an old one, so both take the same path.
 const JOURNAL_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS journal (
     id        INTEGER PRIMARY KEY,
@@ -79,13 +86,56 @@ CREATE TABLE IF NOT EXISTS rooms (
 ) WITHOUT ROWID;
 ";
 
+/// Version 3: rooms' rules (slow mode, freeze, roles, sanctions) and their audit log.
+/// Timestamps (`until`, `ts`) are integer milliseconds.
+const JOURNAL_V3: &str = "
+BEGIN;
+ALTER TABLE rooms ADD COLUMN slow_mode_secs INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE rooms ADD COLUMN frozen INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE room_roles (
+    room    TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    role    TEXT NOT NULL,
+    PRIMARY KEY (room, user_id)
+) WITHOUT ROWID;
+CREATE TABLE sanctions (
+    room    TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    until   INTEGER,
+    reason  TEXT,
+    PRIMARY KEY (room, user_id, kind)
+) WITHOUT ROWID;
+CREATE TABLE audit (
+    id         INTEGER PRIMARY KEY,
+    room       TEXT    NOT NULL,
+    ts         INTEGER NOT NULL,
+    actor_id   TEXT    NOT NULL,
+    actor_name TEXT    NOT NULL,
+    action     TEXT    NOT NULL,
+    target     TEXT,
+    reason     TEXT,
+    detail     TEXT
+);
+CREATE INDEX audit_by_room ON audit (room, id);
+PRAGMA user_version = 3;
+COMMIT;
+";
+
 /// The writer file's schema version once [`migrate_journal`] has run.
-const JOURNAL_VERSION: i64 = 2;
+const JOURNAL_VERSION: i64 = 3;
 
 /// Brings the writer's file (with the archive attached as `archive`) to
-/// [`JOURNAL_VERSION`]: version 2 added `rooms`, filled from the archived messages.
+/// [`JOURNAL_VERSION`]: version 2 added `rooms`, filled from the archived messages;
+/// version 3 added rooms' rules and the audit log ([`JOURNAL_V3`]). Each step is one
+/// transaction. A file of a newer version is refused.
 fn migrate_journal(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > JOURNAL_VERSION {
+        return Err(StoreError::Database(format!(
+            "the database was written by a newer Bavard (schema {version}, this one knows {JOURNAL_VERSION}): upgrade Bavard"
+        )));
+    }
     if version < 2 {
         conn.execute_batch(
             "BEGIN;
@@ -95,10 +145,10 @@ fn migrate_journal(conn: &Connection) -> Result<(), StoreError> {
              COMMIT;",
         )?;
     }
-    if version > JOURNAL_VERSION {
-        return Err(StoreError::Database(format!(
-            "the database was written by a newer Bavard (schema {version}, this one knows {JOURNAL_VERSION}): upgrade Bavard"
-        )));
+    if version < 3 {
+        // A failed step leaves its transaction open; the store is not opened, and the
+        // connection's close rolls it back.
+        conn.execute_batch(JOURNAL_V3)?;
     }
     Ok(())
 }
@@ -292,19 +342,22 @@ fn row_to_message(room: &RoomName, row: &rusqlite::Row<'_>) -> rusqlite::Result<
 
 const COLUMNS: &str = "seq, ts, user_id, user_name, text, key, reply_to";
 
-const ROOM_COLUMNS: &str = "name, topic, kind, created_at, last_seq, last_ts";
+const ROOM_COLUMNS: &str = "name, topic, kind, created_at, last_seq, last_ts, slow_mode_secs, frozen";
 
 /// A row of `rooms` ([`ROOM_COLUMNS`]); None when its name is not a valid room name.
+/// A kind this version does not know reads as private (see [`rules::parse_kind`]).
 fn row_to_room(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<RoomRecord>> {
     let Ok(room) = RoomName::new(&row.get::<_, String>(0)?) else { return Ok(None) };
     let created = Timestamp(row.get(3)?);
     Ok(Some(RoomRecord {
         room,
         topic: row.get(1)?,
-        kind: row.get(2)?,
+        kind: rules::parse_kind(&row.get::<_, String>(2)?),
         created,
         last_seq: row.get::<_, i64>(4)? as u64,
         last_ts: row.get::<_, Option<i64>>(5)?.map_or(created, Timestamp),
+        slow_mode_secs: row.get(6)?,
+        frozen: row.get(7)?,
     }))
 }
 
@@ -390,12 +443,30 @@ impl MessageStore for SqliteStore {
         }))
     }
 
-    fn create_room(&self, room: RoomName, topic: String) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(self.ask_writer(|reply| WriterCommand::CreateRoom { room, topic, reply }))
+    fn create_room(&self, room: NewRoom, audit: AuditEntry) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.ask_writer(|reply| WriterCommand::CreateRoom { room, audit, reply }))
     }
 
-    fn set_topic(&self, room: RoomName, topic: String) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(self.ask_writer(|reply| WriterCommand::SetTopic { room, topic, reply }))
+    fn change_room(
+        &self,
+        room: RoomName,
+        changes: Vec<RuleChange>,
+        audit: AuditEntry,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.ask_writer(|reply| WriterCommand::ChangeRoom { room, changes, audit, reply }))
+    }
+
+    fn rules(&self, room: RoomName) -> BoxFuture<'_, Result<Option<StoredRules>, StoreError>> {
+        Box::pin(self.read(move |conn| rules::read_rules(conn, &room, Timestamp::now())))
+    }
+
+    fn audit(
+        &self,
+        room: RoomName,
+        before: Option<u64>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<AuditRecord>, StoreError>> {
+        Box::pin(self.read(move |conn| rules::read_audit(conn, &room, before, limit)))
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -419,8 +490,10 @@ impl MessageStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use bavard_protocol::{Role, RoomKind};
+
     use super::*;
-    use crate::store::Appended;
+    use crate::store::{Appended, Sanction, SanctionKind};
 
     fn user(id: &str) -> User {
         User { id: id.into(), name: id.into() }
@@ -549,5 +622,344 @@ mod tests {
         let rooms = store.rooms(10).await.unwrap();
         assert_eq!((rooms.len(), rooms[0].last_seq), (1, 9), "the directory counts the journal too");
         store.close().await;
+    }
+
+    fn room(name: &str) -> RoomName {
+        RoomName::new(name).unwrap()
+    }
+
+    fn entry(action: &str, detail: Option<&str>) -> AuditEntry {
+        AuditEntry {
+            ts: Timestamp(1_000),
+            actor: user("u_mod"),
+            action: action.into(),
+            target: None,
+            reason: None,
+            detail: detail.map(Into::into),
+        }
+    }
+
+    fn new_room(name: &str, kind: RoomKind, owner: Option<&str>) -> NewRoom {
+        NewRoom { room: room(name), kind, topic: "about it".into(), owner: owner.map(Into::into) }
+    }
+
+    fn sanction(user: &str, kind: SanctionKind, until: Option<Timestamp>, reason: Option<&str>) -> Sanction {
+        Sanction { user: user.into(), kind, until, reason: reason.map(Into::into) }
+    }
+
+    fn actions(records: &[AuditRecord]) -> Vec<&str> {
+        records.iter().map(|r| r.entry.action.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn create_room_records_the_owner_and_its_audit_entry_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir.path().join("t.db"));
+        let mut created = entry("create", Some("private"));
+        created.reason = Some("for the team".into());
+        assert!(store.create_room(new_room("team", RoomKind::Private, Some("u_1")), created.clone()).await.unwrap());
+        let record = store.room(room("team")).await.unwrap().unwrap();
+        assert_eq!((record.kind, record.topic.as_str(), record.last_seq), (RoomKind::Private, "about it", 0));
+        assert_eq!((record.slow_mode_secs, record.frozen), (0, false));
+        let rules = store.rules(room("team")).await.unwrap().unwrap();
+        assert_eq!(
+            rules,
+            StoredRules { kind: RoomKind::Private, roles: vec![("u_1".into(), Role::Owner)], ..StoredRules::default() }
+        );
+        // A second create changes nothing and logs nothing.
+        let again = store.create_room(new_room("team", RoomKind::Public, Some("u_2")), entry("create", None));
+        assert!(!again.await.unwrap());
+        assert_eq!(store.rules(room("team")).await.unwrap().unwrap(), rules);
+        let log = store.audit(room("team"), None, 10).await.unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].entry, created);
+        // Without an owner: no role.
+        assert!(store.create_room(new_room("open", RoomKind::Public, None), entry("create", None)).await.unwrap());
+        assert!(store.rules(room("open")).await.unwrap().unwrap().roles.is_empty());
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn change_room_gives_a_room_without_a_record_a_public_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir.path().join("t.db"));
+        assert_eq!(store.rules(room("lobby")).await.unwrap(), None);
+        assert_eq!(store.room(room("lobby")).await.unwrap(), None);
+        store.change_room(room("lobby"), vec![RuleChange::SlowMode(5)], entry("slow_mode", Some("5s"))).await.unwrap();
+        let record = store.room(room("lobby")).await.unwrap().unwrap();
+        assert_eq!((record.kind, record.topic.as_str(), record.slow_mode_secs), (RoomKind::Public, "", 5));
+        assert_eq!((record.last_seq, record.last_ts), (0, record.created));
+        assert_eq!(actions(&store.audit(room("lobby"), None, 10).await.unwrap()), ["slow_mode"]);
+        // Its first message continues from there.
+        assert_eq!(append(&store, new_message("lobby", "hi", None)).await.seq, 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn each_rule_change_round_trips_through_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir.path().join("t.db"));
+        let later = Timestamp(Timestamp::now().millis() + 3_600_000);
+        let changes = vec![
+            RuleChange::Kind(RoomKind::Broadcast),
+            RuleChange::Topic("news".into()),
+            RuleChange::SlowMode(30),
+            RuleChange::Frozen(true),
+            RuleChange::Role { user: "u_b".into(), role: Some(Role::Member) },
+            RuleChange::Role { user: "u_a".into(), role: Some(Role::Moderator) },
+            RuleChange::Role { user: "u_c".into(), role: Some(Role::Member) },
+            RuleChange::Sanction(sanction("u_x", SanctionKind::Mute, Some(later), Some("spam"))),
+            RuleChange::Sanction(sanction("u_x", SanctionKind::Ban, None, None)),
+            RuleChange::Sanction(sanction("u_y", SanctionKind::Kick, Some(later), None)),
+        ];
+        store.change_room(room("news"), changes, entry("setup", None)).await.unwrap();
+        let rules = store.rules(room("news")).await.unwrap().unwrap();
+        assert_eq!((rules.kind, rules.slow_mode_secs, rules.frozen), (RoomKind::Broadcast, 30, true));
+        let roles = [("u_a", Role::Moderator), ("u_b", Role::Member), ("u_c", Role::Member)];
+        assert_eq!(rules.roles, roles.map(|(u, r)| (u.to_owned(), r)));
+        assert_eq!(
+            rules.sanctions,
+            [
+                sanction("u_x", SanctionKind::Ban, None, None),
+                sanction("u_x", SanctionKind::Mute, Some(later), Some("spam")),
+                sanction("u_y", SanctionKind::Kick, Some(later), None),
+            ]
+        );
+        assert_eq!(store.room(room("news")).await.unwrap().unwrap().topic, "news");
+
+        // Changes apply in order: a role changed then taken away, a sanction replaced
+        // by one of the same kind, another lifted, and the rest set back.
+        let changes = vec![
+            RuleChange::Role { user: "u_a".into(), role: Some(Role::Owner) },
+            RuleChange::Role { user: "u_b".into(), role: None },
+            RuleChange::Role { user: "u_c".into(), role: Some(Role::Moderator) },
+            RuleChange::Role { user: "u_c".into(), role: None },
+            RuleChange::Sanction(sanction("u_x", SanctionKind::Mute, None, Some("again"))),
+            RuleChange::Lift { user: "u_x".into(), kind: SanctionKind::Ban },
+            RuleChange::Lift { user: "u_nobody".into(), kind: SanctionKind::Ban },
+            RuleChange::Kind(RoomKind::Public),
+            RuleChange::Topic(String::new()),
+            RuleChange::SlowMode(0),
+            RuleChange::Frozen(false),
+        ];
+        store.change_room(room("news"), changes, entry("reset", None)).await.unwrap();
+        let rules = store.rules(room("news")).await.unwrap().unwrap();
+        assert_eq!((rules.kind, rules.slow_mode_secs, rules.frozen), (RoomKind::Public, 0, false));
+        assert_eq!(rules.roles, [("u_a".to_owned(), Role::Owner)]);
+        assert_eq!(
+            rules.sanctions,
+            [
+                sanction("u_x", SanctionKind::Mute, None, Some("again")),
+                sanction("u_y", SanctionKind::Kick, Some(later), None),
+            ]
+        );
+        assert_eq!(store.room(room("news")).await.unwrap().unwrap().topic, "");
+        // Another room's rules are its own.
+        assert_eq!(store.rules(room("other")).await.unwrap(), None);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn expired_sanctions_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir.path().join("t.db"));
+        let now = Timestamp::now().millis();
+        let changes = vec![
+            RuleChange::Sanction(sanction("u_past", SanctionKind::Ban, Some(Timestamp(now - 1_000)), None)),
+            RuleChange::Sanction(sanction("u_soon", SanctionKind::Mute, Some(Timestamp(now + 60_000)), None)),
+            RuleChange::Sanction(sanction("u_ever", SanctionKind::Ban, None, None)),
+        ];
+        store.change_room(room("a"), changes, entry("ban", None)).await.unwrap();
+        let rules = store.rules(room("a")).await.unwrap().unwrap();
+        let users: Vec<_> = rules.sanctions.iter().map(|s| s.user.as_str()).collect();
+        assert_eq!(users, ["u_ever", "u_soon"]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn rules_and_audit_survive_reopening_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let rules = {
+            let store = open_store(&path);
+            store.create_room(new_room("team", RoomKind::Private, Some("u_1")), entry("create", None)).await.unwrap();
+            let changes = vec![
+                RuleChange::SlowMode(10),
+                RuleChange::Frozen(true),
+                RuleChange::Role { user: "u_2".into(), role: Some(Role::Member) },
+                RuleChange::Sanction(sanction("u_3", SanctionKind::Ban, None, Some("rude"))),
+            ];
+            store.change_room(room("team"), changes, entry("setup", None)).await.unwrap();
+            let rules = store.rules(room("team")).await.unwrap().unwrap();
+            store.close().await;
+            rules
+        };
+        let store = open_store(&path);
+        assert_eq!(store.rules(room("team")).await.unwrap().unwrap(), rules);
+        assert_eq!(rules.roles.len(), 2);
+        let record = store.room(room("team")).await.unwrap().unwrap();
+        assert_eq!((record.kind, record.slow_mode_secs, record.frozen), (RoomKind::Private, 10, true));
+        assert_eq!(actions(&store.audit(room("team"), None, 10).await.unwrap()), ["setup", "create"]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn audit_pages_go_newest_first_below_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir.path().join("t.db"));
+        for i in 1..=5 {
+            let changes = vec![RuleChange::SlowMode(i)];
+            store.change_room(room("a"), changes.clone(), entry(&format!("a{i}"), None)).await.unwrap();
+            store.change_room(room("b"), changes, entry(&format!("b{i}"), None)).await.unwrap();
+        }
+        let page = store.audit(room("a"), None, 2).await.unwrap();
+        assert_eq!(actions(&page), ["a5", "a4"]);
+        assert!(page[0].id > page[1].id);
+        let page = store.audit(room("a"), Some(page[1].id), 2).await.unwrap();
+        assert_eq!(actions(&page), ["a3", "a2"]);
+        let page = store.audit(room("a"), Some(page[1].id), 2).await.unwrap();
+        assert_eq!(actions(&page), ["a1"]);
+        assert!(store.audit(room("a"), Some(page[0].id), 2).await.unwrap().is_empty());
+        assert!(store.audit(room("a"), None, 0).await.unwrap().is_empty());
+        assert!(store.audit(room("c"), None, 10).await.unwrap().is_empty());
+        let all = store.audit(room("b"), Some(u64::MAX), 10).await.unwrap();
+        assert_eq!(actions(&all), ["b5", "b4", "b3", "b2", "b1"]);
+        assert_eq!(all[0].entry, entry("b5", None));
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn messages_committed_after_a_create_or_change_keep_the_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir.path().join("t.db"));
+        // Appends queued just before the create are committed first, then the create
+        // (its row is not overwritten), then appends behind it.
+        let before = store.append(new_message("team", "before", None)).await.unwrap();
+        let create = store.create_room(new_room("team", RoomKind::Private, Some("u_1")), entry("create", None));
+        assert!(!create.await.unwrap(), "the queued message made the room first");
+        assert_eq!(before.await.unwrap().seq, 1);
+        store
+            .change_room(
+                room("team"),
+                vec![
+                    RuleChange::Kind(RoomKind::Broadcast),
+                    RuleChange::Topic("t".into()),
+                    RuleChange::SlowMode(7),
+                    RuleChange::Frozen(true),
+                ],
+                entry("setup", None),
+            )
+            .await
+            .unwrap();
+        assert!(store.create_room(new_room("new", RoomKind::Private, None), entry("create", None)).await.unwrap());
+        for text in ["1", "2", "3"] {
+            append(&store, new_message("team", text, None)).await;
+            append(&store, new_message("new", text, None)).await;
+        }
+        let team = store.room(room("team")).await.unwrap().unwrap();
+        assert_eq!(
+            (team.kind, team.topic.as_str(), team.slow_mode_secs, team.frozen, team.last_seq),
+            (RoomKind::Broadcast, "t", 7, true, 4)
+        );
+        let new = store.room(room("new")).await.unwrap().unwrap();
+        assert_eq!((new.kind, new.topic.as_str(), new.last_seq), (RoomKind::Private, "about it", 3));
+        assert!(new.last_ts >= new.created);
+        let rules = store.rules(room("team")).await.unwrap().unwrap();
+        assert_eq!((rules.kind, rules.slow_mode_secs, rules.frozen), (RoomKind::Broadcast, 7, true));
+        store.close().await;
+    }
+
+    /// The writer's file as version 2 left it.
+    const JOURNAL_V2: &str = "
+        CREATE TABLE journal (
+            id INTEGER PRIMARY KEY, room TEXT NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL,
+            user_id TEXT NOT NULL, user_name TEXT NOT NULL, text TEXT NOT NULL, key TEXT, reply_to INTEGER
+        );
+        CREATE TABLE rooms (
+            name TEXT PRIMARY KEY, topic TEXT NOT NULL DEFAULT '', kind TEXT NOT NULL DEFAULT 'public',
+            created_at INTEGER NOT NULL, last_seq INTEGER NOT NULL DEFAULT 0, last_ts INTEGER
+        ) WITHOUT ROWID;
+        INSERT INTO rooms (name, topic, kind, created_at, last_seq, last_ts) VALUES
+            ('old', 'from v2', 'public', 5, 0, NULL),
+            ('odd', '', 'secret', 6, 0, NULL);
+        PRAGMA user_version = 2;
+    ";
+
+    fn journal_version(path: &Path) -> i64 {
+        let conn = Connection::open(journal_path(path)).unwrap();
+        conn.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_version_2_file_migrates_and_keeps_its_rooms() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        Connection::open(journal_path(&path)).unwrap().execute_batch(JOURNAL_V2).unwrap();
+        let store = open_store(&path);
+        assert_eq!(journal_version(&path), 3);
+        let old = store.room(room("old")).await.unwrap().unwrap();
+        assert_eq!(
+            (old.kind, old.topic.as_str(), old.created, old.slow_mode_secs, old.frozen),
+            (RoomKind::Public, "from v2", Timestamp(5), 0, false)
+        );
+        assert_eq!(store.rules(room("old")).await.unwrap(), Some(StoredRules::default()));
+        // A kind this version does not know reads as private.
+        assert_eq!(store.room(room("odd")).await.unwrap().unwrap().kind, RoomKind::Private);
+        assert_eq!(store.rules(room("odd")).await.unwrap().unwrap().kind, RoomKind::Private);
+        store.change_room(room("old"), vec![RuleChange::Frozen(true)], entry("frozen", None)).await.unwrap();
+        assert!(store.rules(room("old")).await.unwrap().unwrap().frozen);
+        assert_eq!(append(&store, new_message("old", "hi", None)).await.seq, 1);
+        store.close().await;
+        drop(store);
+        // Opening a version 3 file again changes nothing.
+        let store = open_store(&path);
+        assert_eq!(journal_version(&path), 3);
+        assert!(store.rules(room("old")).await.unwrap().unwrap().frozen);
+        assert_eq!(actions(&store.audit(room("old"), None, 10).await.unwrap()), ["frozen"]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_version_1_database_gets_its_rooms_from_the_archive_at_the_latest_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let archive = Connection::open(&path).unwrap();
+        archive.execute_batch(SCHEMA).unwrap();
+        archive
+            .execute_batch(
+                "INSERT INTO messages (room, seq, ts, user_id, user_name, text) VALUES
+                   ('a', 1, 10, 'u_1', 'u_1', 'one'), ('a', 2, 20, 'u_1', 'u_1', 'two')",
+            )
+            .unwrap();
+        drop(archive);
+        let store = open_store(&path);
+        assert_eq!(journal_version(&path), JOURNAL_VERSION);
+        let record = store.room(room("a")).await.unwrap().unwrap();
+        assert_eq!(
+            (record.kind, record.created, record.last_seq, record.last_ts, record.slow_mode_secs, record.frozen),
+            (RoomKind::Public, Timestamp(10), 2, Timestamp(20), 0, false)
+        );
+        assert_eq!(append(&store, new_message("a", "three", None)).await.seq, 3);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_fresh_file_is_created_at_the_latest_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = open_store(&path);
+        assert_eq!(journal_version(&path), JOURNAL_VERSION);
+        store.close().await;
+    }
+
+    #[test]
+    fn a_file_of_a_newer_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let newer = format!("PRAGMA user_version = {};", JOURNAL_VERSION + 1);
+        Connection::open(journal_path(&path)).unwrap().execute_batch(&newer).unwrap();
+        let (commits, _unread) = crate::hub::commit_stream(1);
+        let Err(error) = SqliteStore::open(&path, commits, Arc::default()) else { panic!("a newer file was opened") };
+        assert!(error.to_string().contains("newer Bavard"), "{error}");
     }
 }

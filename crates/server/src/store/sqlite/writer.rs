@@ -26,11 +26,11 @@ use bavard_protocol::{Message, RoomName, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use super::tail::Tail;
+use super::{rules, tail::Tail};
 use crate::{
     hub::CommitSender,
     metrics::Metrics,
-    store::{Appended, NewMessage, StoreError},
+    store::{Appended, AuditEntry, NewMessage, NewRoom, RuleChange, StoreError},
 };
 
 /// The most appends one transaction takes.
@@ -40,17 +40,19 @@ const MAX_BATCH: usize = 4_096;
 pub(super) enum WriterCommand {
     Append(NewMessage, oneshot::Sender<Result<Appended, StoreError>>),
     Barrier(RoomName, oneshot::Sender<()>),
-    /// Records a new room; answers false when it is already known.
+    /// Records a new room with its audit entry (see `MessageStore::create_room`);
+    /// answers false when it is already known.
     CreateRoom {
-        room: RoomName,
-        topic: String,
+        room: NewRoom,
+        audit: AuditEntry,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
-    /// Sets a known room's topic; answers false when the room is not known.
-    SetTopic {
+    /// Changes a room's rules with its audit entry (see `MessageStore::change_room`).
+    ChangeRoom {
         room: RoomName,
-        topic: String,
-        reply: oneshot::Sender<Result<bool, StoreError>>,
+        changes: Vec<RuleChange>,
+        audit: AuditEntry,
+        reply: oneshot::Sender<Result<(), StoreError>>,
     },
     /// The archiver copied every journal row up to this id into `messages`.
     Archived(i64),
@@ -136,19 +138,14 @@ impl Writer {
                     self.commit_appends(std::mem::take(&mut appends));
                     self.barrier(room, done);
                 }
-                WriterCommand::CreateRoom { room, topic, reply } => {
+                // A room's transaction comes after the appends queued before it.
+                WriterCommand::CreateRoom { room, audit, reply } => {
                     self.commit_appends(std::mem::take(&mut appends));
-                    let created = self.conn.execute(
-                        "INSERT INTO rooms (name, topic, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
-                        params![room.as_str(), topic, Timestamp::now().millis()],
-                    );
-                    let _caller_gone = reply.send(created.map(|rows| rows > 0).map_err(StoreError::from));
+                    let _caller_gone = reply.send(rules::create_room(&mut self.conn, &room, &audit));
                 }
-                WriterCommand::SetTopic { room, topic, reply } => {
+                WriterCommand::ChangeRoom { room, changes, audit, reply } => {
                     self.commit_appends(std::mem::take(&mut appends));
-                    let updated =
-                        self.conn.execute("UPDATE rooms SET topic = ?2 WHERE name = ?1", params![room.as_str(), topic]);
-                    let _caller_gone = reply.send(updated.map(|rows| rows > 0).map_err(StoreError::from));
+                    let _caller_gone = reply.send(rules::change_room(&mut self.conn, &room, &changes, &audit));
                 }
                 WriterCommand::Archived(through) => self.archived(through),
                 WriterCommand::Close(done) => {
