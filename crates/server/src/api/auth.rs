@@ -76,7 +76,7 @@ impl Authenticator {
         let Some(jwt) = &self.jwt else {
             return Err("this server accepts no tokens (no --jwt-secret or --jwt-public-key)".to_owned());
         };
-        jwt.verify(token, crate::session::unix_now()).map_err(|e| {
+        jwt.verify(token, crate::auth::unix_now()).map_err(|e| {
             self.metrics.auth_failed(e.reason());
             e.to_string()
         })

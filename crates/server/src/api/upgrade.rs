@@ -14,7 +14,7 @@ use axum::{
     http::{header, HeaderMap, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
 };
-use bavard_protocol::{plain, RoomName, User};
+use bavard_protocol::{plain, RoomName};
 use bavard_ws::{derive_accept_key, ServerSocket};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;

@@ -242,11 +242,12 @@ impl Hub {
             return Err(HubError::UnknownRoom(name.clone()));
         }
         let guard = self.guards.get(self.store.as_ref(), name).await?;
-        let _one_at_a_time = guard.changing().await;
+        let one_at_a_time = guard.changing().await;
         guard.read(|rules| rules.check_manage(actor.who(), power, target, name.as_str())).map_err(HubError::Forbidden)?;
         let action = entry.action.clone();
         self.store.change_room(name.clone(), changes.clone(), entry).await?;
         guard.update(|rules| changes.iter().for_each(|change| rules.apply(change)));
+        drop(one_at_a_time);
         self.metrics.moderation_action(&action);
         Ok(guard)
     }

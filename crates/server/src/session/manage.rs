@@ -10,8 +10,8 @@ use bavard_protocol::{
 
 use super::{expiry_instant, json::hub_error, End, Session, Socket};
 use crate::{
-    auth::Actor,
-    hub::{HubError, Sanctioning},
+    auth::{unix_now, Actor},
+    hub::{Hub, HubError, Sanctioning},
 };
 
 impl<S> Session<S>
@@ -41,9 +41,9 @@ where
             Request::RemoveMember(UserInRoom { room, user }) => {
                 hub.set_role(&actor, &room, &user, None, "remove_member").await.map(|()| None)
             }
-            Request::Kick(action) => self.sanction(&actor, Sanctioning::Kick, action).await,
-            Request::Ban(action) => self.sanction(&actor, Sanctioning::Ban, action).await,
-            Request::Mute(action) => self.sanction(&actor, Sanctioning::Mute, action).await,
+            Request::Kick(action) => sanction(hub, &actor, Sanctioning::Kick, action).await,
+            Request::Ban(action) => sanction(hub, &actor, Sanctioning::Ban, action).await,
+            Request::Mute(action) => sanction(hub, &actor, Sanctioning::Mute, action).await,
             Request::Unban(ModerationRequest { room, user, reason, .. }) => {
                 hub.lift(&actor, &room, &user, Sanctioning::Ban, reason).await.map(|()| None)
             }
@@ -59,17 +59,6 @@ where
             (Ok(None), id) => self.reply(id, &Empty {}).await,
             (Err(e), id) => self.feed_error(id.as_ref(), &hub_error(e)).await,
         }
-    }
-
-    async fn sanction(
-        &self,
-        actor: &Actor,
-        what: Sanctioning,
-        action: ModerationRequest,
-    ) -> Result<Option<serde_json::Value>, HubError> {
-        let ModerationRequest { room, user, duration_secs, reason } = action;
-        let until = self.hub.sanction(actor, &room, &user, what, duration_secs, reason).await?;
-        Ok(Some(fields(&ModerationReply { until })))
     }
 
     /// `refresh`: a valid token for the same user pushes the connection's expiry back.
@@ -97,9 +86,15 @@ where
     }
 }
 
-/// Seconds since the Unix epoch.
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+async fn sanction(
+    hub: &Hub,
+    actor: &Actor,
+    what: Sanctioning,
+    action: ModerationRequest,
+) -> Result<Option<serde_json::Value>, HubError> {
+    let ModerationRequest { room, user, duration_secs, reason } = action;
+    let until = hub.sanction(actor, &room, &user, what, duration_secs, reason).await?;
+    Ok(Some(fields(&ModerationReply { until })))
 }
 
 /// A result's fields, for a reply.

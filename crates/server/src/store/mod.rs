@@ -112,7 +112,6 @@ pub struct RoomRecord {
 }
 
 /// What a sanction keeps a user from doing in a room.
-#[cfg_attr(not(test), allow(dead_code))] // Used once the hub enforces rules (integration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SanctionKind {
     /// Joining, reading and writing.
@@ -123,7 +122,6 @@ pub enum SanctionKind {
     Kick,
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // Used once the hub enforces rules (integration).
 impl SanctionKind {
     /// How the store spells it.
     pub fn as_str(self) -> &'static str {
@@ -154,7 +152,6 @@ pub struct Sanction {
 }
 
 /// A room's rules as stored: what the hub enforces on every join, read and write.
-#[cfg_attr(not(test), allow(dead_code))] // Used once the hub enforces rules (integration).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredRules {
     /// Who may join, read and write.
@@ -170,7 +167,6 @@ pub struct StoredRules {
 }
 
 /// One change to a room's rules (see [`MessageStore::change_room`]).
-#[cfg_attr(not(test), allow(dead_code))] // Used once the hub enforces rules (integration).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuleChange {
     /// Sets the room's kind.
@@ -218,7 +214,6 @@ pub struct AuditEntry {
 }
 
 /// An audit entry as stored, with its place in the room's log.
-#[cfg_attr(not(test), allow(dead_code))] // Used once the hub enforces rules (integration).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
     /// Increasing with time within a room (and across rooms); pages go by it.
@@ -276,12 +271,10 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// The room's rules; None when the room has no record (it is then public, without
     /// roles or sanctions).
-    #[cfg_attr(not(test), allow(dead_code))] // Used once the hub enforces rules (integration).
     fn rules(&self, room: RoomName) -> BoxFuture<'_, Result<Option<StoredRules>, StoreError>>;
 
     /// A page of the room's audit log, newest first: the `limit` entries with an id
     /// below `before` (all when None).
-    #[cfg_attr(not(test), allow(dead_code))] // Used once the hub enforces rules (integration).
     fn audit(
         &self,
         room: RoomName,

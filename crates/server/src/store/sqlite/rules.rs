@@ -104,7 +104,6 @@ pub(super) fn parse_kind(text: &str) -> RoomKind {
 /// come sorted by user (then kind); sanctions that ended by `now` are left out, and so
 /// are rows with a role or sanction kind this version does not know (a role it cannot
 /// grant, a sanction it cannot enforce).
-#[cfg_attr(not(test), allow(dead_code))] // Used once the hub enforces rules (integration).
 pub(super) fn read_rules(
     conn: &Connection,
     room: &RoomName,
@@ -148,7 +147,6 @@ pub(super) fn read_rules(
 }
 
 /// The newest `limit` audit entries of `room` with an id below `before`, newest first.
-#[cfg_attr(not(test), allow(dead_code))] // Used once the hub enforces rules (integration).
 pub(super) fn read_audit(
     conn: &Connection,
     room: &RoomName,
