@@ -5,6 +5,7 @@
 
 mod api;
 pub mod app;
+mod auth;
 mod broker;
 pub mod config;
 mod hub;
