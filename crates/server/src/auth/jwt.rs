@@ -1,5 +1,3 @@
-// Used by the upgrade once wired (issue 11); the integrator removes this line.
-#![cfg_attr(not(test), allow(dead_code))]
 //! JWT verification: the key comes from `--jwt-secret` (HS256) or `--jwt-public-key` (a PEM
 //! public key: RSA => RS256, EC P-256 => ES256, Ed25519 => EdDSA), and only that one algorithm
 //! is accepted, whatever a token's header says (no `none`, no algorithm confusion).
