@@ -125,11 +125,11 @@ impl RoomRules {
 
     /// Whether the actor moderates the room (admins do everywhere).
     pub fn is_moderator(&self, who: Who<'_>) -> bool {
-        who.admin || self.role(&who.id) >= Some(Role::Moderator)
+        who.admin || self.role(who.id) >= Some(Role::Moderator)
     }
 
     fn banned(&self, who: Who<'_>, room: &str, now: Timestamp) -> Result<(), Refusal> {
-        match self.sanction(&who.id, SanctionKind::Ban, now) {
+        match self.sanction(who.id, SanctionKind::Ban, now) {
             Some(ban) => Err(format!("you are banned from room {room}{}", until_text(ban))),
             None => Ok(()),
         }
@@ -141,7 +141,7 @@ impl RoomRules {
             return Ok(());
         }
         self.banned(who, room, now)?;
-        if self.kind == RoomKind::Private && self.role(&who.id).is_none() {
+        if self.kind == RoomKind::Private && self.role(who.id).is_none() {
             return Err(format!("room {room} is private: ask its owner to add you"));
         }
         Ok(())
@@ -153,7 +153,7 @@ impl RoomRules {
         if who.admin {
             return Ok(());
         }
-        match self.sanction(&who.id, SanctionKind::Kick, now) {
+        match self.sanction(who.id, SanctionKind::Kick, now) {
             Some(kick) => Err(format!("you were kicked from room {room}; you may join again{}", until_text(kick))),
             None => Ok(()),
         }
@@ -165,7 +165,7 @@ impl RoomRules {
             return Ok(());
         }
         self.check_read(who, room, now)?;
-        if let Some(mute) = self.sanction(&who.id, SanctionKind::Mute, now) {
+        if let Some(mute) = self.sanction(who.id, SanctionKind::Mute, now) {
             return Err(format!("you are muted in room {room}{}", until_text(mute)));
         }
         let moderator = self.is_moderator(who);
@@ -183,7 +183,7 @@ impl RoomRules {
         if who.admin {
             return Ok(());
         }
-        let mine = self.role(&who.id);
+        let mine = self.role(who.id);
         let needed = match power {
             Power::Moderate | Power::Configure | Power::Grant(Role::Member) => Role::Moderator,
             Power::Grant(_) | Power::ChangeKind => Role::Owner,

@@ -395,7 +395,14 @@ mod tests {
 
     fn member(session: SessionId, protocol: Protocol) -> Arc<Subscriber> {
         let user = User { id: format!("g_u{session}"), name: format!("u{session}") };
-        Arc::new(Subscriber { session, user, protocol, outbox: Outbox::new(64, 1 << 20) })
+        Arc::new(Subscriber {
+            session,
+            user,
+            standing: crate::auth::Standing::Guest,
+            protocol,
+            outbox: Outbox::new(64, 1 << 20),
+            quota: None,
+        })
     }
 
     fn taken(subscriber: &Subscriber) -> Vec<String> {
@@ -403,7 +410,7 @@ mod tests {
         match subscriber.outbox.take(&mut frames) {
             Taken::Frames => frames.iter().map(|f| f.as_str().to_owned()).collect(),
             Taken::Empty => Vec::new(),
-            Taken::Overflowed => panic!("outbox overflowed"),
+            Taken::Overflowed | Taken::Evicted(_) => panic!("outbox overflowed or evicted"),
         }
     }
 
@@ -559,8 +566,10 @@ mod tests {
         let twin = Arc::new(Subscriber {
             session: 99,
             user: members[0].user.clone(),
+            standing: crate::auth::Standing::Guest,
             protocol: Protocol::Plain,
             outbox: Outbox::new(4, 1 << 20),
+            quota: None,
         });
         let (snapshot, _) = room.add(&twin, 10).unwrap();
         assert_eq!((snapshot.member_count, snapshot.members.len()), (25, 10));

@@ -21,6 +21,8 @@ fn node(name: &str, broker: &Arc<InProcessBroker>, dir: &std::path::Path) -> Arc
         typing_interval: Duration::from_secs(2),
         presence_max_members: 1000,
         node: name.into(),
+        user_rate_per_second: 0.0,
+        user_rate_burst: 1,
     };
     let hub = Arc::new(Hub::new(Arc::new(store), Arc::clone(broker) as Arc<dyn Broker>, settings, Arc::default()));
     tokio::spawn({
@@ -35,10 +37,15 @@ fn member(hub: &Hub, name: &str) -> Arc<Subscriber> {
     Arc::new(Subscriber {
         session: hub.next_session_id(),
         user,
+        standing: crate::auth::Standing::Guest,
         protocol: Protocol::Json,
         outbox: Outbox::new(64, 1 << 20),
+        quota: None,
     })
 }
+
+/// A reader with no role: public rooms are open to it.
+const NOBODY: crate::auth::Who<'static> = crate::auth::Who { id: "u_nobody", admin: false };
 
 fn post(room: &RoomName, text: &str) -> Post {
     Post { room: room.clone(), text: text.to_owned(), key: None, reply_to: None }
@@ -91,9 +98,9 @@ async fn two_hubs_on_one_broker_deliver_each_others_commits_once_without_storing
     assert_eq!(seen.pop(), Some((3, "marker".to_owned())));
     assert_eq!(seen, expected, "the publishing node's member gets each message once");
 
-    let stored_on_b = within(b.history(&room, None, None, 10)).await.unwrap();
+    let stored_on_b = within(b.history(NOBODY, &room, None, None, 10)).await.unwrap();
     assert!(stored_on_b.messages.is_empty(), "b fans a's messages out without storing them");
-    let stored_on_a = within(a.history(&room, None, None, 10)).await.unwrap();
+    let stored_on_a = within(a.history(NOBODY, &room, None, None, 10)).await.unwrap();
     assert_eq!(stored_on_a.messages.len(), 3);
 }
 

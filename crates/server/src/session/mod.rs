@@ -337,13 +337,19 @@ where
             // Everything queued is written, then flushed at once, before waiting again.
             // Writes may swallow the outbox's wakeups, so the loop only waits after
             // finding the outbox empty once the last write is done.
-            let written = match me.outbox.take(&mut self.outgoing) {
+            // Decided before any await: a `Taken` held across one would grow every
+            // session's future by its size.
+            let frames = match me.outbox.take(&mut self.outgoing) {
                 Taken::Overflowed => return End::SlowConsumer,
                 Taken::Evicted(reason) => return End::Policy(reason),
+                Taken::Frames => true,
+                Taken::Empty => false,
+            };
+            let written = match frames {
                 // Boxed like every rarer path: the session's future stays small while idle.
-                Taken::Frames => Some(Box::pin(self.write_outgoing()).await),
-                Taken::Empty if self.unflushed => Some(Box::pin(self.flush()).await),
-                Taken::Empty => None,
+                true => Some(Box::pin(self.write_outgoing()).await),
+                false if self.unflushed => Some(Box::pin(self.flush()).await),
+                false => None,
             };
             match written {
                 Some(Err(end)) => return end,
@@ -500,12 +506,16 @@ fn expiry_instant(unix_secs: u64) -> Instant {
     Instant::now() + left
 }
 
-/// Resolves when the token expires; never without one.
-async fn token_expired(expiry: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
-    match expiry {
-        Some(sleep) => sleep.as_mut().await,
-        None => std::future::pending().await,
-    }
+/// Resolves when the token expires; never without one. A `poll_fn` rather than an
+/// `async fn`: it holds nothing but the reference, and it lives in every session's
+/// future.
+fn token_expired(
+    expiry: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| match expiry {
+        Some(sleep) => sleep.as_mut().poll(cx),
+        None => Poll::Pending,
+    })
 }
 
 /// Runs a socket write unless the session overflows or the write stalls longer than
