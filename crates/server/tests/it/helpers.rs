@@ -36,10 +36,12 @@ pub struct TestServer {
     _dir: Option<tempfile::TempDir>,
 }
 
-/// Settings for tests: defaults, port 0, no rate limit unless a test sets one.
+/// Settings for tests: defaults, port 0, no rate limit (per connection or per user)
+/// unless a test sets one.
 pub fn test_config(db: &Path) -> ServeConfig {
     let mut config = ServeConfig::with("127.0.0.1:0".parse().unwrap(), db.to_owned());
     config.rate_per_second = 0.0;
+    config.user_rate_per_second = 0.0;
     config
 }
 
