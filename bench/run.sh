@@ -12,7 +12,9 @@
 #    machine's load every second during the whole run.
 # 2. runs each measurement N times per server, alternating servers (bavard, bun,
 #    bavard, bun, ...), each run on a freshly started server (bavard with a fresh
-#    temporary database and --rate-per-second 0); every bench call has a timeout, and
+#    temporary database and every limit off: --rate-per-second 0 and, when the build has
+#    them, --api-rate-per-second 0 --user-rate-per-second 0 --max-connections-per-ip 0);
+#    every bench call has a timeout, and
 #    a failing call is reported, not fatal:
 #      hot-room     `bavard-bench hot-room`: 1,000 + 10 plain connections in one room,
 #                   rising rates (3 s steps), stop at the first failed step after one
@@ -410,6 +412,17 @@ PY
   return 1
 }
 
+# The flags that turn off every limit BIN has (rates per connection, per user and for
+# REST writes, connections per address): a baseline build may predate some of them.
+limits_off() { # BIN
+  local help flags="--rate-per-second 0"
+  help=$("$1" --help 2>/dev/null)
+  [[ $help != *--api-rate-per-second* ]] || flags+=" --api-rate-per-second 0"
+  [[ $help != *--user-rate-per-second* ]] || flags+=" --user-rate-per-second 0"
+  [[ $help != *--max-connections-per-ip* ]] || flags+=" --max-connections-per-ip 0"
+  echo "$flags"
+}
+
 server_pid=
 server_port=
 start_server() { # NAME LOG: sets server_pid, server_port; non-zero if it does not come up
@@ -421,7 +434,7 @@ start_server() { # NAME LOG: sets server_pid, server_port; non-zero if it does n
     echo "### run.sh: $(date -u '+%H:%M:%S') start $name ($from) on 127.0.0.1:$port" >> "$log"
     db_dir=$(mktemp -d "${TMPDIR:-/tmp}/bavard-bench.XXXXXX") || return 1
     tmp_dirs+=("$db_dir")
-    "$bin" --listen "127.0.0.1:$port" --db "$db_dir/bench.db" --rate-per-second 0 --api-rate-per-second 0 >> "$log" 2>&1 &
+    "$bin" --listen "127.0.0.1:$port" --db "$db_dir/bench.db" $(limits_off "$bin") >> "$log" 2>&1 &
   else
     echo "### run.sh: $(date -u '+%H:%M:%S') start $name on 127.0.0.1:$port" >> "$log"
     "$here/peers/start.sh" "$name" "$port" >> "$log" 2>&1 &

@@ -93,7 +93,11 @@ impl RoomGuard {
     }
 }
 
-/// The guards of every room used since the start (a few hundred bytes per room).
+/// Guards kept before the unused ones are dropped: joining or writing to ever new
+/// room names must not grow memory without bound.
+const MAX_GUARDS: usize = 65_536;
+
+/// The guards of the rooms in use (a few hundred bytes per room).
 #[derive(Default)]
 pub(super) struct Guards {
     rooms: RwLock<HashMap<RoomName, Arc<RoomGuard>>>,
@@ -107,6 +111,11 @@ impl Guards {
         }
         let stored = store.rules(room.clone()).await?;
         let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
+        if rooms.len() >= MAX_GUARDS {
+            // A guard nobody holds is only a copy of what the store has (a slow mode's
+            // clock aside): it is read again on next use. One being changed is held.
+            rooms.retain(|_, guard| Arc::strong_count(guard) > 1);
+        }
         // Another caller may have loaded it meanwhile: the first one loaded is kept, so
         // a change applied to it is never lost to a later, staler load.
         Ok(Arc::clone(rooms.entry(room.clone()).or_insert_with(|| Arc::new(RoomGuard::new(stored)))))
