@@ -55,10 +55,12 @@ pub struct SanctionBody {
     user: String,
     /// How long it lasts, 1 to 315,360,000 seconds (absent: until lifted; for a kick,
     /// the user may join again at once).
-    #[schema(minimum = 1, maximum = 315_360_000)]
+    #[serde(default, deserialize_with = "super::rooms::integral_no_null")]
+    #[schema(nullable = false, minimum = 1, maximum = 315_360_000)]
     duration_secs: Option<u64>,
     /// Why (at most 256 characters), for the audit log and the user.
-    #[schema(max_length = 256)]
+    #[serde(default, deserialize_with = "super::rooms::no_null")]
+    #[schema(nullable = false, max_length = 256)]
     reason: Option<String>,
 }
 
@@ -141,7 +143,7 @@ fn target(user: &str) -> Result<(), ApiError> {
 /// Gives a user a role in a room (adds a member to a private room).
 #[utoipa::path(put, path = "/api/rooms/{room}/members/{user}", tag = "moderation", request_body = MemberRole,
     security(("api_key" = [])),
-    params(("room" = RoomName, Path, description = "the room's name"), ("user" = String, Path, description = "the user's id")),
+    params(("room" = RoomName, Path, description = "the room's name"), ("user" = String, Path, pattern = r"^[^\x00-\x1F\x7F-\x9F]{1,128}$", description = "the user's id (1 to 128 printable characters)")),
     responses((status = 200, body = Membership), (status = 400, body = ErrorReply), (status = 401, body = ErrorReply),
         (status = 403, body = ErrorReply), (status = 404, body = ErrorReply), (status = 415, body = ErrorReply),
         (status = 429, body = ErrorReply)))]
@@ -160,7 +162,7 @@ pub async fn put_member(
 
 /// Takes a user's role in a room away; in a private room the user leaves it.
 #[utoipa::path(delete, path = "/api/rooms/{room}/members/{user}", tag = "moderation", security(("api_key" = [])),
-    params(("room" = RoomName, Path, description = "the room's name"), ("user" = String, Path, description = "the user's id")),
+    params(("room" = RoomName, Path, description = "the room's name"), ("user" = String, Path, pattern = r"^[^\x00-\x1F\x7F-\x9F]{1,128}$", description = "the user's id (1 to 128 printable characters)")),
     responses((status = 204, description = "done"), (status = 400, body = ErrorReply), (status = 401, body = ErrorReply),
         (status = 403, body = ErrorReply), (status = 404, body = ErrorReply), (status = 429, body = ErrorReply)))]
 pub async fn delete_member(
@@ -223,7 +225,7 @@ pub async fn ban(
 
 /// Lifts a ban.
 #[utoipa::path(delete, path = "/api/rooms/{room}/bans/{user}", tag = "moderation", security(("api_key" = [])),
-    params(("room" = RoomName, Path, description = "the room's name"), ("user" = String, Path, description = "the user's id")),
+    params(("room" = RoomName, Path, description = "the room's name"), ("user" = String, Path, pattern = r"^[^\x00-\x1F\x7F-\x9F]{1,128}$", description = "the user's id (1 to 128 printable characters)")),
     responses((status = 204, description = "done"), (status = 400, body = ErrorReply), (status = 401, body = ErrorReply),
         (status = 403, body = ErrorReply), (status = 404, body = ErrorReply), (status = 429, body = ErrorReply)))]
 pub async fn unban(
@@ -253,7 +255,7 @@ pub async fn mute(
 
 /// Lifts a mute.
 #[utoipa::path(delete, path = "/api/rooms/{room}/mutes/{user}", tag = "moderation", security(("api_key" = [])),
-    params(("room" = RoomName, Path, description = "the room's name"), ("user" = String, Path, description = "the user's id")),
+    params(("room" = RoomName, Path, description = "the room's name"), ("user" = String, Path, pattern = r"^[^\x00-\x1F\x7F-\x9F]{1,128}$", description = "the user's id (1 to 128 printable characters)")),
     responses((status = 204, description = "done"), (status = 400, body = ErrorReply), (status = 401, body = ErrorReply),
         (status = 403, body = ErrorReply), (status = 404, body = ErrorReply), (status = 429, body = ErrorReply)))]
 pub async fn unmute(

@@ -102,14 +102,20 @@ pub struct NewRoom {
 #[schema(min_properties = 1)]
 pub struct RoomPatch {
     /// The new topic (at most 256 characters, none of them control characters; "" clears it).
-    #[schema(max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
+    #[serde(default, deserialize_with = "no_null")]
+    #[schema(nullable = false, max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     topic: Option<String>,
     /// The new kind (owners only). Making a room private takes its non-members out.
+    #[serde(default, deserialize_with = "no_null")]
+    #[schema(nullable = false)]
     kind: Option<RoomKind>,
     /// Seconds a member must wait between two messages, 0 (off) to 86,400.
-    #[schema(maximum = 86400)]
-    slow_mode_secs: Option<u32>,
+    #[serde(default, deserialize_with = "integral_no_null")]
+    #[schema(nullable = false, value_type = Option<u32>, minimum = 0, maximum = 86400)]
+    slow_mode_secs: Option<u64>,
     /// Whether only moderators may write.
+    #[serde(default, deserialize_with = "no_null")]
+    #[schema(nullable = false)]
     frozen: Option<bool>,
 }
 
@@ -230,6 +236,7 @@ pub async fn update(
         return Err(ApiError::new(ErrorCode::BadRequest, "give at least one of topic, kind, slow_mode_secs, frozen"));
     }
     topic.as_deref().map_or(Ok(()), check_topic)?;
+    let slow_mode_secs = slow_mode_secs.map(|secs| u32::try_from(secs).unwrap_or(u32::MAX));
     slow_mode_secs.map_or(Ok(()), check_slow_mode)?;
     let changes = RoomChanges { kind, topic, slow_mode_secs, frozen };
     Ok(Json(state.hub.configure(caller.actor()?, &room, changes).await?.into()))
@@ -362,9 +369,23 @@ async fn known(state: &AppState, room: &RoomName) -> Result<RoomListing, ApiErro
     state.hub.room_info(room).await?.ok_or_else(|| unknown_room(room))
 }
 
+/// An optional field of a JSON body that may be absent but not `null` (the document
+/// says so: a request it calls invalid must be refused).
+pub(super) fn no_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}
+
+/// [`integral`], for a field that may be absent but not `null`.
+pub(super) fn integral_no_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    match integral(deserializer)? {
+        Some(value) => Ok(Some(value)),
+        None => Err(D::Error::custom("invalid type: null, expected a non-negative integer")),
+    }
+}
+
 /// A non-negative integer field of a JSON body, which may also be written with a zero
 /// fraction (`7.0`): JSON Schema, and so the document, counts that as an integer.
-fn integral<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+pub(super) fn integral<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
     let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else { return Ok(None) };
     if let Some(value) = number.as_u64() {
         return Ok(Some(value));
