@@ -53,7 +53,7 @@ async fn sigterm_closes_every_client_with_1001_and_exits_0() {
 async fn an_acknowledged_send_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
-    let server = ChildServer::start(&db, &["--rate-per-second", "0"]);
+    let server = ChildServer::start(&db, &["--rate-per-second", "0", "--user-rate-per-second", "0"]);
     let mut client = within(Connection::connect(&server.ws("/ws?name=c"))).await.unwrap();
     let crash = room("crash");
     within(client.join(&crash, None)).await.unwrap();
