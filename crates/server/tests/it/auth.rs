@@ -33,7 +33,9 @@ async fn welcome_user(server: &TestServer, token: &str) -> serde_json::Value {
 async fn each_rejected_token_kind_is_refused_with_401_at_upgrade_and_gets_no_session() {
     let server = spawn_with(jwt_only).await;
     for path in ["/ws", "/ws/chat", "/ws/chat/door", "/ws?name=guest"] {
-        let refused = open_websocket(&server.ws(path), &[]).await.err().expect("no token in jwt mode");
+        let Err(refused) = open_websocket(&server.ws(path), &[]).await else {
+            panic!("{path}: no token in jwt mode was accepted")
+        };
         assert_eq!(refused.status, 401, "{path} without a token: {refused:?}");
     }
     let in_an_hour = now() + 3600;
