@@ -41,6 +41,7 @@ pub struct TestServer {
 pub fn test_config(db: &Path) -> ServeConfig {
     let mut config = ServeConfig::with("127.0.0.1:0".parse().unwrap(), db.to_owned());
     config.rate_per_second = 0.0;
+    // The per-user message rate (10/s by default) is set by the tests about it.
     config.user_rate_per_second = 0.0;
     config
 }
@@ -98,12 +99,216 @@ impl TestServer {
 
     /// Stops and starts again on the same database (and a new port).
     pub async fn restart(self) -> TestServer {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops and starts again on the same database (and a new port), with the test
+    /// settings `adjust` changes (give the same as at the first start to keep them).
+    pub async fn restart_with(self, adjust: impl FnOnce(&mut ServeConfig)) -> TestServer {
         let db = self.db.clone();
         let dir = self.stop().await;
-        let mut server = start_on(&db, |_| {}).await;
+        let mut server = start_on(&db, adjust).await;
         server._dir = dir;
         server
     }
+
+    /// A raw JSON connection on `/ws` presenting `token` as `?token=`.
+    pub async fn json_token(&self, token: &str) -> JsonClient {
+        JsonClient::connect(&self.ws(&format!("/ws?token={token}")), &[]).await.unwrap_or_else(|refused| {
+            panic!("the token was refused: {refused:?}");
+        })
+    }
+
+    /// A raw JSON connection on `/ws` as the guest `name` (no token).
+    pub async fn json_guest(&self, name: &str) -> JsonClient {
+        JsonClient::connect(&self.ws(&format!("/ws?name={name}")), &[]).await.unwrap()
+    }
+
+    /// The value of the metric sample `series` (name and labels, as written), if any.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (status, text) = http_get(&self.http("/metrics")).await;
+        assert_eq!(status, 200, "{text}");
+        text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+}
+
+/// An upgrade the server refused: its HTTP status and body.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Opens a WebSocket on `url` with extra request `headers`; an HTTP answer instead of
+/// the upgrade is returned as [`Refused`].
+pub async fn open_websocket(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, Refused> {
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .insert(tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+    }
+    match within(tokio_tungstenite::connect_async(request)).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(tungstenite::Error::Http(response)) => Err(Refused {
+            status: response.status().as_u16(),
+            body: String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned(),
+        }),
+        Err(e) => panic!("unexpected connect error: {e}"),
+    }
+}
+
+/// A JSON-protocol client that speaks raw JSON values, so tests read the wire exactly as
+/// the protocol document writes it (new ops and events included). Events that arrive
+/// while it waits for a reply are kept, in order, for [`JsonClient::next_event`].
+pub struct JsonClient {
+    pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The `welcome` frame.
+    pub welcome: serde_json::Value,
+    events: std::collections::VecDeque<serde_json::Value>,
+    next_id: u64,
+}
+
+impl JsonClient {
+    /// Connects and reads the `welcome` frame.
+    pub async fn connect(url: &str, headers: &[(&str, &str)]) -> Result<Self, Refused> {
+        let socket = open_websocket(url, headers).await?;
+        let mut client = Self { socket, welcome: serde_json::Value::Null, events: Default::default(), next_id: 0 };
+        let welcome = client.read_frame().await;
+        assert_eq!(welcome["type"], "welcome", "the first frame: {welcome}");
+        client.welcome = welcome;
+        Ok(client)
+    }
+
+    /// The next frame from the socket (pings skipped); panics on a close.
+    async fn read_frame(&mut self) -> serde_json::Value {
+        loop {
+            match within(self.socket.next()).await {
+                Some(Ok(Message::Text(text))) => {
+                    return serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends a raw text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        within(self.socket.send(Message::Text(text.into()))).await.unwrap();
+    }
+
+    /// Sends `request` (an object with its `op`) with a fresh `id` and returns the
+    /// `reply` frame to it, whether ok or not.
+    pub async fn request(&mut self, mut request: serde_json::Value) -> serde_json::Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        request["id"] = id.into();
+        self.send_text(&request.to_string()).await;
+        loop {
+            let frame = self.read_frame().await;
+            if frame["type"] == "reply" && frame["id"] == id {
+                return frame;
+            }
+            self.events.push_back(frame);
+        }
+    }
+
+    /// Sends `request` and asserts it succeeded; returns the reply.
+    pub async fn ok(&mut self, request: serde_json::Value) -> serde_json::Value {
+        let reply = self.request(request.clone()).await;
+        assert_eq!(reply["ok"], true, "{request} failed: {reply}");
+        reply
+    }
+
+    /// Sends `request` and asserts it failed; returns the error `code`.
+    pub async fn refused(&mut self, request: serde_json::Value) -> String {
+        let reply = self.request(request.clone()).await;
+        assert_eq!(reply["ok"], false, "{request} was accepted: {reply}");
+        let message = reply["error"]["message"].as_str().unwrap_or_default();
+        assert!(!message.is_empty(), "an error says why: {reply}");
+        reply["error"]["code"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Sends `request` and returns the error `message`, asserting its `code`.
+    pub async fn refused_with(&mut self, code: &str, request: serde_json::Value) -> String {
+        let reply = self.request(request.clone()).await;
+        assert_eq!(reply["error"]["code"], code, "{request}: {reply}");
+        reply["error"]["message"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The next frame that is not a reply this client waited for (events, or errors of
+    /// requests without id).
+    pub async fn next_event(&mut self) -> serde_json::Value {
+        match self.events.pop_front() {
+            Some(event) => event,
+            None => self.read_frame().await,
+        }
+    }
+
+    /// The next event of type `kind`, skipping others (presence, typing, ...).
+    pub async fn next_event_of(&mut self, kind: &str) -> serde_json::Value {
+        loop {
+            let event = self.next_event().await;
+            if event["type"] == kind {
+                return event;
+            }
+        }
+    }
+
+    /// The next `message` event's text.
+    pub async fn next_message_text(&mut self) -> String {
+        self.next_event_of("message").await["text"].as_str().unwrap().to_owned()
+    }
+
+    /// The next presence event in `room` that says `user_id` left.
+    pub async fn next_left(&mut self, room: &str, user_id: &str) -> serde_json::Value {
+        loop {
+            let event = self.next_event_of("presence").await;
+            let left = event["left"].as_array().cloned().unwrap_or_default();
+            if event["room"] == room && left.iter().any(|user| user["id"] == user_id) {
+                return event;
+            }
+        }
+    }
+
+    /// Reads (skipping buffered events) until the server closes: (code, reason); code
+    /// 1006 if the socket just ended.
+    pub async fn closed(&mut self) -> (u16, String) {
+        loop {
+            match within(self.socket.next()).await {
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return (1006, String::new()),
+            }
+        }
+    }
+
+    /// Closes the connection and waits for the server's close.
+    pub async fn close(mut self) {
+        let _ = within(self.socket.close(None)).await;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, self.socket.next()).await {}
+    }
+}
+
+/// One HTTP request with a JSON body (if any) and `Authorization: Bearer <bearer>` (if
+/// any): an API key or a JWT.
+pub async fn rest(method: &str, url: &str, bearer: Option<&str>, body: Option<&serde_json::Value>) -> HttpResponse {
+    let authorization = bearer.map(|token| format!("Bearer {token}"));
+    let mut headers = Vec::new();
+    if let Some(value) = &authorization {
+        headers.push(("Authorization", value.as_str()));
+    }
+    let body = body.map(|body| body.to_string());
+    if body.is_some() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    http(method, url, &headers, body.as_deref().map(str::as_bytes)).await
 }
 
 /// A client of the original plain-text protocol.

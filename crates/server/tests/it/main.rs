@@ -2,15 +2,20 @@
 //! real sockets. One binary so the server and test helpers compile once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod abuse;
+mod auth;
 mod cors;
 mod guarantees;
 mod helpers;
 mod json;
 mod json_errors;
+mod jwt;
 mod lifecycle;
 mod limits;
 mod members;
 mod metrics;
+mod moderation;
+mod permissions;
 mod plain;
 mod resilient;
 mod rest;
