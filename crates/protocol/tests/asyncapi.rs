@@ -9,8 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bavard_protocol::{
-    close_code, plain, ClientFrame, Empty, ErrorCode, HistoryReply, JoinReply, MembersReply, Request, SendReply,
-    ServerFrame, ASYNCAPI_JSON, JOIN_REPLY_MEMBERS, MAX_HISTORY_LIMIT, MAX_MEMBERS_LIMIT,
+    close_code, plain, ClientFrame, CreateReply, Empty, ErrorCode, HistoryReply, JoinReply, MembersReply,
+    ModerationReply, RefreshReply, Request, SendReply, ServerFrame, ASYNCAPI_JSON, JOIN_REPLY_MEMBERS,
+    MAX_HISTORY_LIMIT, MAX_MEMBERS_LIMIT,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
@@ -344,7 +345,11 @@ fn json_channel_examples_round_trip_through_the_rust_types() {
                                     "send" => check_result::<SendReply>(&name, &reply.result),
                                     "history" => check_result::<HistoryReply>(&name, &reply.result),
                                     "members" => check_result::<MembersReply>(&name, &reply.result),
-                                    "leave" | "typing" | "ping" => {
+                                    "create" => check_result::<CreateReply>(&name, &reply.result),
+                                    "kick" | "ban" | "mute" => check_result::<ModerationReply>(&name, &reply.result),
+                                    "refresh" => check_result::<RefreshReply>(&name, &reply.result),
+                                    "leave" | "typing" | "ping" | "add_member" | "remove_member" | "set_role"
+                                    | "unban" | "unmute" => {
                                         assert!(reply.result.is_empty(), "example {name}: {op} has no result");
                                         assert_eq!(
                                             serde_json::to_value(Empty {}).expect("empty"),
