@@ -211,9 +211,11 @@ impl Request {
                     None => bad("set_role needs a role: owner, moderator or member".to_owned()),
                 }
             }
-            Self::Kick(action) | Self::Ban(action) | Self::Unban(action) | Self::Mute(action) | Self::Unmute(action) => {
-                action.validate()
-            }
+            Self::Kick(action)
+            | Self::Ban(action)
+            | Self::Unban(action)
+            | Self::Mute(action)
+            | Self::Unmute(action) => action.validate(),
             Self::Refresh { token } if token.is_empty() => bad("token must not be empty".to_owned()),
             _ => Ok(()),
         }

@@ -54,7 +54,13 @@ pub struct RoomChanges {
     pub frozen: Option<bool>,
 }
 
-fn audit(actor: &Actor, action: &str, target: Option<&str>, reason: Option<String>, detail: Option<String>) -> AuditEntry {
+fn audit(
+    actor: &Actor,
+    action: &str,
+    target: Option<&str>,
+    reason: Option<String>,
+    detail: Option<String>,
+) -> AuditEntry {
     AuditEntry {
         ts: Timestamp::now(),
         actor: actor.user.clone(),
@@ -108,7 +114,12 @@ impl Hub {
     }
 
     /// Changes a room's kind, topic, slow mode or freeze (at least one).
-    pub async fn configure(&self, actor: &Actor, name: &RoomName, changes: RoomChanges) -> Result<RoomListing, HubError> {
+    pub async fn configure(
+        &self,
+        actor: &Actor,
+        name: &RoomName,
+        changes: RoomChanges,
+    ) -> Result<RoomListing, HubError> {
         let RoomChanges { kind, topic, slow_mode_secs, frozen } = changes;
         let mut list = Vec::new();
         let mut done = Vec::new();
@@ -243,7 +254,9 @@ impl Hub {
         }
         let guard = self.guards.get(self.store.as_ref(), name).await?;
         let one_at_a_time = guard.changing().await;
-        guard.read(|rules| rules.check_manage(actor.who(), power, target, name.as_str())).map_err(HubError::Forbidden)?;
+        guard
+            .read(|rules| rules.check_manage(actor.who(), power, target, name.as_str()))
+            .map_err(HubError::Forbidden)?;
         let action = entry.action.clone();
         self.store.change_room(name.clone(), changes.clone(), entry).await?;
         guard.update(|rules| changes.iter().for_each(|change| rules.apply(change)));

@@ -509,9 +509,7 @@ fn expiry_instant(unix_secs: u64) -> Instant {
 /// Resolves when the token expires; never without one. A `poll_fn` rather than an
 /// `async fn`: it holds nothing but the reference, and it lives in every session's
 /// future.
-fn token_expired(
-    expiry: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-) -> impl Future<Output = ()> + '_ {
+fn token_expired(expiry: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) -> impl Future<Output = ()> + '_ {
     std::future::poll_fn(move |cx| match expiry {
         Some(sleep) => sleep.as_mut().poll(cx),
         None => Poll::Pending,
