@@ -10,7 +10,8 @@ use crate::{ErrorBody, Limits, RequestId, RoomName, Timestamp};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
-    /// Stable identifier (`u_...` for authenticated users, `g_...` for guests).
+    /// Stable identifier: a token's `sub` for signed-in users, `g_...` for guests,
+    /// `api:...` for REST authors.
     pub id: String,
     /// Display name.
     pub name: String,

@@ -111,8 +111,9 @@ pub struct ServeConfig {
     #[arg(long, env = "BAVARD_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
-    /// The key REST writes must present as `Authorization: Bearer KEY`. Without one,
-    /// REST writes are accepted from loopback clients only.
+    /// The server admin's REST key, presented as `Authorization: Bearer KEY` (users
+    /// present their JWT the same way). Without one, REST calls from loopback clients
+    /// act as the admin, and others may only read rooms that are not private.
     #[arg(long, env = "BAVARD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 

@@ -63,7 +63,8 @@ impl Caller {
     }
 }
 
-/// The token of a request: `Authorization: Bearer` first, else `?token=`.
+/// The bearer token or key of a request's `Authorization` header (other schemes, such
+/// as a proxy's Basic credentials, are not ours and are ignored).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
@@ -74,6 +75,7 @@ impl Authenticator {
     /// Verifies `token`, counting a refusal.
     fn verify(&self, token: &str) -> Result<Claims, String> {
         let Some(jwt) = &self.jwt else {
+            self.metrics.auth_failed("no_key");
             return Err("this server accepts no tokens (no --jwt-secret or --jwt-public-key)".to_owned());
         };
         jwt.verify(token, crate::auth::unix_now()).map_err(|e| {
@@ -119,7 +121,9 @@ impl Authenticator {
                 return Ok(Caller::Admin(Actor::api()));
             }
         }
-        if self.jwt.is_none() {
+        // A JWT has three dot-separated parts; anything else was meant as the key.
+        if self.jwt.is_none() || presented.split('.').count() != 3 {
+            self.metrics.auth_failed("wrong_api_key");
             return Err(ApiError::new(ErrorCode::Unauthorized, "wrong API key"));
         }
         let claims = self.verify(presented).map_err(|e| ApiError::new(ErrorCode::Unauthorized, e))?;

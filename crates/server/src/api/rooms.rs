@@ -22,7 +22,7 @@ use super::{
     AppState,
 };
 use crate::{
-    auth::Who,
+    auth::{Actor, Who},
     hub::{HubError, Post, RoomChanges, RoomListing},
     metrics::Route,
 };
@@ -303,10 +303,11 @@ pub async fn publish(
     };
     exists(&state, &room).await?;
     let actor = caller.actor()?;
-    // A user's token writes as that user; the API key as the author it names.
+    // A user's token (an admin's too) writes as that user; the API key as the author
+    // it names.
     let author = match &caller {
-        Caller::User(actor) => actor.user.clone(),
-        _ => User { id: format!("api:{name}"), name },
+        Caller::Admin(actor) if *actor == Actor::api() => User { id: format!("api:{name}"), name },
+        _ => actor.user.clone(),
     };
     let SendRequest { room, text, key, reply_to } = send;
     let pending = state.hub.publish_as(actor, author, Post { room: room.clone(), text, key, reply_to }).await?;

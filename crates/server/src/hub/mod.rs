@@ -554,21 +554,20 @@ impl Hub {
     /// bucket, taking from the bucket (and the slow-mode slot) when it passes.
     async fn check_write(&self, who: Who<'_>, room: &RoomName, quota: Option<&Quota>) -> Result<(), HubError> {
         let guard = self.guards.get(self.store.as_ref(), room).await?;
-        if let Err(refused) = guard.check_write(who, room.as_str()) {
-            return Err(match refused {
-                guard::WriteRefusal::Forbidden(reason) => HubError::Forbidden(reason),
-                guard::WriteRefusal::SlowMode(wait) => {
-                    self.metrics.limit_refused(Limit::SlowMode);
-                    HubError::SlowMode { room: room.clone(), wait }
-                }
-            });
-        }
+        // The bucket first: a send it refuses must not use up the slow mode's slot.
         if quota.is_some_and(|quota| !quota.try_take()) {
             self.metrics.limit_refused(Limit::UserRate);
             let HubSettings { user_rate_per_second: per_second, user_rate_burst: burst, .. } = self.settings;
             return Err(HubError::UserRate { per_second, burst });
         }
-        Ok(())
+        match guard.check_write(who, room.as_str()) {
+            Ok(()) => Ok(()),
+            Err(guard::WriteRefusal::Forbidden(reason)) => Err(HubError::Forbidden(reason)),
+            Err(guard::WriteRefusal::SlowMode(wait)) => {
+                self.metrics.limit_refused(Limit::SlowMode);
+                Err(HubError::SlowMode { room: room.clone(), wait })
+            }
+        }
     }
 
     /// Tells the room's other JSON members that the subscriber types, at most once per

@@ -8,6 +8,10 @@
 
 use std::sync::Arc;
 
+/// How guests' user ids start (`?name=` users and random guests): their names prove
+/// nothing, so they hold no roles.
+const GUEST_PREFIX: &str = "g_";
+
 use bavard_protocol::{RemovedBecause, RemovedEvent, Role, RoomKind, RoomName, ServerFrame, Timestamp};
 
 use super::{guard::RoomGuard, Frame, Hub, HubError, Protocol, RoomListing, Subscriber};
@@ -162,6 +166,11 @@ impl Hub {
         role: Option<Role>,
         action: &'static str,
     ) -> Result<(), HubError> {
+        if role.is_some() && user.starts_with(GUEST_PREFIX) {
+            return Err(HubError::Forbidden(format!(
+                "{user} is a guest, whose name anyone can take: roles go to signed-in users only"
+            )));
+        }
         let power = role.map_or(Power::Moderate, Power::Grant);
         let detail = role.map(|role| role.as_str().to_owned());
         let entry = audit(actor, action, Some(user), None, detail);
@@ -201,7 +210,8 @@ impl Hub {
             Sanctioning::Ban => RemovedBecause::Ban,
             Sanctioning::Mute => return Ok(until),
         };
-        self.evict(name, |member| member.user.id == user, removed, reason, until);
+        // Admins are above every room's rules: their connections stay.
+        self.evict(name, |member| member.user.id == user && member.standing != Standing::Admin, removed, reason, until);
         Ok(until)
     }
 

@@ -281,7 +281,9 @@ impl Room {
         let mut removed = Vec::with_capacity(picked.len());
         let mut changes = Vec::new();
         for (protocol, session) in picked {
-            if let Some((member, change)) = self.remove_locked(&mut state, protocol, session, false) {
+            // A plain-text client taken out is closed: the others hear it left.
+            let closes = protocol == Protocol::Plain;
+            if let Some((member, change)) = self.remove_locked(&mut state, protocol, session, closes) {
                 removed.push(member);
                 changes.push(change);
             }

@@ -70,6 +70,10 @@ where
             Request::Ping => self.reply(id, &Empty {}).await,
             Request::Members(members) => {
                 let limit = members.limit.unwrap_or(DEFAULT_MEMBERS_LIMIT) as usize;
+                // Who is in a private room is the room's business.
+                if let Err(e) = self.hub.check_read(self.me.who(), &members.room).await {
+                    return self.feed_error(id.as_ref(), &hub_error(e)).await;
+                }
                 match self.hub.members(&members.room, members.cursor.as_deref(), limit) {
                     Ok(page) => self.reply(id, &page).await,
                     Err(e) => self.feed_error(id.as_ref(), &hub_error(e)).await,

@@ -518,3 +518,26 @@ async fn the_audit_lists_what_was_done_newest_first_to_moderators_only() {
         assert_eq!(response.status, status, "{who}: {}", response.body);
     }
 }
+
+#[tokio::test]
+async fn a_plain_text_client_taken_out_is_a_departure_for_the_others() {
+    let server = spawn_with(with_secret).await;
+    let mut olivia = moderated(&server, "plain-notice", "public").await;
+    let mut mark = plain_member(&server, "mark", "plain-notice").await;
+    let mut sam = plain_member(&server, "sam", "plain-notice").await;
+    olivia.ok(act("kick", "plain-notice", "mark", json!({}))).await;
+    assert_eq!(mark.close_code().await, 1008);
+    assert_eq!(sam.recv().await, "Un utilisateur s'est déconnecté.");
+}
+
+#[tokio::test]
+async fn a_moderator_cannot_take_a_server_admin_out() {
+    let server = spawn_with(with_secret).await;
+    let mut olivia = moderated(&server, "admin-stays", "public").await;
+    let mut boss = server.json_token(&admin_token("boss")).await;
+    boss.ok(join("admin-stays")).await;
+    olivia.ok(act("kick", "admin-stays", "boss", json!({}))).await;
+    olivia.ok(act("ban", "admin-stays", "boss", json!({}))).await;
+    boss.ok(send("admin-stays", "still here")).await;
+    assert_eq!(olivia.next_message_text().await, "still here");
+}

@@ -250,3 +250,38 @@ async fn making_a_public_room_private_takes_its_non_members_out() {
     amy.ok(json!({"op": "send", "room": "turning", "text": "members stay"})).await;
     assert_eq!(amy.next_message_text().await, "members stay");
 }
+
+#[tokio::test]
+async fn who_is_online_in_a_private_room_is_for_its_members_only() {
+    let server = spawn_with(with_secret).await;
+    let _olivia = owner_of(&server, "olivia", "vault-members", "private").await;
+    let mut sam = server.json_token(&token("sam")).await;
+    let why = sam.refused_with("forbidden", json!({"op": "members", "room": "vault-members"})).await;
+    assert!(why.contains("private"), "{why}");
+    let mut olivia = server.json_token(&token("olivia")).await;
+    let page = olivia.ok(json!({"op": "members", "room": "vault-members"})).await;
+    assert_eq!(page["member_count"], 1, "{page}");
+}
+
+#[tokio::test]
+async fn guests_hold_no_roles_because_anyone_can_take_their_name() {
+    let server = spawn_with(with_secret).await;
+    let mut olivia = owner_of(&server, "olivia", "vault-guests", "private").await;
+    let why =
+        olivia.refused_with("forbidden", json!({"op": "add_member", "room": "vault-guests", "user": "g_gina"})).await;
+    assert!(why.contains("guest"), "{why}");
+    let mut gina = server.json_guest("gina").await;
+    gina.refused_with("forbidden", json!({"op": "join", "room": "vault-guests"})).await;
+}
+
+#[tokio::test]
+async fn an_admins_token_publishes_over_rest_as_that_admin() {
+    let server = spawn_with(with_secret_and_key).await;
+    let mut olivia = owner_of(&server, "olivia", "news-admin", "broadcast").await;
+    let body = json!({"text": "from the top"});
+    let url = server.http("/api/rooms/news-admin/messages");
+    let response = rest("POST", &url, Some(&admin_token("boss")), Some(&body)).await;
+    assert_eq!(response.status, 201, "{}", response.body);
+    let message = olivia.next_event_of("message").await;
+    assert_eq!(message["from"]["id"], "boss", "{message}");
+}
