@@ -326,4 +326,22 @@ describe('the web client', () => {
     // The composer is reachable and visible.
     assert.ok(await narrow.getByRole('button', { name: 'Send' }).isVisible());
   });
+  test('a kicked user sees why and the room leaves the list', async () => {
+    const { page: kim } = await newPage();
+    await login(kim, 'kim');
+    await joinRoom(kim, 'kickroom');
+    await kim.locator('#member-list li', { hasText: /^kim \(you\)$/ }).waitFor();
+    // The REST API from this machine, on a server without --api-key, acts as the admin.
+    const response = await within(
+      fetch(`${server.url}/api/rooms/kickroom/kicks`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ user: 'g_kim', reason: 'spam' }),
+      }),
+      'the kick',
+    );
+    assert.equal(response.status, 201, await response.text());
+    await kim.locator('#composer-hint', { hasText: 'You were kicked from #kickroom: spam' }).waitFor();
+    await eventually(async () => (await kim.locator('#room-list li', { hasText: 'kickroom' }).count()) === 0, 'the room to leave the list');
+  });
 });

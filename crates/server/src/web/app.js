@@ -297,6 +297,7 @@
       case 'presence': presence(frame); break;
       case 'typing': typing(frame); break;
       case 'occupancy': occupancy(frame); break;
+      case 'removed': removed(frame); break;
       case 'closing': setConn('connecting', 'The server is restarting…'); break;
       case 'error': break; // failed frames without id: typing in a room just left, say
       default: break; // newer servers may add event types
@@ -638,6 +639,18 @@
     }
     room.memberCount = typeof event.member_count === 'number' ? event.member_count : room.members.size;
     if (room.name === state.current) renderMembers();
+  }
+
+  /// A moderator took this connection out of a room (kick, ban, no longer a member):
+  /// the room leaves the list, and the composer says why.
+  function removed(event) {
+    const room = state.rooms.get(event.room);
+    if (!room) return;
+    room.joined = false;
+    const what = { kick: 'You were kicked from', ban: 'You were banned from' }[event.action] || 'You are no longer in';
+    const why = event.reason ? `: ${event.reason}` : '';
+    leaveRoom(event.room);
+    showComposerError(`${what} #${event.room}${why}`);
   }
 
   /// A large room's count (it sends no per-user presence): the list stays as the join
