@@ -34,7 +34,8 @@ describe('the web client', () => {
 
   before(async () => {
     tmp = tempDir();
-    server = await startServer({ db: path.join(tmp.dir, 't.db') });
+    // Seeding history sends faster than a user may (10 messages a second by default).
+    server = await startServer({ db: path.join(tmp.dir, 't.db'), args: ['--user-rate-per-second', '0'] });
     browser = await launchBrowser();
   });
 
