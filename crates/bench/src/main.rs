@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 use scenarios::{
     durable::{self, DurableArgs},
+    flood::{self, FloodArgs},
     history::{self, HistoryArgs},
     hot_room::{self, HotRoomArgs},
     idle::{self, IdleArgs},
@@ -25,8 +26,8 @@ use scenarios::{
 /// Load generator for Bavard chat servers.
 ///
 /// Start the server with its rate limit off, e.g.
-/// `bavard --listen 127.0.0.1:8000 --db /tmp/b.db --rate-per-second 0`,
-/// then run a scenario with `--server-pid $(pgrep -n bavard)` to get the server's CPU
+/// `bavard --listen 127.0.0.1:8000 --db /tmp/b.db --rate-per-second 0`
+/// (but with its default limits for `flood`), then run a scenario with `--server-pid $(pgrep -n bavard)` to get the server's CPU
 /// and memory figures.
 #[derive(Debug, Parser)]
 #[command(name = "bavard-bench", version, about, long_about)]
@@ -125,6 +126,16 @@ enum Scenario {
         #[command(flatten)]
         args: RestPublishArgs,
     },
+    /// Flood: a quiet JSON room of 50 members (5 sending every 100 ms), measured without
+    ///    and then with one user flooding another room from 4 connections; the quiet
+    ///    room's latency p50/p99/max in each phase, and the flooder's accepted and refused
+    ///    messages/s and 4029 closes. Run the server with its default limits for this one.
+    Flood {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: FloodArgs,
+    },
     /// A few seconds of scenarios 1 and 4 at a low rate, and of REST publish; exits
     /// non-zero if anything was lost or failed (for CI).
     Smoke {
@@ -146,6 +157,7 @@ fn main() -> ExitCode {
         Scenario::RestPublish { common, args } => {
             rest_publish::run(common, args).map(|r| r.errors == 0 && r.missing == 0)
         }
+        Scenario::Flood { common, args } => flood::run(common, args),
         Scenario::Smoke { common } => smoke(common),
     };
     match outcome {

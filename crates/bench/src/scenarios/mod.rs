@@ -1,6 +1,7 @@
 //! The benchmark scenarios, one module each (numbered as in the benchmark plan).
 
 pub mod durable;
+pub mod flood;
 pub mod history;
 pub mod hot_room;
 pub mod idle;
