@@ -80,7 +80,9 @@ fn is_transient(error: &ClientError) -> bool {
         ClientError::WebSocket(tokio_tungstenite::tungstenite::Error::Url(_)) => false,
         ClientError::WebSocket(_) | ClientError::Timeout(_) | ClientError::Protocol(_) => true,
         ClientError::Closed { code, .. } => !matches!(code, 1003 | 1008),
-        ClientError::Server(body) => matches!(body.code, ErrorCode::Internal | ErrorCode::RateLimited),
+        ClientError::Server(body) => {
+            matches!(body.code, ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::RateLimited)
+        }
     }
 }
 
@@ -180,7 +182,11 @@ impl Resilient {
                 Err(e) => e,
             };
             let rejoin = match &error {
-                ClientError::Server(body) if matches!(body.code, ErrorCode::RateLimited | ErrorCode::Internal) => false,
+                ClientError::Server(body)
+                    if matches!(body.code, ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::Unavailable) =>
+                {
+                    false
+                }
                 // The server does not count us in a room we joined: join again on a new connection.
                 ClientError::Server(body) if body.code == ErrorCode::Forbidden && self.rooms.contains_key(room) => true,
                 _ => return Err(error),

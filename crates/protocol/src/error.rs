@@ -27,6 +27,9 @@ pub enum ErrorCode {
     Unauthorized,
     /// The server failed; the request may be retried.
     Internal,
+    /// The server cannot reach its database for now; retry later (for `send`, with
+    /// the same `key`): nothing acknowledged is lost.
+    Unavailable,
     /// A code added by a newer server; read the message.
     #[serde(other)]
     Unknown,
@@ -34,7 +37,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code this version of the protocol defines.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         Self::BadRequest,
         Self::UnknownOp,
         Self::NotFound,
@@ -44,6 +47,7 @@ impl ErrorCode {
         Self::Conflict,
         Self::Unauthorized,
         Self::Internal,
+        Self::Unavailable,
     ];
 
     /// The wire spelling of the code.
@@ -58,6 +62,7 @@ impl ErrorCode {
             Self::Conflict => "conflict",
             Self::Unauthorized => "unauthorized",
             Self::Internal => "internal",
+            Self::Unavailable => "unavailable",
             Self::Unknown => "unknown",
         }
     }

@@ -81,9 +81,31 @@ pub struct ServeConfig {
     #[arg(long, env = "BAVARD_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
 
-    /// SQLite database file holding the history; created with its schema on first start.
+    /// Where history is kept: a SQLite database file (created with its schema on first
+    /// start), or a PostgreSQL URL (`postgres://user@host:5432/db`, shared by the nodes
+    /// of a cluster; migrations run on start).
     #[arg(long, env = "BAVARD_DB", default_value = "bavard.db")]
     pub db: PathBuf,
+
+    /// How nodes of a cluster tell each other what they committed: `redis://host:6379`
+    /// or `nats://host:4222`. Without one, this server is a node alone.
+    #[arg(long, env = "BAVARD_BROKER", value_name = "URL")]
+    pub broker: Option<String>,
+
+    /// This node's name in the cluster (default: generated at start). Two live nodes
+    /// must not share one.
+    #[arg(long, env = "BAVARD_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Seconds a node's users count as online elsewhere in the cluster without news
+    /// from it: a node that dies stops counting within this time.
+    #[arg(long, env = "BAVARD_PRESENCE_LEASE_SECS", default_value_t = 15)]
+    pub presence_lease_secs: u64,
+
+    /// Prefix of the broker channel or subject (and keys) this cluster uses, so several
+    /// clusters (or test runs) can share one Redis or NATS.
+    #[arg(long, env = "BAVARD_CLUSTER_NAME", default_value = "bavard")]
+    pub cluster_name: String,
 
     /// Log format.
     #[arg(long, env = "BAVARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

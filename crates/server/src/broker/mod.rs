@@ -1,41 +1,133 @@
-//! The seam between nodes: where the hub hands on what its own store committed, and
-//! hears what other nodes' stores committed, to fan it out to its own members without
-//! storing it again. The broker carries committed messages only: order is the store's
-//! (each message keeps its seq), so a broker may lose or reorder events and nodes
-//! still deliver each room in seq order.
+//! The seam between nodes: where the hub hands on what its own store committed (and
+//! what else other nodes must know: rule changes, evictions, presence, typing), and
+//! hears what other nodes say, to fan it out to its own members without storing it
+//! again. Messages keep the seq their store gave them, so a broker may lose or reorder
+//! events and nodes still deliver each room in seq order (they hold back what comes
+//! early and fill gaps from the store).
 //!
 //! One node needs nobody to talk to ([`Solo`], which costs nothing per commit). Hubs in
-//! one process share an [`InProcessBroker`] (the tests run two hubs that way); the
-//! cluster's Redis and NATS brokers plug in behind the same trait.
+//! one process share an [`InProcessBroker`] (the tests run several hubs that way); the
+//! cluster's Redis and NATS brokers plug in behind the same trait and carry events as
+//! [`encode`]d bytes.
 
 use std::sync::Arc;
 
-use bavard_protocol::Message;
+use bavard_protocol::{Message, RemovedBecause, RoomName, Timestamp, User};
 use futures_util::stream::{self, BoxStream, StreamExt};
+use serde::{Deserialize, Serialize};
 #[cfg(test)]
 use tokio::sync::broadcast;
 
 /// Names one node of a cluster; a hub skips the events it published itself.
 pub type NodeId = Arc<str>;
 
-/// Messages one node committed, as other nodes hear of them.
-#[derive(Debug, Clone)]
+/// What one node tells the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterEvent {
-    /// The node whose store committed them.
+    /// The node that says it.
     pub origin: NodeId,
-    /// In seq order within each room.
-    pub messages: Arc<[Arc<Message>]>,
+    /// What it says.
+    pub body: ClusterBody,
 }
 
-/// Carries committed messages between nodes.
-pub trait Broker: Send + Sync + 'static {
-    /// Hands messages `origin` just committed to every node. Never waits: a broker
-    /// that cannot keep up drops events, and nodes fill the gap from the store.
-    fn publish(&self, origin: &NodeId, messages: &[Arc<Message>]);
+/// The things nodes tell each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ClusterBody {
+    /// Messages the origin's store committed, in seq order within each room.
+    Messages {
+        /// The messages.
+        messages: Vec<Arc<Message>>,
+    },
+    /// A room's rules changed (roles, sanctions, kind, settings): read them again.
+    RulesChanged {
+        /// The room.
+        room: RoomName,
+    },
+    /// Take `user`'s connections out of `room` (a kick, a ban, a lost membership).
+    Evict {
+        /// The room.
+        room: RoomName,
+        /// The user's id.
+        user: String,
+        /// Why.
+        action: RemovedBecause,
+        /// The moderator's reason.
+        reason: Option<String>,
+        /// Until when the user is kept out.
+        until: Option<Timestamp>,
+    },
+    /// The users online on the origin, per room: the whole of it, sent every lease
+    /// period; it also renews the origin's lease (a node not heard from for a lease is
+    /// counted as gone, with its users).
+    Presence {
+        /// Each room the origin has members in, with its users online there.
+        rooms: Vec<(RoomName, Vec<User>)>,
+        /// How long this lasts without renewal, in milliseconds.
+        lease_ms: u64,
+    },
+    /// `user` types in `room`.
+    Typing {
+        /// The room.
+        room: RoomName,
+        /// Who types.
+        user: User,
+    },
+}
 
-    /// Every event published from now on, by any node (this one included), in the
-    /// order this node receives them.
-    fn subscribe(&self) -> BoxStream<'static, ClusterEvent>;
+/// What a node hears from its broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// An event of some node (this one's own included: skip them).
+    Event(ClusterEvent),
+    /// The link to the broker was lost and is back: events published meanwhile may be
+    /// lost, so every room must catch up from the store.
+    Reconnected,
+}
+
+/// Carries events between nodes.
+pub trait Broker: Send + Sync + 'static {
+    /// Hands an event to every node. Never waits: a broker that cannot keep up (or is
+    /// cut off) drops events, and nodes fill the gaps from the store.
+    fn publish(&self, event: ClusterEvent);
+
+    /// Hands messages `origin` just committed to every node (what the dispatcher calls
+    /// once per commit batch; [`Solo`] makes it free).
+    fn publish_messages(&self, origin: &NodeId, messages: &[Arc<Message>]) {
+        self.publish(ClusterEvent {
+            origin: Arc::clone(origin),
+            body: ClusterBody::Messages { messages: messages.to_vec() },
+        });
+    }
+
+    /// What this node hears from now on, in the order it hears it.
+    fn subscribe(&self) -> BoxStream<'static, Heard>;
+
+    /// Whether this node is connected to the other nodes now (`/readyz`).
+    fn connected(&self) -> bool;
+
+    /// Whether other nodes may exist (false for [`Solo`]: then the hub skips the work
+    /// only a cluster needs, such as presence leases).
+    fn clustered(&self) -> bool {
+        true
+    }
+}
+
+/// The bytes of an event on a networked broker (JSON, so operators can read it).
+pub fn encode(event: &ClusterEvent) -> Vec<u8> {
+    serde_json::to_vec(event).unwrap_or_default()
+}
+
+/// An event read from a networked broker; None (logged) for bytes that are not one,
+/// from a newer or foreign publisher.
+pub fn decode(bytes: &[u8]) -> Option<ClusterEvent> {
+    match serde_json::from_slice(bytes) {
+        Ok(event) => Some(event),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring a broker event this node cannot read");
+            None
+        }
+    }
 }
 
 /// A node alone: nothing to publish to, nothing to hear.
@@ -43,10 +135,20 @@ pub trait Broker: Send + Sync + 'static {
 pub struct Solo;
 
 impl Broker for Solo {
-    fn publish(&self, _origin: &NodeId, _messages: &[Arc<Message>]) {}
+    fn publish(&self, _event: ClusterEvent) {}
 
-    fn subscribe(&self) -> BoxStream<'static, ClusterEvent> {
+    fn publish_messages(&self, _origin: &NodeId, _messages: &[Arc<Message>]) {}
+
+    fn subscribe(&self) -> BoxStream<'static, Heard> {
         stream::pending().boxed()
+    }
+
+    fn connected(&self) -> bool {
+        true
+    }
+
+    fn clustered(&self) -> bool {
+        false
     }
 }
 
@@ -61,7 +163,7 @@ pub struct InProcessBroker {
 #[cfg(test)]
 impl InProcessBroker {
     /// A broker that holds up to `capacity` events for its slowest subscriber; beyond
-    /// that, that subscriber misses the oldest ones (and logs how many).
+    /// that, that subscriber misses the oldest ones (and hears `Reconnected`).
     pub fn new(capacity: usize) -> Self {
         Self { events: broadcast::channel(capacity.max(1)).0 }
     }
@@ -69,23 +171,52 @@ impl InProcessBroker {
 
 #[cfg(test)]
 impl Broker for InProcessBroker {
-    fn publish(&self, origin: &NodeId, messages: &[Arc<Message>]) {
-        let event = ClusterEvent { origin: Arc::clone(origin), messages: messages.into() };
+    fn publish(&self, event: ClusterEvent) {
         let _nobody_listens = self.events.send(event);
     }
 
-    fn subscribe(&self) -> BoxStream<'static, ClusterEvent> {
+    fn subscribe(&self) -> BoxStream<'static, Heard> {
         stream::unfold(self.events.subscribe(), |mut events| async move {
-            loop {
-                match events.recv().await {
-                    Ok(event) => return Some((event, events)),
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "this node fell behind the in-process broker and missed events");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
+            match events.recv().await {
+                Ok(event) => Some((Heard::Event(event), events)),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "this node fell behind the in-process broker and missed events");
+                    Some((Heard::Reconnected, events))
                 }
+                Err(broadcast::error::RecvError::Closed) => None,
             }
         })
         .boxed()
+    }
+
+    fn connected(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_survive_the_wire_format() {
+        let message = Message {
+            room: RoomName::new("r").unwrap(),
+            seq: 7,
+            ts: Timestamp(1_000),
+            from: User { id: "u".into(), name: "U".into() },
+            text: "hé".into(),
+            key: Some("k".into()),
+            reply_to: None,
+        };
+        for body in [
+            ClusterBody::Messages { messages: vec![Arc::new(message)] },
+            ClusterBody::RulesChanged { room: RoomName::new("r").unwrap() },
+            ClusterBody::Presence { rooms: vec![(RoomName::new("r").unwrap(), vec![])], lease_ms: 15_000 },
+        ] {
+            let event = ClusterEvent { origin: "n1".into(), body };
+            assert_eq!(decode(&encode(&event)), Some(event));
+        }
+        assert_eq!(decode(b"{\"origin\":\"n1\",\"body\":{\"kind\":\"from_the_future\"}}"), None);
     }
 }

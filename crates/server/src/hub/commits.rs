@@ -51,8 +51,8 @@ impl CommitSender {
     }
 }
 
-/// The same reports from async code (the in-memory store of the tests).
-#[cfg(test)]
+/// The same reports from async code (a networked store's writer task, the in-memory
+/// store of the tests).
 impl CommitSender {
     /// Reports committed messages; false once the hub is gone.
     pub async fn committed(&self, messages: Vec<Arc<Message>>) -> bool {

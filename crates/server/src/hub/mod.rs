@@ -55,7 +55,7 @@ pub use quota::Quota;
 use room::{CountChange, Room};
 
 use crate::auth::{Actor, Standing, Who};
-use crate::broker::{Broker, NodeId};
+use crate::broker::{Broker, ClusterBody, ClusterEvent, Heard, NodeId};
 use crate::metrics::{Limit, Metrics};
 use crate::store::{Appended, MessageStore, NewMessage, Page, PageQuery, PendingAppend, RoomRecord, StoreError};
 use bavard_protocol::RoomKind;
@@ -166,6 +166,13 @@ impl HubError {
             Self::UnknownRoom(_) => ErrorCode::NotFound,
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::SlowMode { .. } | Self::UserRate { .. } => ErrorCode::RateLimited,
+            Self::Store(e @ StoreError::Unavailable(_)) => {
+                tracing::warn!(error = %e, "store unavailable");
+                return ErrorBody::new(
+                    ErrorCode::Unavailable,
+                    format!("{e}; retry later (with the same key for a send): nothing acknowledged is lost"),
+                );
+            }
             Self::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 return ErrorBody::new(ErrorCode::Internal, format!("{e}; retry later (with the same key for a send)"));
@@ -309,7 +316,7 @@ impl Hub {
                 event = commits.next() => match event {
                     Some(commits::CommitEvent::Committed(messages)) => {
                         self.deliver(&messages);
-                        self.broker.publish(&self.settings.node, &messages);
+                        self.broker.publish_messages(&self.settings.node, &messages);
                     }
                     Some(commits::CommitEvent::Barrier { room, last_seq, done }) => {
                         self.room_or_new(room).catch_up_to(last_seq);
@@ -317,10 +324,15 @@ impl Hub {
                     }
                     None => break,
                 },
-                Some(event) = remote.next() => {
-                    if event.origin != self.settings.node {
-                        self.deliver(&event.messages);
+                Some(heard) = remote.next() => match heard {
+                    Heard::Event(ClusterEvent { origin, body: ClusterBody::Messages { messages } }) => {
+                        if origin != self.settings.node {
+                            self.deliver(&messages);
+                        }
                     }
+                    // The cluster's other events and the catch-up after a reconnect come
+                    // with the cluster (issue #10).
+                    Heard::Event(_) | Heard::Reconnected => {}
                 }
             }
         }

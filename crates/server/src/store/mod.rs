@@ -27,6 +27,10 @@ pub enum StoreError {
     /// The store is shut down or its writer stopped.
     #[error("the message store is closed")]
     Closed,
+    /// The database cannot be reached now (a networked database that is down or cut
+    /// off); the operation may be retried later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A message to append; the store gives it a seq and a timestamp.
