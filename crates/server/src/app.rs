@@ -141,6 +141,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
             node: format!("n_{:016x}", rand::random::<u64>()).into(),
             user_rate_per_second: config.user_rate_per_second,
             user_rate_burst: config.user_rate_burst,
+            presence_lease: std::time::Duration::from_secs(config.presence_lease_secs.max(1)),
         },
         Arc::clone(&metrics),
     ));
@@ -153,6 +154,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     tracker.spawn({
         let (hub, stop) = (Arc::clone(&hub), shutdown.clone());
         async move { hub.run_occupancy(stop).await }
+    });
+    tracker.spawn({
+        let (hub, stop) = (Arc::clone(&hub), shutdown.clone());
+        async move { hub.run_gap_filler(stop).await }
+    });
+    tracker.spawn({
+        let (hub, stop) = (Arc::clone(&hub), shutdown.clone());
+        async move { hub.run_presence(stop).await }
     });
     let state = AppState {
         hub,

@@ -44,12 +44,14 @@ pub enum ClusterBody {
         /// The room.
         room: RoomName,
     },
-    /// Take `user`'s connections out of `room` (a kick, a ban, a lost membership).
+    /// Take `user`'s connections out of `room` (a kick, a ban, a lost membership), or,
+    /// without a user, every connection of a user without a role (the room became
+    /// private).
     Evict {
         /// The room.
         room: RoomName,
-        /// The user's id.
-        user: String,
+        /// The user's id; None: everyone without a role in the room.
+        user: Option<String>,
         /// Why.
         action: RemovedBecause,
         /// The moderator's reason.
@@ -57,12 +59,14 @@ pub enum ClusterBody {
         /// Until when the user is kept out.
         until: Option<Timestamp>,
     },
-    /// The users online on the origin, per room: the whole of it, sent every lease
-    /// period; it also renews the origin's lease (a node not heard from for a lease is
-    /// counted as gone, with its users).
+    /// The users online on the origin, per room: all its rooms (`full`, every third of
+    /// a lease) or those that changed. It also renews the origin's lease (a node not
+    /// heard from for a lease is counted as gone, with its users).
     Presence {
-        /// Each room the origin has members in, with its users online there.
+        /// Rooms with the origin's users online there (none: nobody there any more).
         rooms: Vec<(RoomName, Vec<User>)>,
+        /// Whether `rooms` lists every room the origin has users in.
+        full: bool,
         /// How long this lasts without renewal, in milliseconds.
         lease_ms: u64,
     },
@@ -212,7 +216,7 @@ mod tests {
         for body in [
             ClusterBody::Messages { messages: vec![Arc::new(message)] },
             ClusterBody::RulesChanged { room: RoomName::new("r").unwrap() },
-            ClusterBody::Presence { rooms: vec![(RoomName::new("r").unwrap(), vec![])], lease_ms: 15_000 },
+            ClusterBody::Presence { rooms: vec![(RoomName::new("r").unwrap(), vec![])], full: true, lease_ms: 15_000 },
         ] {
             let event = ClusterEvent { origin: "n1".into(), body };
             assert_eq!(decode(&encode(&event)), Some(event));

@@ -104,6 +104,12 @@ pub(super) struct Guards {
 }
 
 impl Guards {
+    /// Forgets the room's rules (another node changed them): they are read again from
+    /// the store on next use.
+    pub(super) fn forget(&self, room: &RoomName) {
+        self.rooms.write().unwrap_or_else(|p| p.into_inner()).remove(room);
+    }
+
     /// The room's guard, loading its rules from the store the first time.
     pub(super) async fn get(&self, store: &dyn MessageStore, room: &RoomName) -> Result<Arc<RoomGuard>, StoreError> {
         if let Some(guard) = self.rooms.read().unwrap_or_else(|p| p.into_inner()).get(room) {

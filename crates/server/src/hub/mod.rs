@@ -26,6 +26,7 @@ mod commits;
 mod guard;
 mod moderation;
 mod outbox;
+mod presence;
 mod quota;
 mod room;
 #[cfg(test)]
@@ -112,10 +113,20 @@ pub struct HubSettings {
     pub user_rate_per_second: f64,
     /// Messages one user may send in a burst above that.
     pub user_rate_burst: u32,
+    /// How long other nodes count this node's users without news from it.
+    pub presence_lease: Duration,
 }
 
 /// How often large rooms announce their member count (when it changed).
 pub const OCCUPANCY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a room waits for a missing seq (another node's message whose event is
+/// late) before reading it from the store.
+pub const GAP_HOLD: Duration = Duration::from_millis(200);
+/// How often rooms waiting for a seq are checked.
+const GAP_CHECK: Duration = Duration::from_millis(50);
+/// Messages read from the store per fill.
+const GAP_PAGE: u32 = 500;
 
 /// Why a hub operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +165,10 @@ pub enum HubError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// This node has lost its broker: it serves its own clients, and catches them up
+    /// from the store when the broker is back.
+    #[error("the broker is unreachable: this node is cut off from the others of its cluster")]
+    BrokerDown,
 }
 
 impl HubError {
@@ -165,6 +180,7 @@ impl HubError {
             Self::RoomExists(_) => ErrorCode::Conflict,
             Self::UnknownRoom(_) => ErrorCode::NotFound,
             Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::BrokerDown => ErrorCode::Unavailable,
             Self::SlowMode { .. } | Self::UserRate { .. } => ErrorCode::RateLimited,
             Self::Store(e @ StoreError::Unavailable(_)) => {
                 tracing::warn!(error = %e, "store unavailable");
@@ -270,6 +286,10 @@ pub struct Hub {
     guards: guard::Guards,
     /// Each user's message bucket.
     quotas: quota::Quotas,
+    /// Rooms waiting for a missing seq or an owed catch-up, by name.
+    gaps: Mutex<HashMap<RoomName, Arc<Room>>>,
+    /// Who is online on the other nodes.
+    presence: presence::ClusterPresence,
 }
 
 impl Hub {
@@ -281,6 +301,7 @@ impl Hub {
         metrics: Arc<Metrics>,
     ) -> Self {
         let quotas = quota::Quotas::new(settings.user_rate_per_second, settings.user_rate_burst);
+        let presence = presence::ClusterPresence::new(settings.presence_lease);
         Self {
             rooms: RwLock::new(HashMap::new()),
             store,
@@ -291,6 +312,8 @@ impl Hub {
             metrics,
             guards: guard::Guards::default(),
             quotas,
+            gaps: Mutex::new(HashMap::new()),
+            presence,
         }
     }
 
@@ -319,20 +342,18 @@ impl Hub {
                         self.broker.publish_messages(&self.settings.node, &messages);
                     }
                     Some(commits::CommitEvent::Barrier { room, last_seq, done }) => {
-                        self.room_or_new(room).catch_up_to(last_seq);
+                        let room = self.room_or_new(room);
+                        if room.catch_up_to(last_seq) {
+                            self.note_gap(&room);
+                        }
                         let _joiner_gone = done.send(());
                     }
                     None => break,
                 },
                 Some(heard) = remote.next() => match heard {
-                    Heard::Event(ClusterEvent { origin, body: ClusterBody::Messages { messages } }) => {
-                        if origin != self.settings.node {
-                            self.deliver(&messages);
-                        }
-                    }
-                    // The cluster's other events and the catch-up after a reconnect come
-                    // with the cluster (issue #10).
-                    Heard::Event(_) | Heard::Reconnected => {}
+                    Heard::Event(event) if event.origin != self.settings.node => self.heard(event).await,
+                    Heard::Event(_own) => {}
+                    Heard::Reconnected => self.catch_up_everything(),
                 }
             }
         }
@@ -342,28 +363,194 @@ impl Hub {
     fn room_or_new(&self, name: RoomName) -> Arc<Room> {
         let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
         let presence_max = self.settings.presence_max_members;
-        let room = Arc::clone(rooms.entry(name.clone()).or_insert_with(|| Arc::new(Room::new(name, presence_max))));
+        let mut created = false;
+        let room = Arc::clone(rooms.entry(name.clone()).or_insert_with(|| {
+            created = true;
+            Arc::new(Room::new(name, presence_max))
+        }));
         self.metrics.set_rooms(rooms.len());
+        drop(rooms);
+        if created && self.broker.clustered() {
+            // Nobody here to tell yet: the counts are all that change.
+            let _no_members = room.set_remote(&self.presence.users(room.name()));
+        }
         room
+    }
+
+    /// Tells the other nodes, every [`presence::PRESENCE_EVERY`] until `stop` fires,
+    /// who is online in the rooms that changed here (and in all rooms every third of a
+    /// lease), and forgets the nodes whose lease ran out. Nothing on a node alone.
+    pub async fn run_presence(&self, stop: tokio_util::sync::CancellationToken) {
+        if !self.broker.clustered() {
+            return;
+        }
+        let lease = self.presence.lease();
+        let full_every = (lease / 3).max(presence::PRESENCE_EVERY);
+        let mut ticks = tokio::time::interval(presence::PRESENCE_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_full: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = ticks.tick() => {
+                    for room in self.presence.expire() {
+                        self.refresh_remote(&room);
+                    }
+                    let full = last_full.is_none_or(|at| at.elapsed() >= full_every);
+                    if full {
+                        last_full = Some(tokio::time::Instant::now());
+                    }
+                    self.tell_presence(full);
+                }
+            }
+        }
+    }
+
+    /// Tells the other nodes who is online here: in every room, or in those that changed.
+    fn tell_presence(&self, full: bool) {
+        let changed = self.presence.take_changed();
+        let names: Vec<RoomName> =
+            if full { self.rooms.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect() } else { changed };
+        if names.is_empty() && !full {
+            return;
+        }
+        let rooms: Vec<(RoomName, Vec<User>)> = names
+            .into_iter()
+            .map(|name| {
+                let users = self.room(&name).map(|room| room.local_users()).unwrap_or_default();
+                (name, users)
+            })
+            .filter(|(_, users)| !(full && users.is_empty()))
+            .collect();
+        let lease_ms = u64::try_from(self.presence.lease().as_millis()).unwrap_or(u64::MAX);
+        let body = ClusterBody::Presence { rooms, full, lease_ms };
+        self.broker.publish(ClusterEvent { origin: Arc::clone(&self.settings.node), body });
+    }
+
+    /// Gives a room here the users the other nodes have in it now.
+    fn refresh_remote(&self, name: &RoomName) {
+        if let Some(room) = self.room(name) {
+            for change in room.set_remote(&self.presence.users(name)) {
+                self.count_changed(&room, change);
+            }
+        }
     }
 
     /// Fans a commit batch out room by room: each member's outbox is locked once per
     /// batch, and each message is encoded once per protocol. Counts the frames pushed
-    /// (one add per room) and each message's latency since its commit.
+    /// (one add per room) and each message's latency since its commit. A room left
+    /// waiting for a missing seq is noted for [`Hub::run_gap_filler`].
     fn deliver(&self, messages: &[Arc<Message>]) {
-        let mut by_room: HashMap<&RoomName, Vec<&Message>> = HashMap::new();
+        let mut by_room: HashMap<&RoomName, Vec<&Arc<Message>>> = HashMap::new();
         for message in messages {
             by_room.entry(&message.room).or_default().push(message);
         }
-        let now = Timestamp::now();
         for (name, messages) in by_room {
             if let Some(room) = self.room(name) {
-                let delivered = room.deliver(&messages);
-                self.metrics.delivered(delivered.frames);
-                if delivered.frames > 0 {
-                    for message in &messages[messages.len().saturating_sub(delivered.messages)..] {
-                        self.metrics.delivery_latency(message.ts, now);
+                self.deliver_to(&room, &messages);
+            }
+        }
+    }
+
+    fn deliver_to(&self, room: &Arc<Room>, messages: &[&Arc<Message>]) {
+        let delivered = room.deliver(messages);
+        self.metrics.delivered(delivered.frames);
+        if delivered.frames > 0 {
+            let now = Timestamp::now();
+            for message in &delivered.messages {
+                self.metrics.delivery_latency(message.ts, now);
+            }
+        }
+        if room.has_gap() {
+            self.note_gap(room);
+        }
+    }
+
+    fn note_gap(&self, room: &Arc<Room>) {
+        let mut gaps = self.gaps.lock().unwrap_or_else(|p| p.into_inner());
+        gaps.entry(room.name().clone()).or_insert_with(|| Arc::clone(room));
+    }
+
+    /// What another node said.
+    async fn heard(&self, event: ClusterEvent) {
+        match event.body {
+            ClusterBody::Messages { messages } => self.deliver(&messages),
+            ClusterBody::RulesChanged { room } => self.guards.forget(&room),
+            ClusterBody::Evict { room, user, action, reason, until } => {
+                self.evict_here(&room, user.as_deref(), action, reason, until).await;
+            }
+            ClusterBody::Typing { room, user } => {
+                if let Some(room) = self.room(&room) {
+                    room.typing(&user, self.settings.typing_interval);
+                }
+            }
+            ClusterBody::Presence { rooms, full, lease_ms } => {
+                for room in self.presence.heard(event.origin, rooms, full, lease_ms) {
+                    self.refresh_remote(&room);
+                }
+            }
+        }
+    }
+
+    /// After the broker lost events: every room with members catches up from the store.
+    fn catch_up_everything(&self) {
+        // What the others missed of this node's presence, they get now.
+        if self.broker.clustered() {
+            self.tell_presence(true);
+        }
+        let rooms: Vec<Arc<Room>> = self.rooms.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        tracing::info!(rooms = rooms.len(), "the broker reconnected: catching every room up from the store");
+        for room in rooms {
+            if room.owe_up_to(u64::MAX) {
+                self.note_gap(&room);
+            }
+        }
+    }
+
+    /// Fills, every [`GAP_CHECK`] until `stop` fires, the rooms that waited
+    /// [`GAP_HOLD`] for a missing seq (or owe a catch-up) from the store, in order.
+    pub async fn run_gap_filler(&self, stop: tokio_util::sync::CancellationToken) {
+        let mut ticks = tokio::time::interval(GAP_CHECK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = ticks.tick() => self.fill_gaps().await,
+            }
+        }
+    }
+
+    async fn fill_gaps(&self) {
+        let waiting: Vec<Arc<Room>> = {
+            let gaps = self.gaps.lock().unwrap_or_else(|p| p.into_inner());
+            if gaps.is_empty() {
+                return;
+            }
+            gaps.values().cloned().collect()
+        };
+        for room in waiting {
+            if let Some((delivered, until)) = room.gap_due(GAP_HOLD) {
+                let query = PageQuery::After { after: delivered, before: until, limit: GAP_PAGE };
+                match self.store.page(room.name().clone(), query).await {
+                    Ok(page) => {
+                        let last = page.messages.last().map_or(delivered, |m| m.seq);
+                        let messages: Vec<Arc<Message>> = page.messages.into_iter().map(Arc::new).collect();
+                        let refs: Vec<&Arc<Message>> = messages.iter().collect();
+                        self.deliver_to(&room, &refs);
+                        if !page.has_more {
+                            let reached = until.map_or(last, |until| until.saturating_sub(1)).max(last);
+                            room.filled_to(reached, until.is_none());
+                        }
                     }
+                    Err(e) => {
+                        tracing::warn!(error = %e, room = %room.name(), "cannot fill a gap from the store; will retry")
+                    }
+                }
+            }
+            if !room.has_gap() {
+                let mut gaps = self.gaps.lock().unwrap_or_else(|p| p.into_inner());
+                if gaps.get(room.name()).is_some_and(|noted| Arc::ptr_eq(noted, &room)) && !room.has_gap() {
+                    gaps.remove(room.name());
                 }
             }
         }
@@ -451,6 +638,9 @@ impl Hub {
             };
             if let Some((snapshot, change)) = room.add(subscriber, listed) {
                 self.count_changed(&room, change);
+                if self.broker.clustered() {
+                    self.presence.changed(name);
+                }
                 return Ok(snapshot);
             }
             // The room emptied and was dropped between the lookup and the add: retry.
@@ -508,6 +698,9 @@ impl Hub {
         let removed = room.remove(subscriber, disconnected);
         if let Some(change) = removed {
             self.count_changed(&room, change);
+            if self.broker.clustered() {
+                self.presence.changed(name);
+            }
         }
         if room.is_empty() {
             self.drop_room(name, &room);
@@ -590,7 +783,10 @@ impl Hub {
         let guard = self.guards.get(self.store.as_ref(), name).await?;
         let who = subscriber.who();
         guard.read(|rules| rules.check_write(who, name.as_str(), Timestamp::now())).map_err(HubError::Forbidden)?;
-        room.typing(&subscriber.user, self.settings.typing_interval);
+        if room.typing(&subscriber.user, self.settings.typing_interval) && self.broker.clustered() {
+            let body = ClusterBody::Typing { room: name.clone(), user: subscriber.user.clone() };
+            self.broker.publish(ClusterEvent { origin: Arc::clone(&self.settings.node), body });
+        }
         Ok(())
     }
 
@@ -686,9 +882,15 @@ impl Hub {
         record.map(|record| self.listing(record)).ok_or_else(|| HubError::UnknownRoom(name.clone()))
     }
 
-    /// Whether this node can serve: its store answers.
+    /// Whether this node can serve: its store answers and, in a cluster, its broker is
+    /// connected (a node cut off from the others still serves its own clients, but a
+    /// load balancer should prefer the others).
     pub async fn ready(&self) -> Result<(), HubError> {
-        Ok(self.store.ping().await?)
+        self.store.ping().await?;
+        if !self.broker.connected() {
+            return Err(HubError::BrokerDown);
+        }
+        Ok(())
     }
 }
 

@@ -17,6 +17,7 @@ use bavard_protocol::{RemovedBecause, RemovedEvent, Role, RoomKind, RoomName, Se
 use super::{guard::RoomGuard, Frame, Hub, HubError, Protocol, RoomListing, Subscriber};
 use crate::{
     auth::{Actor, Power, Standing},
+    broker::{ClusterBody, ClusterEvent},
     store::{AuditEntry, AuditRecord, NewRoom, RuleChange, Sanction, SanctionKind},
 };
 
@@ -145,13 +146,10 @@ impl Hub {
         }
         let power = if kind.is_some() { Power::ChangeKind } else { Power::Configure };
         let entry = audit(actor, "configure", None, None, Some(done.join(", ")));
-        let guard = self.change(actor, name, power, None, list, entry).await?;
+        self.change(actor, name, power, None, list, entry).await?;
         if kind == Some(RoomKind::Private) {
             // Users without a role (and not admins) may no longer be in the room.
-            let stays = |member: &Subscriber| {
-                member.standing == Standing::Admin || guard.read(|rules| rules.role(&member.user.id).is_some())
-            };
-            self.evict(name, |member| !stays(member), RemovedBecause::Kind, None, None);
+            self.evict_everywhere(name, None, RemovedBecause::Kind, None, None).await;
         }
         self.stored_room(name).await
     }
@@ -177,7 +175,7 @@ impl Hub {
         let change = RuleChange::Role { user: user.to_owned(), role };
         let guard = self.change(actor, name, power, Some(user), vec![change], entry).await?;
         if role.is_none() && guard.read(|rules| rules.kind) == RoomKind::Private {
-            self.evict(name, |member| member.user.id == user, RemovedBecause::RemoveMember, None, None);
+            self.evict_everywhere(name, Some(user), RemovedBecause::RemoveMember, None, None).await;
         }
         Ok(())
     }
@@ -210,8 +208,7 @@ impl Hub {
             Sanctioning::Ban => RemovedBecause::Ban,
             Sanctioning::Mute => return Ok(until),
         };
-        // Admins are above every room's rules: their connections stay.
-        self.evict(name, |member| member.user.id == user && member.standing != Standing::Admin, removed, reason, until);
+        self.evict_everywhere(name, Some(user), removed, reason, until).await;
         Ok(until)
     }
 
@@ -272,7 +269,63 @@ impl Hub {
         guard.update(|rules| changes.iter().for_each(|change| rules.apply(change)));
         drop(one_at_a_time);
         self.metrics.moderation_action(&action);
+        if !changes.is_empty() {
+            self.tell_cluster(ClusterBody::RulesChanged { room: name.clone() });
+        }
         Ok(guard)
+    }
+
+    /// Tells the other nodes (nothing on a node alone).
+    fn tell_cluster(&self, body: ClusterBody) {
+        if self.broker.clustered() {
+            self.broker.publish(ClusterEvent { origin: Arc::clone(&self.settings.node), body });
+        }
+    }
+
+    /// Takes `user` (None: every user without a role) out of the room on this node and
+    /// tells the other nodes to do the same.
+    async fn evict_everywhere(
+        &self,
+        name: &RoomName,
+        user: Option<&str>,
+        action: RemovedBecause,
+        reason: Option<String>,
+        until: Option<Timestamp>,
+    ) {
+        self.evict_here(name, user, action, reason.clone(), until).await;
+        let user = user.map(str::to_owned);
+        self.tell_cluster(ClusterBody::Evict { room: name.clone(), user, action, reason, until });
+    }
+
+    /// Takes `user`'s connections (None: those of every user without a role) out of the
+    /// room on this node. Admins are above every room's rules: their connections stay.
+    pub(super) async fn evict_here(
+        &self,
+        name: &RoomName,
+        user: Option<&str>,
+        action: RemovedBecause,
+        reason: Option<String>,
+        until: Option<Timestamp>,
+    ) {
+        let roles = match user {
+            Some(_) => None,
+            None => match self.guards.get(self.store.as_ref(), name).await {
+                Ok(guard) => Some(guard),
+                Err(e) => {
+                    tracing::error!(error = %e, room = %name, "cannot read the room's rules to take non-members out");
+                    return;
+                }
+            },
+        };
+        let goes = |member: &Subscriber| {
+            member.standing != Standing::Admin
+                && match (user, &roles) {
+                    (Some(user), _) => member.user.id == user,
+                    (None, Some(guard)) => guard.read(|rules| rules.role(&member.user.id).is_none()),
+                    (None, None) => false,
+                }
+        };
+        self.evict(name, goes, action, reason, until);
     }
 
     /// Takes the connections `goes` picks out of the room: JSON ones get a `removed`
@@ -289,6 +342,9 @@ impl Hub {
         let (removed, changes) = room.evict(goes);
         for change in changes {
             self.count_changed(&room, change);
+        }
+        if !removed.is_empty() && self.broker.clustered() {
+            self.presence.changed(name);
         }
         if room.is_empty() {
             self.drop_room(name, &room);

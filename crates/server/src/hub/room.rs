@@ -57,6 +57,12 @@ impl std::borrow::Borrow<str> for UserKey {
     }
 }
 
+/// A user online in the room on another node.
+struct Remote {
+    user: User,
+    arrival: u64,
+}
+
 /// A user online in the room.
 struct Online {
     /// How many of the user's connections are members.
@@ -69,6 +75,12 @@ struct Online {
 struct RoomState {
     /// The seq of the last message fanned out; every later one reaches current members.
     delivered: u64,
+    /// Messages that came before their predecessors, by seq (empty on one node).
+    pending: BTreeMap<u64, Arc<Message>>,
+    /// A fill from the store is owed up to this seq (`u64::MAX`: to the end).
+    owed: Option<u64>,
+    /// Since when the room has waited for a missing seq or an owed fill.
+    gap_since: Option<Instant>,
     /// JSON connections that are members.
     json: HashMap<SessionId, Arc<Subscriber>>,
     /// Plain-text connections that are members.
@@ -88,6 +100,13 @@ struct RoomState {
     occupancy_due: bool,
     /// Set when the room emptied and left the hub's map; joins must look again.
     retired: bool,
+    /// Users online on other nodes of the cluster (online here too or not), by id,
+    /// with their place in the roster. Empty on a node alone.
+    remote: HashMap<String, Remote>,
+    /// `remote` by arrival, for the roster's pages.
+    remote_roster: BTreeMap<u64, String>,
+    /// How many users of `remote` are not online here.
+    remote_only: usize,
     /// Members visited (pushed to or listed), for the tests of the cost rule.
     #[cfg(test)]
     visits: std::cell::Cell<usize>,
@@ -106,13 +125,12 @@ pub(super) struct Snapshot {
 }
 
 /// What one [`Room::deliver`] did, for the hub's metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(super) struct Delivered {
     /// Message frames queued on members' outboxes (members that overflowed excluded).
     pub(super) frames: u64,
-    /// Messages not delivered before: the last `messages` of the slice given (a room's
-    /// messages come in seq order, and only seqs above the last delivered one are new).
-    pub(super) messages: usize,
+    /// The messages delivered, in seq order.
+    pub(super) messages: Vec<Arc<Message>>,
 }
 
 /// The outcome of [`Room::add`] and [`Room::remove`] the hub acts on.
@@ -125,6 +143,27 @@ pub(super) enum CountChange {
 }
 
 impl RoomState {
+    /// Owes a fill up to `seq`; true when that is new debt.
+    fn owe(&mut self, seq: u64) -> bool {
+        if seq <= self.delivered {
+            return false;
+        }
+        self.owed = Some(self.owed.map_or(seq, |owed| owed.max(seq)));
+        // Due at once: nothing else will bring these messages.
+        self.gap_since = Some(Instant::now() - Duration::from_secs(3600));
+        true
+    }
+
+    /// Starts or ends the wait for a missing seq.
+    fn settle_gap(&mut self) {
+        let waiting = !self.pending.is_empty() || self.owed.is_some();
+        match (waiting, self.gap_since) {
+            (true, None) => self.gap_since = Some(Instant::now()),
+            (false, Some(_)) => self.gap_since = None,
+            _ => {}
+        }
+    }
+
     fn visit(&self) {
         #[cfg(test)]
         self.visits.set(self.visits.get() + 1);
@@ -151,25 +190,52 @@ impl RoomState {
         !self.json.is_empty() || !self.plain.is_empty()
     }
 
-    /// A page of the roster after `cursor`, and the cursor of the next page.
+    /// How many users are online in the room, here and on other nodes.
+    fn count(&self) -> usize {
+        self.online.len() + self.remote_only
+    }
+
+    /// A page of the roster after `cursor`, and the cursor of the next page: the users
+    /// online here and elsewhere, by arrival.
     fn roster_page(&self, cursor: Option<u64>, limit: usize) -> (Vec<User>, Option<u64>) {
         let from = cursor.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut page = Vec::with_capacity(limit.min(self.roster.len()));
-        let mut entries = self.roster.range((from, Bound::Unbounded));
+        let mut page = Vec::with_capacity(limit.min(self.roster.len() + self.remote_only));
+        let mut local = self.roster.range((from, Bound::Unbounded)).peekable();
+        // Users online here too are listed once, from here.
+        let mut remote = self
+            .remote_roster
+            .range((from, Bound::Unbounded))
+            .filter(|(_, id)| !self.online.contains_key(id.as_str()))
+            .peekable();
         let mut last = None;
-        for (arrival, first) in entries.by_ref().take(limit) {
+        while page.len() < limit {
+            let take_local = match (local.peek(), remote.peek()) {
+                (Some((l, _)), Some((r, _))) => l < r,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
             self.visit();
-            page.push(first.user.clone());
-            last = Some(*arrival);
+            if take_local {
+                let Some((arrival, first)) = local.next() else { break };
+                page.push(first.user.clone());
+                last = Some(*arrival);
+            } else {
+                let Some((arrival, id)) = remote.next() else { break };
+                if let Some(entry) = self.remote.get(id) {
+                    page.push(entry.user.clone());
+                }
+                last = Some(*arrival);
+            }
         }
-        let next = last.filter(|_| entries.next().is_some());
-        (page, next)
+        let more = local.peek().is_some() || remote.peek().is_some();
+        (page, last.filter(|_| more))
     }
 
     /// Tells the JSON members (but `skip`) that `user` came or went, with the new count,
     /// or, in a room above the presence limit, asks for the count to be announced.
     fn presence(&mut self, room: &RoomName, user: &User, joined: bool, skip: SessionId, max: usize) -> CountChange {
-        let count = self.online.len();
+        let count = self.count();
         if count > max {
             if self.occupancy_due {
                 return CountChange::Told;
@@ -189,6 +255,10 @@ impl RoomState {
 }
 
 impl Room {
+    pub(super) fn name(&self) -> &RoomName {
+        &self.name
+    }
+
     pub(super) fn new(name: RoomName, presence_max: usize) -> Self {
         Self { name, opened: Timestamp::now(), presence_max, state: Mutex::new(RoomState::default()) }
     }
@@ -199,18 +269,104 @@ impl Room {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records that every seq up to `last_seq` is committed and needs no delivery.
-    pub(super) fn catch_up_to(&self, last_seq: u64) {
+    /// Records that every seq up to `last_seq` is committed. A room nobody is in yet
+    /// starts there (its first member's join reply reads the rest from the store); a
+    /// room with members must deliver up to it, so it is owed a fill from the store
+    /// (in a cluster, other nodes' messages may not have arrived yet).
+    pub(super) fn catch_up_to(&self, last_seq: u64) -> bool {
         let mut state = self.lock();
+        if state.has_members() {
+            return state.owe(last_seq);
+        }
         state.delivered = state.delivered.max(last_seq);
+        let delivered = state.delivered;
+        state.pending.retain(|seq, _| *seq > delivered);
+        let _nobody_to_tell = self.release(&mut state, Vec::new());
+        let delivered = state.delivered;
+        state.owed = state.owed.filter(|owed| *owed > delivered);
+        state.settle_gap();
+        false
     }
 
-    /// Fans committed messages of this room (in seq order) out to the members, encoding
-    /// each at most once per protocol and pushing them to each member in one go.
-    /// Returns what it queued, counted with plain integers (the hub adds it up once).
-    pub(super) fn deliver(&self, messages: &[&Message]) -> Delivered {
+    /// Asks for every message up to `seq` to be filled from the store (a reconnected
+    /// broker may have lost some); true when the room now waits for a fill.
+    pub(super) fn owe_up_to(&self, seq: u64) -> bool {
+        self.lock().owe(seq)
+    }
+
+    /// When the room has waited `hold` or longer for a missing seq (or is owed a fill):
+    /// the last seq delivered and the seq to fill up to (exclusive; None: to the end).
+    pub(super) fn gap_due(&self, hold: Duration) -> Option<(u64, Option<u64>)> {
+        let state = self.lock();
+        let since = state.gap_since?;
+        if since.elapsed() < hold {
+            return None;
+        }
+        let until = match (state.pending.keys().next(), state.owed) {
+            (_, Some(owed)) if owed == u64::MAX => None,
+            (Some(first), Some(owed)) => Some((*first).max(owed.saturating_add(1))),
+            (Some(first), None) => Some(*first),
+            (None, Some(owed)) => Some(owed.saturating_add(1)),
+            (None, None) => return None,
+        };
+        Some((state.delivered, until))
+    }
+
+    /// Whether the room still waits for messages (a gap or a fill owed).
+    pub(super) fn has_gap(&self) -> bool {
+        self.lock().gap_since.is_some()
+    }
+
+    /// A fill from the store reached `seq` (everything up to it was handed to
+    /// [`Room::deliver`]), and the store's last message when `at_end`: the debt is
+    /// paid up to there.
+    pub(super) fn filled_to(&self, seq: u64, at_end: bool) {
         let mut state = self.lock();
-        let fresh: Vec<&Message> = messages.iter().copied().filter(|m| m.seq > state.delivered).collect();
+        if at_end || state.owed.is_some_and(|owed| owed <= seq) {
+            state.owed = None;
+        }
+        state.delivered = state.delivered.max(seq);
+        let delivered = state.delivered;
+        state.pending.retain(|pending, _| *pending > delivered);
+        let _ = self.release(&mut state, Vec::new());
+        state.settle_gap();
+    }
+
+    /// Fans committed messages of this room out to the members in seq order, encoding
+    /// each at most once per protocol and pushing them to each member in one go. A
+    /// message whose predecessor has not been delivered waits (a cluster's nodes
+    /// commit a room's messages in turns, and their events may cross): the hub fills
+    /// the gap from the store if it lasts. Returns what it queued, counted with plain
+    /// integers (the hub adds it up once).
+    pub(super) fn deliver(&self, messages: &[&Arc<Message>]) -> Delivered {
+        let mut state = self.lock();
+        let mut next = state.delivered + 1;
+        let mut fresh: Vec<Arc<Message>> = Vec::with_capacity(messages.len());
+        for message in messages {
+            if message.seq == next {
+                fresh.push(Arc::clone(message));
+                next += 1;
+                while let Some(waiting) = state.pending.remove(&next) {
+                    fresh.push(waiting);
+                    next += 1;
+                }
+            } else if message.seq > next {
+                state.pending.entry(message.seq).or_insert_with(|| Arc::clone(message));
+            }
+        }
+        let delivered = self.release(&mut state, fresh);
+        state.settle_gap();
+        delivered
+    }
+
+    /// Pushes `fresh` (the next seqs, in order) and whatever waiting messages follow
+    /// them to the members.
+    fn release(&self, state: &mut RoomState, mut fresh: Vec<Arc<Message>>) -> Delivered {
+        let mut next = fresh.last().map_or(state.delivered, |last| last.seq) + 1;
+        while let Some(waiting) = state.pending.remove(&next) {
+            fresh.push(waiting);
+            next += 1;
+        }
         let Some(last) = fresh.last() else { return Delivered::default() };
         state.delivered = last.seq;
         let mut pushed = 0u64;
@@ -226,7 +382,8 @@ impl Room {
                 pushed += u64::from(member.outbox.push_all(&frames));
             }
         }
-        Delivered { frames: pushed * fresh.len() as u64, messages: fresh.len() }
+        let frames = pushed * fresh.len() as u64;
+        Delivered { frames, messages: fresh }
     }
 
     /// Adds a member and returns what it needs to know with at most `listed` users of
@@ -251,11 +408,16 @@ impl Room {
             if online.connections == 1 {
                 state.next_arrival += 1;
                 state.roster.insert(arrival, Arc::clone(subscriber));
-                change = state.presence(&self.name, user, true, subscriber.session, self.presence_max);
+                if state.remote.contains_key(&user.id) {
+                    // Online elsewhere already: no news for anyone.
+                    state.remote_only -= 1;
+                } else {
+                    change = state.presence(&self.name, user, true, subscriber.session, self.presence_max);
+                }
             }
         }
         let (members, cursor) = state.roster_page(None, listed);
-        let snapshot = Snapshot { last_seq: state.delivered, member_count: state.online.len(), members, cursor };
+        let snapshot = Snapshot { last_seq: state.delivered, member_count: state.count(), members, cursor };
         Some((snapshot, change))
     }
 
@@ -310,7 +472,12 @@ impl Room {
                 state.roster.remove(&online.arrival);
             }
             state.typing_sent.remove(&user.id);
-            change = state.presence(&self.name, user, false, member.session, self.presence_max);
+            if state.remote.contains_key(&user.id) {
+                // Still online elsewhere.
+                state.remote_only += 1;
+            } else {
+                change = state.presence(&self.name, user, false, member.session, self.presence_max);
+            }
         }
         if disconnected && member.protocol == Protocol::Plain && !state.plain.is_empty() {
             // The draft's notice: a static frame, so every member shares the same bytes.
@@ -328,7 +495,7 @@ impl Room {
     pub(super) fn announce_occupancy(&self) {
         let mut state = self.lock();
         state.occupancy_due = false;
-        let count = state.online.len();
+        let count = state.count();
         if count == state.announced || state.retired {
             return;
         }
@@ -343,7 +510,7 @@ impl Room {
     pub(super) fn members(&self, cursor: Option<u64>, limit: usize) -> (Vec<User>, usize, Option<u64>) {
         let state = self.lock();
         let (page, next) = state.roster_page(cursor, limit);
-        (page, state.online.len(), next)
+        (page, state.count(), next)
     }
 
     pub(super) fn has_member(&self, subscriber: &Subscriber) -> bool {
@@ -362,24 +529,60 @@ impl Room {
     }
 
     pub(super) fn online_count(&self) -> usize {
-        self.lock().online.len()
+        self.lock().count()
+    }
+
+    /// The users online here (what this node tells the others).
+    pub(super) fn local_users(&self) -> Vec<User> {
+        self.lock().online.keys().map(|key| key.0.user.clone()).collect()
+    }
+
+    /// Sets the users online in the room on other nodes, telling the members who came
+    /// and went (users online here too change nothing); returns the count changes.
+    pub(super) fn set_remote(&self, users: &HashMap<String, User>) -> Vec<CountChange> {
+        let mut state = self.lock();
+        let gone: Vec<String> = state.remote.keys().filter(|id| !users.contains_key(id.as_str())).cloned().collect();
+        let mut changes = Vec::new();
+        for id in gone {
+            let Some(entry) = state.remote.remove(&id) else { continue };
+            state.remote_roster.remove(&entry.arrival);
+            if !state.online.contains_key(id.as_str()) {
+                state.remote_only -= 1;
+                changes.push(state.presence(&self.name, &entry.user, false, 0, self.presence_max));
+            }
+        }
+        for (id, user) in users {
+            if state.remote.contains_key(id) {
+                continue;
+            }
+            let arrival = state.next_arrival;
+            state.next_arrival += 1;
+            state.remote.insert(id.clone(), Remote { user: user.clone(), arrival });
+            state.remote_roster.insert(arrival, id.clone());
+            if !state.online.contains_key(id.as_str()) {
+                state.remote_only += 1;
+                changes.push(state.presence(&self.name, user, true, 0, self.presence_max));
+            }
+        }
+        changes
     }
 
     /// Sends a `typing` event to the other users' JSON connections, throttled per user;
-    /// dropped in rooms too large for per-user presence.
-    pub(super) fn typing(&self, user: &User, interval: Duration) {
+    /// dropped in rooms too large for per-user presence. True when it was sent.
+    pub(super) fn typing(&self, user: &User, interval: Duration) -> bool {
         let mut state = self.lock();
-        if state.online.len() > self.presence_max {
-            return;
+        if state.count() > self.presence_max {
+            return false;
         }
         let now = Instant::now();
         if state.typing_sent.get(&user.id).is_some_and(|last| now.duration_since(*last) < interval) {
-            return;
+            return false;
         }
         state.typing_sent.insert(user.id.clone(), now);
         let event = ServerFrame::Typing(TypingEvent { room: self.name.clone(), user: user.clone() });
         let frame = Frame::from(event.to_json());
         state.to_json_members(&frame, |m| m.user.id == user.id);
+        true
     }
 
     #[cfg(test)]
@@ -444,7 +647,9 @@ mod tests {
             key: None,
             reply_to: None,
         };
-        assert_eq!(room.deliver(&[&message]), Delivered { frames: 4, messages: 1 }, "one frame per member");
+        let message = Arc::new(message);
+        let delivered = room.deliver(&[&message]);
+        assert_eq!((delivered.frames, delivered.messages.len()), (4, 1), "one frame per member");
         let frames: Vec<Frame> = members
             .iter()
             .map(|m| {
@@ -458,6 +663,54 @@ mod tests {
         // Same protocol, same bytes in memory: one encoding, shared.
         assert_eq!(frames[0].as_str().as_ptr(), frames[1].as_str().as_ptr());
         assert_eq!(frames[2].as_str().as_ptr(), frames[3].as_str().as_ptr());
+    }
+
+    fn message(seq: u64) -> Arc<Message> {
+        Arc::new(Message {
+            room: RoomName::new("r").unwrap(),
+            seq,
+            ts: Timestamp(0),
+            from: User { id: "u".into(), name: "u".into() },
+            text: format!("m{seq}"),
+            key: None,
+            reply_to: None,
+        })
+    }
+
+    fn seqs(delivered: &Delivered) -> Vec<u64> {
+        delivered.messages.iter().map(|m| m.seq).collect()
+    }
+
+    #[test]
+    fn messages_that_come_before_their_predecessors_wait_for_them() {
+        let room = room(1000);
+        room.add(&member(1, Protocol::Json), 100).unwrap();
+        let (m1, m2, m3, m4) = (message(1), message(2), message(3), message(4));
+        assert_eq!(seqs(&room.deliver(&[&m2, &m3])), Vec::<u64>::new(), "1 has not come yet");
+        assert!(room.has_gap());
+        assert_eq!(room.gap_due(Duration::from_secs(60)), None, "not due before the hold");
+        assert_eq!(room.gap_due(Duration::ZERO), Some((0, Some(2))), "fill 1 from the store");
+        assert_eq!(seqs(&room.deliver(&[&m1])), [1, 2, 3]);
+        assert!(!room.has_gap());
+        assert_eq!(seqs(&room.deliver(&[&m2, &m4])), [4], "a repeat is dropped");
+    }
+
+    #[test]
+    fn a_room_with_members_owes_a_fill_up_to_a_barrier_and_a_reconnect() {
+        let room = room(1000);
+        assert!(!room.catch_up_to(5), "nobody is in: the room starts at 5");
+        room.add(&member(1, Protocol::Json), 100).unwrap();
+        assert!(room.catch_up_to(7), "members are owed 6 and 7");
+        assert_eq!(room.gap_due(Duration::from_secs(3600)), Some((5, Some(8))), "due at once");
+        room.deliver(&[&message(6), &message(7)]);
+        room.filled_to(7, false);
+        assert!(!room.has_gap());
+        assert!(room.owe_up_to(u64::MAX));
+        assert_eq!(room.gap_due(Duration::ZERO), Some((7, None)), "to the end of the room");
+        room.filled_to(7, false);
+        assert!(room.has_gap(), "not at the end yet");
+        room.filled_to(7, true);
+        assert!(!room.has_gap());
     }
 
     #[test]

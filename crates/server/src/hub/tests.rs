@@ -23,6 +23,7 @@ fn node(name: &str, broker: &Arc<InProcessBroker>, dir: &std::path::Path) -> Arc
         node: name.into(),
         user_rate_per_second: 0.0,
         user_rate_burst: 1,
+        presence_lease: Duration::from_secs(15),
     };
     let hub = Arc::new(Hub::new(Arc::new(store), Arc::clone(broker) as Arc<dyn Broker>, settings, Arc::default()));
     tokio::spawn({

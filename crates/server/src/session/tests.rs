@@ -70,6 +70,7 @@ impl Server {
             node: "test".into(),
             user_rate_per_second: 0.0,
             user_rate_burst: 1,
+            presence_lease: Duration::from_secs(15),
         };
         let hub = Arc::new(Hub::new(Arc::new(MemoryStore::new(commits)), Arc::new(Solo), settings, Arc::default()));
         tokio::spawn({
