@@ -461,7 +461,7 @@ impl Hub {
                 self.metrics.delivery_latency(message.ts, now);
             }
         }
-        if room.has_gap() {
+        if delivered.waiting {
             self.note_gap(room);
         }
     }

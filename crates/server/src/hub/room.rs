@@ -131,6 +131,8 @@ pub(super) struct Delivered {
     pub(super) frames: u64,
     /// The messages delivered, in seq order.
     pub(super) messages: Vec<Arc<Message>>,
+    /// Whether the room now waits for a missing seq (or an owed fill).
+    pub(super) waiting: bool,
 }
 
 /// The outcome of [`Room::add`] and [`Room::remove`] the hub acts on.
@@ -354,8 +356,9 @@ impl Room {
                 state.pending.entry(message.seq).or_insert_with(|| Arc::clone(message));
             }
         }
-        let delivered = self.release(&mut state, fresh);
+        let mut delivered = self.release(&mut state, fresh);
         state.settle_gap();
+        delivered.waiting = state.gap_since.is_some();
         delivered
     }
 
@@ -383,7 +386,7 @@ impl Room {
             }
         }
         let frames = pushed * fresh.len() as u64;
-        Delivered { frames, messages: fresh }
+        Delivered { frames, messages: fresh, waiting: false }
     }
 
     /// Adds a member and returns what it needs to know with at most `listed` users of
