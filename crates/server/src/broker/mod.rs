@@ -18,6 +18,11 @@ use serde::{Deserialize, Serialize};
 #[cfg(test)]
 use tokio::sync::broadcast;
 
+mod redis;
+
+#[allow(unused_imports)] // wired by app.rs (issue #10)
+pub use self::redis::{BrokerError, RedisBroker};
+
 /// Names one node of a cluster; a hub skips the events it published itself.
 pub type NodeId = Arc<str>;
 
