@@ -744,18 +744,44 @@ mod tests {
         let db = TestDb::new().await;
         let store = open_store(&db).await;
         append(&store, new_message("a", "1", None)).await;
-        // PostgreSQL refuses a NUL in text: the whole batch fails, rolled back.
+        // A row the rooms table does not count (as if written by hand) takes room b's
+        // next seq: the batch's insert fails, and the whole batch rolls back.
+        let client = db.client().await;
+        client
+            .batch_execute(
+                "INSERT INTO messages (room, seq, ts, user_id, user_name, text) VALUES ('b', 1, 0, 'u', 'u', 'x')",
+            )
+            .await
+            .unwrap();
         let good = store.append(new_message("a", "2", Some("k"))).await.unwrap();
         let fresh = store.append(new_message("fresh", "1", None)).await.unwrap();
-        let bad = store.append(new_message("b", "nul \0 here", None)).await.unwrap();
+        let bad = store.append(new_message("b", "1", None)).await.unwrap();
         for pending in [good, fresh, bad] {
-            assert!(matches!(pending.await, Err(StoreError::Database(_))));
+            let failed = pending.await;
+            assert!(matches!(failed, Err(StoreError::Database(_))), "{failed:?}");
         }
         assert_eq!(store.room(room("a")).await.unwrap().unwrap().last_seq, 1);
         assert_eq!(store.room(room("fresh")).await.unwrap(), None);
+        assert_eq!(store.room(room("b")).await.unwrap(), None);
         // The writer goes on: the key was not stored, the seq not taken.
+        client.batch_execute("DELETE FROM messages WHERE room = 'b'").await.unwrap();
         let again = append(&store, new_message("a", "2", Some("k"))).await;
         assert_eq!((again.seq, again.duplicate), (2, false));
+        assert_eq!(append(&store, new_message("b", "1", None)).await.seq, 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_nul_fails_its_own_append_not_its_batch() {
+        let db = TestDb::new().await;
+        let store = open_store(&db).await;
+        let good = store.append(new_message("a", "fine", None)).await.unwrap();
+        let bad = store.append(new_message("a", "nul \0 here", None)).await.unwrap();
+        let bad_key = store.append(new_message("a", "key", Some("k\0"))).await.unwrap();
+        let also_good = store.append(new_message("a", "fine too", None)).await.unwrap();
+        assert!(matches!(bad.await, Err(StoreError::Database(_))));
+        assert!(matches!(bad_key.await, Err(StoreError::Database(_))));
+        assert_eq!((good.await.unwrap().seq, also_good.await.unwrap().seq), (1, 2));
         store.close().await;
     }
 

@@ -187,6 +187,14 @@ impl Writer {
     }
 
     async fn commit_appends(&mut self, appends: Vec<(NewMessage, Reply)>) {
+        // PostgreSQL's text cannot hold NUL: such a message would fail its whole batch,
+        // so it is refused alone.
+        let (appends, refused): (Vec<_>, Vec<_>) = appends.into_iter().partition(|(message, _)| !has_nul(message));
+        for (_, reply) in refused {
+            let _sender_gone = reply.send(Err(StoreError::Database(
+                "PostgreSQL cannot store the character U+0000 (NUL): remove it from the message".into(),
+            )));
+        }
         if appends.is_empty() {
             return;
         }
@@ -252,6 +260,13 @@ impl Writer {
             }
         }
     }
+}
+
+/// Whether a text of `message` holds a NUL, which PostgreSQL's text type cannot.
+fn has_nul(message: &NewMessage) -> bool {
+    [message.text.as_str(), &message.from.id, &message.from.name, message.key.as_deref().unwrap_or_default()]
+        .iter()
+        .any(|text| text.contains('\0'))
 }
 
 fn timed_out() -> StoreError {
