@@ -83,4 +83,27 @@ impl CommitStream {
         }
         messages
     }
+
+    /// The next report, waiting for it (a barrier is acknowledged at once). For the
+    /// store's tests.
+    #[cfg(test)]
+    pub(crate) async fn next_reported(&mut self) -> Option<Reported> {
+        Some(match self.0.recv().await? {
+            CommitEvent::Committed(messages) => Reported::Committed(messages),
+            CommitEvent::Barrier { room, last_seq, done } => {
+                let _store_gone = done.send(());
+                Reported::Barrier(room, last_seq)
+            }
+        })
+    }
+}
+
+/// A report as the store's tests see it (see [`CommitStream::next_reported`]).
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) enum Reported {
+    /// Messages committed, in commit order.
+    Committed(Vec<Arc<Message>>),
+    /// A barrier for the room, with the room's last seq.
+    Barrier(RoomName, u64),
 }

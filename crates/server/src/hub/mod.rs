@@ -49,6 +49,8 @@ use bavard_protocol::{
 };
 use futures_util::StreamExt;
 
+#[cfg(test)]
+pub(crate) use commits::Reported;
 pub use commits::{commit_stream, CommitSender, CommitStream};
 pub use moderation::{RoomChanges, Sanctioning};
 pub use outbox::{Frame, Outbox, Taken};

@@ -1,5 +1,5 @@
 //! Durable message history: the [`MessageStore`] trait the hub talks to, and its
-//! backends (`sqlite` is the embedded default).
+//! backends (`sqlite` is the embedded default; `postgres` is shared by several nodes).
 //!
 //! A store owns sequence numbers: it assigns each room's next `seq` when it commits
 //! an append, and it reports every commit, in commit order, on the hub's commit stream
@@ -7,6 +7,7 @@
 
 #[cfg(test)]
 mod memory;
+mod postgres;
 mod sqlite;
 
 use std::{future::Future, pin::Pin};
@@ -16,6 +17,8 @@ use futures_util::future::BoxFuture;
 
 #[cfg(test)]
 pub use memory::MemoryStore;
+#[cfg_attr(not(test), allow(unused_imports))] // wired by app.rs (issue #10)
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// What a store failure looks like to its callers.
