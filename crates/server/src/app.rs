@@ -17,13 +17,13 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     api::{self, auth::Authenticator, AppState, OriginPolicy},
     auth::jwt::JwtVerifier,
-    broker::Solo,
+    broker::{Broker, RedisBroker, Solo},
     config::{AuthMode, ServeConfig},
     hub::{self, Hub, HubSettings},
     metrics::Metrics,
     net::NoDelayListener,
     session::SessionSettings,
-    store::{MessageStore, SqliteStore},
+    store::{MessageStore, PgStore, SqliteStore},
     tls::{self, HandshakeLimits, TlsListener},
 };
 
@@ -105,6 +105,35 @@ fn tls_config(config: &ServeConfig) -> anyhow::Result<Option<Arc<tokio_rustls::r
     }
 }
 
+/// The store `--db` names: a PostgreSQL URL, or a SQLite file.
+async fn open_store(
+    config: &ServeConfig,
+    commits: hub::CommitSender,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Arc<dyn MessageStore>> {
+    let db = config.db.to_string_lossy();
+    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+        let store = PgStore::open(&db, commits, Arc::clone(metrics))
+            .await
+            .context("cannot open the PostgreSQL database given with --db")?;
+        return Ok(Arc::new(store));
+    }
+    let store = SqliteStore::open(&config.db, commits, Arc::clone(metrics))
+        .with_context(|| format!("cannot open the database {}", config.db.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// The broker `--broker` names (Redis or NATS), or none: a node alone.
+async fn open_broker(config: &ServeConfig) -> anyhow::Result<Arc<dyn Broker>> {
+    let Some(url) = config.broker.as_deref() else { return Ok(Arc::new(Solo)) };
+    let prefix = config.cluster_name.as_str();
+    ensure!(!prefix.is_empty(), "--cluster-name must not be empty");
+    if url.starts_with("redis://") || url.starts_with("unix://") {
+        return Ok(Arc::new(RedisBroker::connect(url, prefix).await.context("cannot use the Redis broker")?));
+    }
+    bail!("--broker {url:?} is not a broker URL this server knows: use redis://HOST:PORT or nats://HOST:PORT")
+}
+
 /// Binds, opens the store and starts serving.
 pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     check(&config)?;
@@ -127,18 +156,22 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     let (commits, commit_stream) = hub::commit_stream(COMMIT_STREAM_DEPTH);
     // This server's own metrics: several servers in one process (the tests) count apart.
     let metrics = Arc::new(Metrics::new());
-    let store: Arc<dyn MessageStore> = Arc::new(
-        SqliteStore::open(&config.db, commits, Arc::clone(&metrics))
-            .with_context(|| format!("cannot open the database {}", config.db.display()))?,
-    );
+    let store = open_store(&config, commits, &metrics).await?;
+    let broker = open_broker(&config).await?;
+    let node = match &config.node_id {
+        Some(node) if node.trim().is_empty() => bail!("--node-id must not be empty"),
+        Some(node) => node.clone(),
+        None => format!("n_{:016x}", rand::random::<u64>()),
+    };
+    tracing::info!(%node, clustered = broker.clustered(), "this node");
     let hub = Arc::new(Hub::new(
         Arc::clone(&store),
-        Arc::new(Solo),
+        broker,
         HubSettings {
             recovery_limit: config.recovery_limit,
             typing_interval: std::time::Duration::from_secs(2),
             presence_max_members: config.presence_events_max_members,
-            node: format!("n_{:016x}", rand::random::<u64>()).into(),
+            node: node.into(),
             user_rate_per_second: config.user_rate_per_second,
             user_rate_burst: config.user_rate_burst,
             presence_lease: std::time::Duration::from_secs(config.presence_lease_secs.max(1)),

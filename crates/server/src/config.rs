@@ -264,6 +264,17 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// `--db` as logs may show it: a URL's password replaced by `***`.
+    pub fn db_for_logs(&self) -> String {
+        let db = self.db.to_string_lossy().into_owned();
+        let Some((scheme, rest)) = db.split_once("://") else { return db };
+        let Some((userinfo, host)) = rest.split_once('@') else { return db };
+        match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+            None => db,
+        }
+    }
+
     /// Heartbeat interval as a duration.
     pub fn heartbeat(&self) -> Duration {
         secs(self.heartbeat_secs)
@@ -311,6 +322,16 @@ fn secs(value: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_password_never_reaches_the_logs() {
+        let mut config = ServeConfig::with("127.0.0.1:0".parse().unwrap(), "postgres://bob:s3cret@db:5432/chat".into());
+        assert_eq!(config.db_for_logs(), "postgres://bob:***@db:5432/chat");
+        config.db = "postgres://bob@db/chat".into();
+        assert_eq!(config.db_for_logs(), "postgres://bob@db/chat");
+        config.db = "bavard.db".into();
+        assert_eq!(config.db_for_logs(), "bavard.db");
+    }
 
     #[test]
     fn embedded_defaults_ignore_the_environment() {

@@ -40,9 +40,9 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let db = config.db.clone();
+    let db = config.db_for_logs();
     let server = app::start(config).await?;
-    tracing::info!("Bavard listening on {}://{} (history in {})", server.scheme(), server.addr(), db.display());
+    tracing::info!("Bavard listening on {}://{} (history in {db})", server.scheme(), server.addr());
     shutdown_signal().await?;
     tracing::info!("shutting down");
     server.stop().await?;

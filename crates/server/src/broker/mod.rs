@@ -20,8 +20,7 @@ use tokio::sync::broadcast;
 
 mod redis;
 
-#[allow(unused_imports)] // wired by app.rs (issue #10)
-pub use self::redis::{BrokerError, RedisBroker};
+pub use self::redis::RedisBroker;
 
 /// Names one node of a cluster; a hub skips the events it published itself.
 pub type NodeId = Arc<str>;

@@ -60,7 +60,6 @@ const KEEPALIVE: Duration = Duration::from_secs(2);
 
 /// Why a [`RedisBroker`] cannot be made.
 #[derive(Debug, thiserror::Error)]
-#[cfg_attr(not(test), allow(dead_code))] // wired by app.rs (issue #10)
 pub enum BrokerError {
     /// The broker URL is not one Redis understands.
     #[error(
@@ -73,7 +72,6 @@ pub enum BrokerError {
 /// A [`Broker`] over Redis pub/sub. Cheap to clone: clones share the connections, and
 /// dropping the last one stops the background tasks.
 #[derive(Debug, Clone)]
-#[cfg_attr(not(test), allow(dead_code))] // wired by app.rs (issue #10)
 pub struct RedisBroker {
     inner: Arc<Inner>,
 }
@@ -135,7 +133,6 @@ impl Health {
     }
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // wired by app.rs (issue #10)
 impl RedisBroker {
     /// Connects to the Redis at `url` (`redis://[user:password@]host[:port][/db]` or
     /// `unix:///path`) and carries events on the channel `{channel_prefix}:events`.
@@ -180,6 +177,7 @@ impl RedisBroker {
     }
 
     /// How many events this broker dropped since it started (queue full or Redis down).
+    #[cfg(test)]
     pub fn dropped(&self) -> u64 {
         self.inner.health.dropped.load(Ordering::Relaxed)
     }

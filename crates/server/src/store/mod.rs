@@ -17,7 +17,6 @@ use futures_util::future::BoxFuture;
 
 #[cfg(test)]
 pub use memory::MemoryStore;
-#[cfg_attr(not(test), allow(unused_imports))] // wired by app.rs (issue #10)
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

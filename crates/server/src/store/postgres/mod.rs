@@ -238,7 +238,6 @@ impl Pool {
 
 /// PostgreSQL-backed [`MessageStore`], for several nodes sharing one database (see the
 /// module doc for how they agree on each room's order).
-#[cfg_attr(not(test), allow(dead_code))] // wired by app.rs (issue #10)
 pub struct PgStore {
     writer: mpsc::Sender<WriterCommand>,
     pool: Arc<Pool>,
@@ -251,7 +250,6 @@ impl PgStore {
     /// [`StoreError::Unavailable`] when PostgreSQL cannot be reached within a few
     /// seconds, and with [`StoreError::Database`] when it refuses the connection or the
     /// schema is newer than this build knows.
-    #[cfg_attr(not(test), allow(dead_code))] // wired by app.rs (issue #10)
     pub async fn open(url: &str, commits: CommitSender, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
         let connector = Connector::new(url)?;
         let mut client = connect(&connector).await?;
