@@ -211,8 +211,8 @@ async fn three_nodes_deliver_one_sequence(broker: BrokerProcess) {
     let expected: Vec<(u64, String)> = first.iter().map(|(_, seq, text)| (*seq, text.clone())).collect();
     for (n, member) in members.iter_mut().step_by(MEMBERS_PER_NODE).enumerate() {
         let stored: Vec<(u64, String)> = history(member, ROOM).await.iter().map(|m| (seq(m), text(m))).collect();
+        assert_eq!(stored.len(), total + 1, "history through node {n}: every message and the marker");
         assert_eq!(stored[..total], expected[..], "history through node {n}");
-        assert_eq!(stored.len(), total + 1, "history through node {n} ends with the marker");
     }
 }
 

@@ -447,7 +447,11 @@ http {{
 
     /// Starts nginx in front of `upstreams` and waits until it accepts connections.
     pub fn start(upstreams: &[SocketAddr]) -> Self {
-        let nginx = installed("/usr/sbin/nginx", "nginx is not installed: apt-get install nginx");
+        Self::start_binary(installed("/usr/sbin/nginx", "nginx is not installed: apt-get install nginx"), upstreams)
+    }
+
+    /// Starts the nginx binary `nginx` in front of `upstreams`.
+    pub fn start_binary(nginx: PathBuf, upstreams: &[SocketAddr]) -> Self {
         let dir =
             tempfile::Builder::new().prefix("bavard-nginx-").tempdir().expect("cannot make a temporary directory");
         let port = free_port();
