@@ -4,6 +4,7 @@
 
 mod abuse;
 mod auth;
+mod cluster;
 mod cors;
 mod guarantees;
 mod helpers;
@@ -19,5 +20,6 @@ mod permissions;
 mod plain;
 mod resilient;
 mod rest;
+mod services;
 mod terminal_client;
 mod tls;
