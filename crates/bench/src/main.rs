@@ -45,9 +45,12 @@ pub struct Common {
     pub url: String,
 
     /// The server's process id: reports its CPU seconds per million deliveries (from
-    /// /proc/PID/stat) and its memory (VmRSS from /proc/PID/status).
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// /proc/PID/stat) and its memory (VmRSS from /proc/PID/status). Several pids
+    /// (comma-separated or the flag repeated, e.g. the nodes of a cluster): their CPU
+    /// seconds are summed, each pid's share printed beside; RSS is their sum (each pid's
+    /// shown beside where a scenario prints RSS).
+    #[arg(long, value_name = "PID", value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
 
     /// Append machine-readable rows to this CSV file (a header is written to a new file).
     #[arg(long)]
@@ -189,6 +192,7 @@ fn smoke(common: &Common) -> anyhow::Result<bool> {
         coalesce_us: 0,
         connect_concurrency: 50,
         keep_going: false,
+        also_url: Vec::new(),
     };
     let hot_ok = hot_room::run(common, &hot)?;
     let durable_args = DurableArgs {

@@ -96,10 +96,10 @@ pub fn rss_bytes(pid: &str) -> anyhow::Result<u64> {
     Ok(kib * 1024)
 }
 
-/// Kills the server (when its pid is known) and says so, before a scenario closes its
-/// thousands of connections: that close is not what is measured.
-pub fn kill_before_closing(server_pid: Option<u32>) -> anyhow::Result<()> {
-    if let Some(pid) = server_pid {
+/// Kills the servers (those whose pids are known) and says so, before a scenario closes
+/// its thousands of connections: that close is not what is measured.
+pub fn kill_before_closing(server_pids: &[u32]) -> anyhow::Result<()> {
+    for &pid in server_pids {
         let died = kill_and_wait(pid, Duration::from_secs(10))?;
         println!(
             "server {pid} killed before closing the connections{}",
@@ -107,6 +107,41 @@ pub fn kill_before_closing(server_pid: Option<u32>) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `pids` without repeats, in their order (a pid given twice is one process, counted once).
+fn unique(pids: &[u32]) -> Vec<u32> {
+    let mut seen = Vec::with_capacity(pids.len());
+    for &pid in pids {
+        if !seen.contains(&pid) {
+            seen.push(pid);
+        }
+    }
+    seen
+}
+
+/// The summed RSS of processes `pids` in bytes (an error if one cannot be read).
+pub fn rss_total(pids: &[u32]) -> anyhow::Result<u64> {
+    unique(pids).iter().map(|pid| rss_bytes(&pid.to_string())).sum()
+}
+
+/// The servers' RSS for a report line: `12.3 MiB` for one pid; for several, their sum
+/// and each pid's share, `24.6 MiB (pid 11 12.3 MiB + pid 12 12.3 MiB)`. None when no
+/// pid was given or none can be read (a pid that cannot be read counts 0 and shows `?`).
+pub fn rss_report(pids: &[u32]) -> Option<String> {
+    let readings: Vec<(u32, Option<u64>)> =
+        unique(pids).into_iter().map(|p| (p, rss_bytes(&p.to_string()).ok())).collect();
+    if readings.iter().all(|(_, r)| r.is_none()) {
+        return None;
+    }
+    let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0));
+    let total: u64 = readings.iter().filter_map(|(_, r)| *r).sum();
+    if readings.len() == 1 {
+        return Some(mib(total));
+    }
+    let parts: Vec<String> =
+        readings.iter().map(|(p, r)| format!("pid {p} {}", r.map_or_else(|| "?".to_owned(), mib))).collect();
+    Some(format!("{} ({})", mib(total), parts.join(" + ")))
 }
 
 /// Sends SIGKILL to process `pid` and waits (up to `timeout`) until it is gone or a
@@ -129,20 +164,23 @@ pub fn kill_and_wait(pid: u32, timeout: Duration) -> anyhow::Result<bool> {
     }
 }
 
-/// Before/after CPU readings of the server (when its pid is known) and of this process.
+/// Before/after CPU readings of the servers (those whose pids are known) and of this process.
 #[derive(Debug, Clone)]
 pub struct CpuMeter {
-    server_pid: Option<u32>,
-    server_start: f64,
+    /// Each server's pid and CPU seconds at the start (None: unreadable).
+    server_start: Vec<(u32, Option<f64>)>,
     own_start: f64,
     started: Instant,
 }
 
 /// CPU seconds used during a [`CpuMeter`]'s span.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CpuUsage {
-    /// The server's CPU seconds, when its pid was given.
+    /// The servers' CPU seconds, summed over every pid given (None when no pid was
+    /// given or one of them could not be read).
     pub server: Option<f64>,
+    /// Each server's share of `server`, by pid (empty when `server` is None).
+    pub per_server: Vec<(u32, f64)>,
     /// This process's CPU seconds.
     pub own: f64,
     /// Wall-clock seconds.
@@ -150,35 +188,55 @@ pub struct CpuUsage {
 }
 
 impl CpuMeter {
-    /// Starts measuring now.
-    pub fn start(server_pid: Option<u32>) -> Self {
-        let server_start = server_pid.and_then(|p| cpu_seconds(&p.to_string()).ok()).unwrap_or(0.0);
-        Self { server_pid, server_start, own_start: cpu_seconds("self").unwrap_or(0.0), started: Instant::now() }
+    /// Starts measuring now; `server_pids` may be empty (no server figures) or name
+    /// several processes (the nodes of a cluster), whose CPU is summed.
+    pub fn start(server_pids: &[u32]) -> Self {
+        let server_start = unique(server_pids).into_iter().map(|p| (p, cpu_seconds(&p.to_string()).ok())).collect();
+        Self { server_start, own_start: cpu_seconds("self").unwrap_or(0.0), started: Instant::now() }
     }
 
     /// CPU used since [`CpuMeter::start`].
     pub fn stop(&self) -> CpuUsage {
-        let server = self.server_pid.and_then(|p| cpu_seconds(&p.to_string()).ok()).map(|s| s - self.server_start);
+        let per_server: Option<Vec<(u32, f64)>> = self
+            .server_start
+            .iter()
+            .map(|&(pid, start)| {
+                let end = cpu_seconds(&pid.to_string()).ok()?;
+                Some((pid, end - start?))
+            })
+            .collect();
+        let per_server = per_server.filter(|p| !p.is_empty()).unwrap_or_default();
+        let server = (!per_server.is_empty()).then(|| per_server.iter().map(|(_, s)| s).sum());
         let own = cpu_seconds("self").unwrap_or(0.0) - self.own_start;
-        CpuUsage { server, own, wall: self.started.elapsed().as_secs_f64() }
+        CpuUsage { server, per_server, own, wall: self.started.elapsed().as_secs_f64() }
     }
 }
 
 impl CpuUsage {
     /// `server X CPU-s per M deliveries, bench Y` for `events` deliveries (or other events).
+    /// With several server pids, X is their sum, followed by each pid's share.
     pub fn per_million(&self, events: u64, what: &str) -> String {
         let m = (events as f64 / 1e6).max(1e-9);
+        let wall = self.wall.max(1e-9);
         let server = match self.server {
-            Some(s) => {
-                format!("server {:.3} CPU-s/M {what} ({:.0}% of a core)", s / m, 100.0 * s / self.wall.max(1e-9))
+            Some(s) if self.per_server.len() > 1 => {
+                let parts: Vec<String> = self
+                    .per_server
+                    .iter()
+                    .map(|(pid, c)| format!("pid {pid} {:.3} ({:.0}%)", c / m, 100.0 * c / wall))
+                    .collect();
+                format!(
+                    "server {:.3} CPU-s/M {what} ({:.0}% of a core, {} servers: {})",
+                    s / m,
+                    100.0 * s / wall,
+                    self.per_server.len(),
+                    parts.join(" + ")
+                )
             }
+            Some(s) => format!("server {:.3} CPU-s/M {what} ({:.0}% of a core)", s / m, 100.0 * s / wall),
             None => "server CPU unknown (no --server-pid)".into(),
         };
-        format!(
-            "{server}, bench {:.3} CPU-s/M {what} ({:.0}% of a core)",
-            self.own / m,
-            100.0 * self.own / self.wall.max(1e-9)
-        )
+        format!("{server}, bench {:.3} CPU-s/M {what} ({:.0}% of a core)", self.own / m, 100.0 * self.own / wall)
     }
 }
 
@@ -212,6 +270,20 @@ mod tests {
     fn reads_own_cpu_and_rss() {
         assert!(cpu_seconds("self").unwrap() >= 0.0);
         assert!(rss_bytes("self").unwrap() > 0);
+    }
+
+    #[test]
+    fn several_pids_are_summed_once_each() {
+        assert_eq!(unique(&[3, 1, 3, 2, 1]), vec![3, 1, 2]);
+        let me = std::process::id();
+        let one = rss_total(&[me]).unwrap();
+        assert_eq!(rss_total(&[me, me]).unwrap(), one);
+        assert!(rss_report(&[me]).unwrap().ends_with(" MiB"));
+        assert!(rss_report(&[]).is_none());
+        let usage = CpuMeter::start(&[me, me]).stop();
+        assert_eq!(usage.per_server.len(), 1);
+        assert!(usage.server.is_some());
+        assert!(CpuMeter::start(&[]).stop().server.is_none());
     }
 
     #[test]

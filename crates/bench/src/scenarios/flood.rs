@@ -513,10 +513,10 @@ async fn measure(common: &Common, args: &FloodArgs) -> anyhow::Result<bool> {
         })?;
     }
 
-    let mut usages = [CpuUsage::default(); 2];
+    let mut usages = [CpuUsage::default(), CpuUsage::default()];
     for (usage, (from, to)) in usages.iter_mut().zip(plan.windows) {
         stats::sleep_until_us(from).await;
-        let meter = CpuMeter::start(common.server_pid);
+        let meter = CpuMeter::start(&common.server_pid);
         stats::sleep_until_us(to).await;
         *usage = meter.stop();
     }

@@ -159,11 +159,11 @@ async fn query(
     url: &str,
     head: u64,
     deep: bool,
-    server_pid: Option<u32>,
+    server_pids: &[u32],
 ) -> anyhow::Result<(Histogram<u64>, f64)> {
     let room = RoomName::new(&args.room)?;
     let clients = args.clients.max(1);
-    let meter = CpuMeter::start(server_pid);
+    let meter = CpuMeter::start(server_pids);
     let mut tasks = Vec::new();
     for c in 0..clients {
         let per_client = args.queries / clients + usize::from(c < args.queries % clients);
@@ -215,7 +215,7 @@ async fn measure(common: &Common, args: &HistoryArgs) -> anyhow::Result<bool> {
     }
     let url = format!("ws://{}/ws?name=history-reader", endpoint.host);
     for deep in [false, true] {
-        let (histogram, per_s) = query(args, &url, head, deep, common.server_pid).await?;
+        let (histogram, per_s) = query(args, &url, head, deep, &common.server_pid).await?;
         if let Some(csv) = &common.csv {
             let label = &common.label;
             let row = format!(

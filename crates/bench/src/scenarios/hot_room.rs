@@ -111,6 +111,14 @@ pub struct HotRoomArgs {
     /// Run every step even after one fails.
     #[arg(long)]
     pub keep_going: bool,
+
+    /// Another server (a node of the same cluster) to spread the room over; repeat for
+    /// more. Connection i (receivers first, then publishers) goes to URL i mod n of
+    /// `--url`, then each `--also-url` in order, so every server gets its share of both
+    /// receivers and publishers. Give every node's pid to `--server-pid` to count the CPU
+    /// of them all.
+    #[arg(long, value_name = "URL")]
+    pub also_url: Vec<String>,
 }
 
 /// The timing of the current step, read by every receiver once per read.
@@ -528,16 +536,29 @@ pub fn run(common: &Common, args: &HotRoomArgs) -> anyhow::Result<bool> {
 async fn coordinate(common: &Common, args: &HotRoomArgs) -> anyhow::Result<bool> {
     anyhow::ensure!(args.publishers >= 1, "--publishers must be at least 1");
     anyhow::ensure!(args.threads >= 1, "--threads must be at least 1");
-    let endpoint = Endpoint::parse(&common.url)?;
     let default_path = match &args.room {
         Some(room) => format!("/ws/chat/{room}"),
         None => "/ws/chat".to_owned(),
     };
-    let path = endpoint.path_or(&default_path).to_owned();
+    // Each server's endpoint and path (a URL's own path, when it has one, wins).
+    let mut targets = Vec::with_capacity(1 + args.also_url.len());
+    for url in std::iter::once(&common.url).chain(&args.also_url) {
+        let endpoint = Endpoint::parse(url)?;
+        let path = endpoint.path_or(&default_path).to_owned();
+        targets.push((Arc::new(endpoint), path));
+    }
     let room_size = args.conns + args.publishers;
+    let on = match targets.as_slice() {
+        [(_, path)] => format!("{}{path}", common.url),
+        _ => {
+            let urls: Vec<String> =
+                targets.iter().map(|(endpoint, path)| format!("ws://{}{path}", endpoint.host)).collect();
+            format!("{} servers round-robin ({})", targets.len(), urls.join(", "))
+        }
+    };
     println!(
-        "hot room: {} receivers + {} publishers on {}{path} ({} thread(s)), payload >= {} bytes",
-        args.conns, args.publishers, common.url, args.threads, args.payload_bytes
+        "hot room: {} receivers + {} publishers on {on} ({} thread(s)), payload >= {} bytes",
+        args.conns, args.publishers, args.threads, args.payload_bytes
     );
 
     let shared = Arc::new(Shared {
@@ -556,11 +577,11 @@ async fn coordinate(common: &Common, args: &HotRoomArgs) -> anyhow::Result<bool>
     // Connect everyone; publishers last so that receivers are there when they start.
     let started = now_us();
     let permits = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
-    let endpoint = Arc::new(endpoint);
     let mut ready = Vec::with_capacity(room_size);
     for i in 0..room_size {
         let shard = &shards[i % shards.len()];
         let publisher = i.checked_sub(args.conns);
+        let (endpoint, path) = &targets[i % targets.len()];
         let (tx, rx) = oneshot::channel::<anyhow::Result<()>>();
         let (permits, endpoint, path, shared, stats) =
             (permits.clone(), endpoint.clone(), path.clone(), shared.clone(), shard.stats.clone());
@@ -586,6 +607,16 @@ async fn coordinate(common: &Common, args: &HotRoomArgs) -> anyhow::Result<bool>
     }
     let secs = (now_us() - started) as f64 / 1e6;
     println!("connected {room_size} in {secs:.2} s ({:.0} handshakes/s)", room_size as f64 / secs);
+    if targets.len() > 1 {
+        let shares: Vec<String> = (0..targets.len())
+            .map(|t| {
+                let members = (0..room_size).filter(|i| i % targets.len() == t);
+                let publishers = members.clone().filter(|i| *i >= args.conns).count();
+                format!("server {}: {} connections ({publishers} publishers)", t + 1, members.count())
+            })
+            .collect();
+        println!("spread: {}", shares.join(", "));
+    }
 
     wait_until_all_joined(&shared, room_size).await?;
 
@@ -614,10 +645,8 @@ async fn coordinate(common: &Common, args: &HotRoomArgs) -> anyhow::Result<bool>
         }
         None => println!("max sustained: 0 deliveries/s (no step passed)"),
     }
-    if let Some(pid) = common.server_pid {
-        if let Ok(rss) = stats::rss_bytes(&pid.to_string()) {
-            println!("server RSS at the end: {:.1} MiB", rss as f64 / (1024.0 * 1024.0));
-        }
+    if let Some(rss) = stats::rss_report(&common.server_pid) {
+        println!("server RSS at the end: {rss}");
     }
     drop(shards);
     Ok(best.is_some())
@@ -677,7 +706,7 @@ async fn step(
     set_schedule(shared, Schedule { generation: *generation, rate: per_publisher, start_us: start });
 
     stats::sleep_until_us(measure_start).await;
-    let meter = CpuMeter::start(common.server_pid);
+    let meter = CpuMeter::start(&common.server_pid);
     stats::sleep_until_us(measure_end).await;
     let usage = meter.stop();
     *generation += 1;

@@ -194,8 +194,9 @@ async fn open(endpoint: &Endpoint, args: &IdleArgs, sources: Sources, index: usi
 
 async fn measure(common: &Common, args: &IdleArgs) -> anyhow::Result<bool> {
     let endpoint = Arc::new(Endpoint::parse(&common.url)?);
-    let pid = common.server_pid.map(|p| p.to_string());
-    let rss_before = pid.as_deref().map(stats::rss_bytes).transpose()?;
+    let pids = &common.server_pid;
+    // With several pids (nodes of a cluster), RSS is their sum.
+    let rss_before = (!pids.is_empty()).then(|| stats::rss_total(pids)).transpose()?;
     let sources = Sources::new(args.first_source, args.per_address, args.conns, endpoint.addr.ip())?;
     println!(
         "idle: {} {:?} connections from {} source address(es) starting at {}, {} handshakes in flight",
@@ -206,7 +207,7 @@ async fn measure(common: &Common, args: &IdleArgs) -> anyhow::Result<bool> {
         args.connect_concurrency
     );
     let permits = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
-    let meter = CpuMeter::start(common.server_pid);
+    let meter = CpuMeter::start(&common.server_pid);
     let started = now_us();
     let mut tasks = Vec::with_capacity(args.conns);
     for index in 0..args.conns {
@@ -253,8 +254,8 @@ async fn measure(common: &Common, args: &IdleArgs) -> anyhow::Result<bool> {
     }
     tokio::time::sleep(Duration::from_secs_f64(args.settle_secs.max(0.0))).await;
     let mut rss_per_conn = None;
-    if let (Some(pid), Some(before)) = (pid.as_deref(), rss_before) {
-        let after = stats::rss_bytes(pid)?;
+    if let Some(before) = rss_before {
+        let after = stats::rss_total(pids)?;
         let per = after.saturating_sub(before) as f64 / opened.max(1) as f64;
         println!(
             "server RSS {:.1} MiB -> {:.1} MiB: {:.1} KiB per connection",
@@ -300,7 +301,7 @@ async fn measure(common: &Common, args: &IdleArgs) -> anyhow::Result<bool> {
     }
     tokio::time::sleep(Duration::from_secs_f64(args.hold_secs.max(0.0))).await;
     if args.kill_server {
-        stats::kill_before_closing(common.server_pid)?;
+        stats::kill_before_closing(&common.server_pid)?;
     }
     drop(streams);
     Ok(failures == 0 && probe_ok)

@@ -336,7 +336,7 @@ async fn measure(common: &Common, args: &JoinStormArgs) -> anyhow::Result<bool> 
     let before = (seen.presence.load(Relaxed), seen.occupancy.load(Relaxed));
 
     // The storm.
-    let meter = CpuMeter::start(common.server_pid);
+    let meter = CpuMeter::start(&common.server_pid);
     let storm = join_many(&endpoint, args, sources, args.members, args.joiners, "storm-j", &seen).await?;
     let usage = meter.stop();
     let joined = storm.members.len();
@@ -391,10 +391,8 @@ async fn measure(common: &Common, args: &JoinStormArgs) -> anyhow::Result<bool> 
     for problem in &problems {
         println!("check failed: {problem}");
     }
-    if let Some(pid) = common.server_pid {
-        if let Ok(rss) = stats::rss_bytes(&pid.to_string()) {
-            println!("server RSS with {in_room} connections in the room: {:.1} MiB", rss as f64 / 1048576.0);
-        }
+    if let Some(rss) = stats::rss_report(&common.server_pid) {
+        println!("server RSS with {in_room} connections in the room: {rss}");
     }
     if let Some(csv) = &common.csv {
         let row = format!(
@@ -410,7 +408,7 @@ async fn measure(common: &Common, args: &JoinStormArgs) -> anyhow::Result<bool> 
         stats::append_csv(csv, CSV_HEADER, &row)?;
     }
     if args.kill_server {
-        stats::kill_before_closing(common.server_pid)?;
+        stats::kill_before_closing(&common.server_pid)?;
     }
     Ok(storm.errors == 0 && problems.is_empty())
 }

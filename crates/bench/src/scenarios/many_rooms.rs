@@ -230,7 +230,7 @@ async fn measure(common: &Common, args: &ManyRoomsArgs) -> anyhow::Result<bool> 
     let measure_end = measure_start + (args.duration * 1e6) as u64;
     start_tx.send(Some((start, measure_start, measure_end)))?;
     stats::sleep_until_us(measure_start).await;
-    let meter = CpuMeter::start(common.server_pid);
+    let meter = CpuMeter::start(&common.server_pid);
     stats::sleep_until_us(measure_end).await;
     let usage = meter.stop();
     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -193,7 +193,7 @@ async fn measure(common: &Common, args: &ReconnectArgs) -> anyhow::Result<bool> 
     println!("published {published} messages while they were away in {:.2} s", (now_us() - started) as f64 / 1e6);
 
     // 3. The storm.
-    let meter = CpuMeter::start(common.server_pid);
+    let meter = CpuMeter::start(&common.server_pid);
     let mut tasks = Vec::with_capacity(args.clients);
     for (i, &since) in since.iter().enumerate() {
         let room = room_of(i, args.room_size)?;

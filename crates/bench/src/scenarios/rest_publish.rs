@@ -198,7 +198,7 @@ async fn measure(common: &Common, args: &RestPublishArgs) -> anyhow::Result<Rest
         }));
     }
     stats::sleep_until_us(measure_start).await;
-    let meter = CpuMeter::start(common.server_pid);
+    let meter = CpuMeter::start(&common.server_pid);
     stats::sleep_until_us(measure_end).await;
     let usage = meter.stop();
     let mut histogram = stats::latency_histogram();
