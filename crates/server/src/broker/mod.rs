@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 #[cfg(test)]
 use tokio::sync::broadcast;
 
+pub mod nats;
+
 /// Names one node of a cluster; a hub skips the events it published itself.
 pub type NodeId = Arc<str>;
 
