@@ -17,7 +17,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     api::{self, auth::Authenticator, AppState, OriginPolicy},
     auth::jwt::JwtVerifier,
-    broker::{Broker, RedisBroker, Solo},
+    broker::{Broker, NatsBroker, RedisBroker, Solo},
     config::{AuthMode, ServeConfig},
     hub::{self, Hub, HubSettings},
     metrics::Metrics,
@@ -130,6 +130,9 @@ async fn open_broker(config: &ServeConfig) -> anyhow::Result<Arc<dyn Broker>> {
     ensure!(!prefix.is_empty(), "--cluster-name must not be empty");
     if url.starts_with("redis://") || url.starts_with("unix://") {
         return Ok(Arc::new(RedisBroker::connect(url, prefix).await.context("cannot use the Redis broker")?));
+    }
+    if url.starts_with("nats://") {
+        return Ok(Arc::new(NatsBroker::connect(url, prefix).await.context("cannot use the NATS broker")?));
     }
     bail!("--broker {url:?} is not a broker URL this server knows: use redis://HOST:PORT or nats://HOST:PORT")
 }

@@ -18,8 +18,10 @@ use serde::{Deserialize, Serialize};
 #[cfg(test)]
 use tokio::sync::broadcast;
 
+mod nats;
 mod redis;
 
+pub use self::nats::NatsBroker;
 pub use self::redis::RedisBroker;
 
 /// Names one node of a cluster; a hub skips the events it published itself.
