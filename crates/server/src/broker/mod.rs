@@ -204,6 +204,16 @@ impl Broker for InProcessBroker {
     }
 }
 
+/// Serializes the tests that run private broker servers: a test that kills its server
+/// frees the port, which another test's new server could take while the first test's
+/// brokers still reconnect to it (the nats tests failed 2 times in 80 that way when run
+/// in parallel).
+#[cfg(test)]
+pub(crate) async fn one_private_server_test_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -499,6 +499,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_brokers_exchange_events_both_ways_and_each_hears_its_own() {
+        let _serial = crate::broker::one_private_server_test_at_a_time().await;
         let server = NatsServer::start().await;
         let prefix = prefix("exchange");
         let a = connect(&server, &prefix).await;
@@ -526,6 +527,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_publishers_order_is_kept() {
+        let _serial = crate::broker::one_private_server_test_at_a_time().await;
         let server = NatsServer::start().await;
         let prefix = prefix("order");
         let a = connect(&server, &prefix).await;
@@ -549,6 +551,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_killed_server_is_noticed_and_publishing_neither_blocks_nor_panics() {
+        let _serial = crate::broker::one_private_server_test_at_a_time().await;
         let mut server = NatsServer::start().await;
         let prefix = prefix("killed");
         let a = connect(&server, &prefix).await;
@@ -575,6 +578,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn after_a_restart_both_reconnect_hear_reconnected_and_events_flow_again() {
+        let _serial = crate::broker::one_private_server_test_at_a_time().await;
         let mut server = NatsServer::start().await;
         let prefix = prefix("restart");
         let a = connect(&server, &prefix).await;
@@ -611,6 +615,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_node_started_while_nats_is_down_connects_when_it_comes_up() {
+        let _serial = crate::broker::one_private_server_test_at_a_time().await;
         let mut server = NatsServer::start().await;
         server.kill();
         let prefix = prefix("late");
@@ -634,6 +639,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn undecodable_payloads_are_skipped() {
+        let _serial = crate::broker::one_private_server_test_at_a_time().await;
         let server = NatsServer::start().await;
         let prefix = prefix("garbage");
         let a = connect(&server, &prefix).await;
@@ -656,6 +662,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn dropping_the_broker_ends_its_streams() {
+        let _serial = crate::broker::one_private_server_test_at_a_time().await;
         let server = NatsServer::start().await;
         let a = connect(&server, &prefix("drop")).await;
         let mut heard_by_a = a.subscribe();
@@ -665,6 +672,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_prefixes_and_urls_are_refused() {
+        let _serial = crate::broker::one_private_server_test_at_a_time().await;
         for bad in ["", "a..b", ".a", "a.", "a b", "a.*", "a.>", "a\tb"] {
             assert!(matches!(events_subject(bad), Err(NatsError::BadPrefix(_))), "{bad:?}");
         }

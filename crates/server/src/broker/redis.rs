@@ -593,6 +593,7 @@ mod tests {
 
     #[tokio::test]
     async fn two_nodes_hear_each_other_and_themselves() {
+        let _serial = crate::broker::one_private_server_test_at_a_time().await;
         let server = RedisServer::start().await;
         let prefix = prefix("two-nodes");
         let (n1, n2) = (connect(&server.url(), &prefix).await, connect(&server.url(), &prefix).await);
@@ -619,6 +620,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_from_one_publisher_arrive_in_publish_order() {
+        let _serial = crate::broker::one_private_server_test_at_a_time().await;
         let server = RedisServer::start().await;
         let prefix = prefix("order");
         let (n1, n2) = (connect(&server.url(), &prefix).await, connect(&server.url(), &prefix).await);
@@ -635,6 +637,7 @@ mod tests {
 
     #[tokio::test]
     async fn both_nodes_reconnect_after_redis_restarts() {
+        let _serial = crate::broker::one_private_server_test_at_a_time().await;
         let mut server = RedisServer::start().await;
         let prefix = prefix("restart");
         let (n1, n2) = (connect(&server.url(), &prefix).await, connect(&server.url(), &prefix).await);
@@ -676,6 +679,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_node_starts_without_redis_and_connects_when_it_comes() {
+        let _serial = crate::broker::one_private_server_test_at_a_time().await;
         let port = free_port();
         let prefix = prefix("late");
         let n1 = connect(&url_of(port), &prefix).await;
@@ -694,6 +698,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_that_falls_behind_hears_reconnected() {
+        let _serial = crate::broker::one_private_server_test_at_a_time().await;
         let server = RedisServer::start().await;
         let n1 = connect(&server.url(), &prefix("lag")).await;
         let (mut reader, mut sleeper) = (n1.subscribe(), n1.subscribe());
@@ -712,6 +717,7 @@ mod tests {
 
     #[tokio::test]
     async fn garbage_on_the_channel_is_skipped() {
+        let _serial = crate::broker::one_private_server_test_at_a_time().await;
         let server = RedisServer::start().await;
         let prefix = prefix("garbage");
         let n1 = connect(&server.url(), &prefix).await;
@@ -725,6 +731,7 @@ mod tests {
 
     #[tokio::test]
     async fn other_prefixes_are_not_heard() {
+        let _serial = crate::broker::one_private_server_test_at_a_time().await;
         let server = RedisServer::start().await;
         let (a, b) = (prefix("cluster-a"), prefix("cluster-b"));
         let (n1, n2) = (connect(&server.url(), &a).await, connect(&server.url(), &b).await);
@@ -736,6 +743,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_the_broker_stops_it() {
+        let _serial = crate::broker::one_private_server_test_at_a_time().await;
         let server = RedisServer::start().await;
         let n1 = connect(&server.url(), &prefix("drop")).await;
         let mut heard = n1.subscribe();
@@ -746,6 +754,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_urls_are_refused() {
+        let _serial = crate::broker::one_private_server_test_at_a_time().await;
         for url in ["not a url", "http://127.0.0.1:6379/", "rediss://127.0.0.1:6379/", "redis://127.0.0.1:6379/x"] {
             let refused = RedisBroker::connect(url, "p").await.err().unwrap_or_else(|| panic!("{url} accepted"));
             assert!(matches!(refused, BrokerError::BadUrl(_)));

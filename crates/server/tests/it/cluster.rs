@@ -218,16 +218,19 @@ async fn three_nodes_deliver_one_sequence(broker: BrokerProcess) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_on_redis_deliver_one_sequence_to_every_member() {
+    let _serial = one_private_service_test_at_a_time().await;
     three_nodes_deliver_one_sequence(BrokerProcess::redis()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_on_nats_deliver_one_sequence_to_every_member() {
+    let _serial = one_private_service_test_at_a_time().await;
     three_nodes_deliver_one_sequence(BrokerProcess::nats()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_with_9_loses_nothing_acked_and_its_clients_recover_elsewhere() {
+    let _serial = one_private_service_test_at_a_time().await;
     const ROOM: &str = "killed";
     const TOTAL: usize = 100;
     const WINDOW: usize = 10;
@@ -399,16 +402,19 @@ async fn broker_outage(mut broker: BrokerProcess) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_stopped_and_started_mid_run_leaves_no_gap() {
+    let _serial = one_private_service_test_at_a_time().await;
     broker_outage(BrokerProcess::redis()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_stopped_and_started_mid_run_leaves_no_gap() {
+    let _serial = one_private_service_test_at_a_time().await;
     broker_outage(BrokerProcess::nats()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_nodes_users_leave_the_presence_of_the_others() {
+    let _serial = one_private_service_test_at_a_time().await;
     const ROOM: &str = "lease";
     const LEASE_SECS: u64 = 2;
     let pg = PgDatabase::create();
@@ -454,6 +460,7 @@ async fn a_dead_nodes_users_leave_the_presence_of_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_in_front_of_two_nodes_passes_upgrades_and_a_client_recovers_through_it() {
+    let _serial = one_private_service_test_at_a_time().await;
     const ROOM: &str = "proxied";
     let pg = PgDatabase::create();
     let broker = BrokerProcess::redis();
@@ -524,6 +531,7 @@ async fn nginx_in_front_of_two_nodes_passes_upgrades_and_a_client_recovers_throu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_fail_with_unavailable_while_postgres_is_down_and_nothing_acked_is_lost() {
+    let _serial = one_private_service_test_at_a_time().await;
     const ROOM: &str = "pg-outage";
     let mut pg = PrivatePostgres::create();
     let url = pg.url();

@@ -26,6 +26,14 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{:016x}", rand::random::<u64>())
 }
 
+/// Serializes the tests that run private services (brokers, PostgreSQL, nginx): one
+/// that stops its service frees the port, which another test's new service could take
+/// while the first test's nodes still reconnect to it.
+pub async fn one_private_service_test_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 /// A port free on 127.0.0.1 now (the OS picks it; a service started right after takes it).
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind a free port");
