@@ -594,3 +594,63 @@ async fn sends_fail_with_unavailable_while_postgres_is_down_and_nothing_acked_is
     assert_eq!(live, (1..=last).collect::<Vec<_>>(), "the member's live messages");
     server.stop().await;
 }
+
+/// A node of `cluster` that verifies tokens signed with the tests' secret.
+async fn signed_node(db: &Path, broker: &str, cluster: &str, id: &str) -> TestServer {
+    let (broker, cluster, id) = (broker.to_owned(), cluster.to_owned(), id.to_owned());
+    start_on(db, move |config| {
+        crate::jwt::with_secret(config);
+        config.broker = Some(broker);
+        config.node_id = Some(format!("{cluster}-{id}"));
+        config.cluster_name = cluster;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_rules_and_moderation_hold_on_every_node_and_after_a_restart_on_postgres() {
+    let _serial = one_private_service_test_at_a_time().await;
+    use crate::jwt::token;
+    let (pg, broker, cluster) = (PgDatabase::create(), BrokerProcess::redis(), unique("it"));
+    let a = signed_node(pg.path(), &broker.url(), &cluster, "a").await;
+    let b = signed_node(pg.path(), &broker.url(), &cluster, "b").await;
+
+    // A private room made on A is private on B.
+    let mut olivia = a.json_token(&token("olivia")).await;
+    olivia.ok(json!({"op": "create", "room": "vault", "kind": "private"})).await;
+    olivia.ok(json!({"op": "join", "room": "vault"})).await;
+    let mut sam_on_b = b.json_token(&token("sam")).await;
+    sam_on_b.refused_with("forbidden", json!({"op": "join", "room": "vault"})).await;
+    // A member added on A may join on B (B reads the changed rules again).
+    olivia.ok(json!({"op": "add_member", "room": "vault", "user": "sam"})).await;
+    within(async {
+        loop {
+            if sam_on_b.request(json!({"op": "join", "room": "vault"})).await["ok"] == true {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    olivia.ok(json!({"op": "send", "room": "vault", "text": "across nodes"})).await;
+    assert_eq!(sam_on_b.next_message_text().await, "across nodes");
+
+    // A ban on A takes the user's connection on B out at once, and holds on B.
+    olivia.ok(json!({"op": "ban", "room": "vault", "user": "sam", "reason": "enough"})).await;
+    let removed = sam_on_b.next_event_of("removed").await;
+    assert_eq!((&removed["room"], &removed["action"]), (&json!("vault"), &json!("ban")), "{removed}");
+    sam_on_b.refused_with("forbidden", json!({"op": "join", "room": "vault"})).await;
+    sam_on_b.refused_with("forbidden", json!({"op": "history", "room": "vault"})).await;
+
+    // After a restart of both nodes, the rules and the audit log are still in PostgreSQL.
+    drop((olivia, sam_on_b));
+    let (a, b) = (a.restart_with(crate::jwt::with_secret).await, b.stop().await);
+    drop(b);
+    let mut sam = a.json_token(&token("sam")).await;
+    sam.refused_with("forbidden", json!({"op": "join", "room": "vault"})).await;
+    let audit = rest("GET", &a.http("/api/rooms/vault/audit"), Some(&token("olivia")), None).await;
+    assert_eq!(audit.status, 200, "{}", audit.body);
+    let actions: Vec<String> =
+        audit.json()["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(actions, ["ban", "add_member", "create"], "newest first");
+}
