@@ -38,6 +38,12 @@ use crate::{hub::CommitSender, metrics::Metrics};
 const WRITER_QUEUE: usize = 16_384;
 /// How many idle read connections are kept.
 const READ_POOL: usize = 4;
+/// How many reads run at once (as many as the pool keeps connections, so none is
+/// opened and thrown away); more wait their turn. Without a bound, a burst of joins
+/// (each reads its room's rules once) could open a connection and a blocking thread
+/// per read (suspected of the idle memory regression of issue 11: 10,000 idle
+/// connections in 1,000 rooms cost 4.2 KiB each instead of 2.9; see BENCHMARKS.md).
+const READS_AT_ONCE: usize = READ_POOL;
 /// How often the checkpointer copies the WAL into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -219,7 +225,12 @@ impl SqliteStore {
             .name("bavard-sqlite-archiver".into())
             .spawn(move || archiver::run(archive, last_id, to_writer, archiver_stopped))
             .map_err(|e| StoreError::Database(format!("cannot start the archiver thread: {e}")))?;
-        let readers = Arc::new(ReadPool { path: path.to_owned(), log_path, idle: Mutex::new(Vec::new()) });
+        let readers = Arc::new(ReadPool {
+            path: path.to_owned(),
+            log_path,
+            idle: Mutex::new(Vec::new()),
+            running: tokio::sync::Semaphore::new(READS_AT_ONCE),
+        });
         Ok(Self { writer, readers, tail, _checkpointer: checkpointer, _archiver: stop_archiver })
     }
 
@@ -237,6 +248,7 @@ impl SqliteStore {
         &self,
         work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let _turn = self.readers.running.acquire().await.map_err(|_| StoreError::Closed)?;
         let readers = Arc::clone(&self.readers);
         tokio::task::spawn_blocking(move || {
             let conn = readers.take()?;
@@ -304,6 +316,8 @@ struct ReadPool {
     path: PathBuf,
     log_path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// One permit per read running (see [`READS_AT_ONCE`]).
+    running: tokio::sync::Semaphore,
 }
 
 impl ReadPool {
