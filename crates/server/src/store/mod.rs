@@ -172,6 +172,37 @@ pub struct StoredRules {
     pub sanctions: Vec<Sanction>,
 }
 
+impl StoredRules {
+    /// Rules of a room as its row says, before its roles and sanctions are added.
+    fn from_row(kind: &str, slow_mode_secs: u32, frozen: bool) -> Self {
+        Self { kind: stored_kind(kind), slow_mode_secs, frozen, ..Self::default() }
+    }
+
+    /// Adds a role read from the database; one this version does not know (a role it
+    /// cannot grant) is left out, and logged.
+    fn add_role_row(&mut self, room: &str, user: String, role: &str) {
+        match Role::parse(role) {
+            Some(role) => self.roles.push((user, role)),
+            None => tracing::warn!(room, %user, %role, "unknown role in the database; ignored"),
+        }
+    }
+
+    /// Adds a sanction read from the database; one of a kind this version does not know
+    /// (it cannot enforce it) is left out, and logged.
+    fn add_sanction_row(&mut self, room: &str, user: String, kind: &str, until: Option<i64>, reason: Option<String>) {
+        match SanctionKind::parse(kind) {
+            Some(kind) => self.sanctions.push(Sanction { user, kind, until: until.map(Timestamp), reason }),
+            None => tracing::warn!(room, %user, %kind, "unknown sanction in the database; ignored"),
+        }
+    }
+}
+
+/// The kind stored as `text`. A spelling this version does not know (written by a newer
+/// Bavard, or by hand) reads as private: members only, rather than open to anyone.
+fn stored_kind(text: &str) -> RoomKind {
+    RoomKind::parse(text).unwrap_or(RoomKind::Private)
+}
+
 /// One change to a room's rules (see [`MessageStore::change_room`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuleChange {

@@ -313,14 +313,14 @@ fn row_to_message(room: &RoomName, row: &Row) -> Result<Message, StoreError> {
 }
 
 /// A row of `rooms` ([`ROOM_COLUMNS`]); None when its name is not a valid room name.
-/// A kind this version does not know reads as private (see [`rules::parse_kind`]).
+/// A kind this version does not know reads as private (see `store::stored_kind`).
 fn row_to_room(row: &Row) -> Result<Option<RoomRecord>, StoreError> {
     let Ok(room) = RoomName::new(row.try_get::<_, &str>(0)?) else { return Ok(None) };
     let created = Timestamp(row.try_get(3)?);
     Ok(Some(RoomRecord {
         room,
         topic: row.try_get(1)?,
-        kind: rules::parse_kind(row.try_get(2)?),
+        kind: super::stored_kind(row.try_get(2)?),
         created,
         last_seq: row.try_get::<_, i64>(4)? as u64,
         last_ts: row.try_get::<_, Option<i64>>(5)?.map_or(created, Timestamp),

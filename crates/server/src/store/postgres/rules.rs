@@ -3,10 +3,10 @@
 //! connections. They need no place in the writer's order: an append only ever touches
 //! a room's `last_seq` and `last_ts`, and the row lock orders it against a change.
 
-use bavard_protocol::{Role, RoomKind, RoomName, Timestamp, User};
+use bavard_protocol::{Role, RoomName, Timestamp, User};
 use tokio_postgres::{Client, Transaction};
 
-use crate::store::{AuditEntry, AuditRecord, NewRoom, RuleChange, Sanction, SanctionKind, StoreError, StoredRules};
+use crate::store::{AuditEntry, AuditRecord, NewRoom, RuleChange, Sanction, StoreError, StoredRules};
 
 /// Records `room` and, when it was new, its owner and `audit`, in one transaction;
 /// answers whether it was new.
@@ -108,12 +108,6 @@ async fn insert_audit(tx: &Transaction<'_>, room: &RoomName, entry: &AuditEntry)
     Ok(())
 }
 
-/// The kind stored as `text`. A spelling this version does not know (written by a newer
-/// Bavard, or by hand) reads as private: members only, rather than open to anyone.
-pub(super) fn parse_kind(text: &str) -> RoomKind {
-    RoomKind::parse(text).unwrap_or(RoomKind::Private)
-}
-
 /// `room`'s rules, read in one snapshot (a repeatable-read transaction); None when it
 /// has no row. Roles and sanctions come sorted by user (then kind, bytewise, as SQLite
 /// sorts); sanctions that ended by `now` are left out, and so are rows with a role or
@@ -135,21 +129,15 @@ pub(super) async fn read_rules(
     else {
         return Ok(None);
     };
-    let kind = parse_kind(row.try_get(0)?);
     let slow_mode_secs = u32::try_from(row.try_get::<_, i32>(1)?).unwrap_or(0);
-    let frozen = row.try_get(2)?;
-    let mut roles = Vec::new();
+    let mut rules = StoredRules::from_row(row.try_get(0)?, slow_mode_secs, row.try_get(2)?);
     for row in tx
         .query("SELECT user_id, role FROM room_roles WHERE room = $1 ORDER BY user_id COLLATE \"C\"", &[&name])
         .await?
     {
         let (user, role): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-        match Role::parse(&role) {
-            Some(role) => roles.push((user, role)),
-            None => tracing::warn!(room = name, %user, %role, "unknown role in the database; ignored"),
-        }
+        rules.add_role_row(name, user, &role);
     }
-    let mut sanctions = Vec::new();
     let rows = tx
         .query(
             "SELECT user_id, kind, until, reason FROM sanctions
@@ -159,14 +147,10 @@ pub(super) async fn read_rules(
         .await?;
     for row in rows {
         let (user, kind): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-        let (until, reason): (Option<i64>, Option<String>) = (row.try_get(2)?, row.try_get(3)?);
-        match SanctionKind::parse(&kind) {
-            Some(kind) => sanctions.push(Sanction { user, kind, until: until.map(Timestamp), reason }),
-            None => tracing::warn!(room = name, %user, %kind, "unknown sanction in the database; ignored"),
-        }
+        rules.add_sanction_row(name, user, &kind, row.try_get(2)?, row.try_get(3)?);
     }
     tx.commit().await?;
-    Ok(Some(StoredRules { kind, slow_mode_secs, frozen, roles, sanctions }))
+    Ok(Some(rules))
 }
 
 /// The newest `limit` audit entries of `room` with an id below `before`, newest first.

@@ -359,14 +359,14 @@ const COLUMNS: &str = "seq, ts, user_id, user_name, text, key, reply_to";
 const ROOM_COLUMNS: &str = "name, topic, kind, created_at, last_seq, last_ts, slow_mode_secs, frozen";
 
 /// A row of `rooms` ([`ROOM_COLUMNS`]); None when its name is not a valid room name.
-/// A kind this version does not know reads as private (see [`rules::parse_kind`]).
+/// A kind this version does not know reads as private (see `store::stored_kind`).
 fn row_to_room(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<RoomRecord>> {
     let Ok(room) = RoomName::new(&row.get::<_, String>(0)?) else { return Ok(None) };
     let created = Timestamp(row.get(3)?);
     Ok(Some(RoomRecord {
         room,
         topic: row.get(1)?,
-        kind: rules::parse_kind(&row.get::<_, String>(2)?),
+        kind: super::stored_kind(&row.get::<_, String>(2)?),
         created,
         last_seq: row.get::<_, i64>(4)? as u64,
         last_ts: row.get::<_, Option<i64>>(5)?.map_or(created, Timestamp),

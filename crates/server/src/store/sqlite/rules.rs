@@ -3,10 +3,10 @@
 //! one transaction with its audit entry), and the reads, on the read pool's connections
 //! (where that file is attached as `log`).
 
-use bavard_protocol::{Role, RoomKind, RoomName, Timestamp, User};
+use bavard_protocol::{Role, RoomName, Timestamp, User};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use crate::store::{AuditEntry, AuditRecord, NewRoom, RuleChange, Sanction, SanctionKind, StoreError, StoredRules};
+use crate::store::{AuditEntry, AuditRecord, NewRoom, RuleChange, Sanction, StoreError, StoredRules};
 
 /// Records `room` and, when it was new, its owner and `audit`, in one transaction;
 /// answers whether it was new.
@@ -94,12 +94,6 @@ fn insert_audit(tx: &Transaction<'_>, room: &RoomName, entry: &AuditEntry) -> Re
     Ok(())
 }
 
-/// The kind stored as `text`. A spelling this version does not know (written by a newer
-/// Bavard, or by hand) reads as private: members only, rather than open to anyone.
-pub(super) fn parse_kind(text: &str) -> RoomKind {
-    RoomKind::parse(text).unwrap_or(RoomKind::Private)
-}
-
 /// `room`'s rules, read in one snapshot; None when it has no row. Roles and sanctions
 /// come sorted by user (then kind); sanctions that ended by `now` are left out, and so
 /// are rows with a role or sanction kind this version does not know (a role it cannot
@@ -111,24 +105,19 @@ pub(super) fn read_rules(
 ) -> Result<Option<StoredRules>, StoreError> {
     let tx = conn.unchecked_transaction()?;
     let name = room.as_str();
-    let Some((kind, slow_mode_secs, frozen)) = tx
+    let Some(mut rules) = tx
         .prepare_cached("SELECT kind, slow_mode_secs, frozen FROM log.rooms WHERE name = ?1")?
-        .query_row([name], |row| Ok((parse_kind(&row.get::<_, String>(0)?), row.get(1)?, row.get(2)?)))
+        .query_row([name], |row| Ok(StoredRules::from_row(&row.get::<_, String>(0)?, row.get(1)?, row.get(2)?)))
         .optional()?
     else {
         return Ok(None);
     };
-    let mut roles = Vec::new();
     let mut statement =
         tx.prepare_cached("SELECT user_id, role FROM log.room_roles WHERE room = ?1 ORDER BY user_id")?;
     for row in statement.query_map([name], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))? {
         let (user, role) = row?;
-        match Role::parse(&role) {
-            Some(role) => roles.push((user, role)),
-            None => tracing::warn!(room = name, %user, %role, "unknown role in the database; ignored"),
-        }
+        rules.add_role_row(name, user, &role);
     }
-    let mut sanctions = Vec::new();
     let mut statement = tx.prepare_cached(
         "SELECT user_id, kind, until, reason FROM log.sanctions
          WHERE room = ?1 AND (until IS NULL OR until > ?2) ORDER BY user_id, kind",
@@ -138,12 +127,9 @@ pub(super) fn read_rules(
     })?;
     for row in rows {
         let (user, kind, until, reason) = row?;
-        match SanctionKind::parse(&kind) {
-            Some(kind) => sanctions.push(Sanction { user, kind, until: until.map(Timestamp), reason }),
-            None => tracing::warn!(room = name, %user, %kind, "unknown sanction in the database; ignored"),
-        }
+        rules.add_sanction_row(name, user, &kind, until, reason);
     }
-    Ok(Some(StoredRules { kind, slow_mode_secs, frozen, roles, sanctions }))
+    Ok(Some(rules))
 }
 
 /// The newest `limit` audit entries of `room` with an id below `before`, newest first.
