@@ -634,6 +634,10 @@ async fn rooms_rules_and_moderation_hold_on_every_node_and_after_a_restart_on_po
     .await;
     olivia.ok(json!({"op": "send", "room": "vault", "text": "across nodes"})).await;
     assert_eq!(sam_on_b.next_message_text().await, "across nodes");
+    // Typing on A reaches the member on B.
+    olivia.ok(json!({"op": "typing", "room": "vault"})).await;
+    let typing = sam_on_b.next_event_of("typing").await;
+    assert_eq!(typing["user"]["id"], "olivia", "{typing}");
 
     // A ban on A takes the user's connection on B out at once, and holds on B.
     olivia.ok(json!({"op": "ban", "room": "vault", "user": "sam", "reason": "enough"})).await;
