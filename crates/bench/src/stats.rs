@@ -276,8 +276,10 @@ mod tests {
     fn several_pids_are_summed_once_each() {
         assert_eq!(unique(&[3, 1, 3, 2, 1]), vec![3, 1, 2]);
         let me = std::process::id();
+        // This process's RSS moves while the other tests run: a pid given twice is
+        // counted once when the total stays well below twice one reading.
         let one = rss_total(&[me]).unwrap();
-        assert_eq!(rss_total(&[me, me]).unwrap(), one);
+        assert!(rss_total(&[me, me]).unwrap() < one + one / 2, "a pid given twice was counted twice");
         assert!(rss_report(&[me]).unwrap().ends_with(" MiB"));
         assert!(rss_report(&[]).is_none());
         let usage = CpuMeter::start(&[me, me]).stop();
