@@ -1,10 +1,10 @@
 //! Composition root: the only place that names concrete backends. [`start`] builds the
 //! store, hub and router exactly as `main` does, serves until told to stop, and shuts
 //! down in order: stop accepting, close every session (1001), commit what is queued.
-//! With `--tls-cert` and `--tls-key` it serves https and wss from [`crate::tls`]'s
-//! listener on the same port.
+//! With `--tls-cert` and `--tls-key` it serves https and wss on the same port
+//! ([`crate::tls`] loads the certificate; [`crate::net`] accepts and serves).
 
-use std::{future::IntoFuture, net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::{bail, ensure, Context};
 use bavard_protocol::Limits;
@@ -21,10 +21,10 @@ use crate::{
     config::{AuthMode, ServeConfig},
     hub::{self, Hub, HubSettings},
     metrics::Metrics,
-    net::NoDelayListener,
+    net::{self, ConnectionLimits},
     session::SessionSettings,
     store::{MessageStore, PgStore, SqliteStore},
-    tls::{self, HandshakeLimits, TlsListener},
+    tls,
 };
 
 /// Commit batches that may wait for the dispatcher before the store writer waits.
@@ -70,6 +70,8 @@ fn check(config: &ServeConfig) -> anyhow::Result<()> {
     ensure!(config.recovery_limit >= 1, "--recovery-limit must be at least 1");
     ensure!(config.rate_strikes >= 1, "--rate-strikes must be at least 1");
     ensure!(config.max_connections >= 1, "--max-connections must be at least 1");
+    ensure!(config.max_unfinished_requests >= 1, "--max-unfinished-requests must be at least 1");
+    ensure!(config.request_head_timeout_secs > 0.0, "--request-head-timeout-secs must be positive");
     ensure!(config.max_rooms_per_connection >= 1, "--max-rooms-per-connection must be at least 1");
     ensure!(config.heartbeat_secs > 0.0, "--heartbeat-secs must be positive");
     ensure!(
@@ -232,18 +234,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         metrics,
     };
     let grace = config.shutdown_grace();
-    let listener = NoDelayListener(listener);
-    // The peer's address tells the REST API whether a keyless write comes from loopback.
-    let router = api::router(state, cors).into_make_service_with_connect_info::<api::Peer>();
-    let stopping = shutdown.clone().cancelled_owned();
+    let router = api::router(state, cors, config.conformance_echo);
     let is_tls = tls.is_some();
-    let serving = match tls {
-        Some(tls) => {
-            let listener = TlsListener::new(listener, tls, HandshakeLimits::default())?;
-            tokio::spawn(axum::serve(listener, router).with_graceful_shutdown(stopping).into_future())
-        }
-        None => tokio::spawn(axum::serve(listener, router).with_graceful_shutdown(stopping).into_future()),
+    let limits = ConnectionLimits {
+        head_timeout: config.request_head_timeout(),
+        max_unfinished: config.max_unfinished_requests,
     };
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let serving = tokio::spawn(net::serve(listener, acceptor, router, limits, shutdown.clone()));
     let stop = shutdown.clone();
     let finished = tokio::spawn(async move {
         shutdown.cancelled().await;
@@ -256,7 +254,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
             tracing::warn!("the dispatcher did not stop within {grace:?}");
         }
         match tokio::time::timeout(grace, serving).await {
-            Ok(Ok(served)) => served.context("the HTTP server failed"),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e).context("the HTTP server task failed"),
             Err(_) => {
                 tracing::warn!("HTTP connections still open after {grace:?}; leaving them");

@@ -239,6 +239,25 @@ pub struct ServeConfig {
     #[arg(long, env = "BAVARD_MAX_CONNECTIONS", default_value_t = 19_000)]
     pub max_connections: usize,
 
+    /// Seconds a new connection has to finish its TLS handshake (with TLS) and send a
+    /// complete first request head, and a keep-alive connection to send the head of its
+    /// next request after a response; slower clients are closed (slow-loris defence;
+    /// WebSockets, once open, have `--idle-timeout-secs` instead).
+    #[arg(long, env = "BAVARD_REQUEST_HEAD_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub request_head_timeout_secs: f64,
+
+    /// Most connections at once that have not yet sent a complete first request head
+    /// (TLS handshakes included); a new connection past it closes the oldest of them.
+    #[arg(long, env = "BAVARD_MAX_UNFINISHED_REQUESTS", default_value_t = 1024)]
+    pub max_unfinished_requests: usize,
+
+    /// Also serve `GET /conformance/echo`, a WebSocket that sends every text and binary
+    /// message back unchanged, over the same framing, frame limit (`--max-frame-bytes`)
+    /// and close codes as `/ws`: for WebSocket conformance suites (Autobahn). Off by
+    /// default: it stores nothing but lets anyone who may connect bounce traffic.
+    #[arg(long, env = "BAVARD_CONFORMANCE_ECHO")]
+    pub conformance_echo: bool,
+
     /// PEM file with the TLS certificate chain, the server's own certificate first. With
     /// `--tls-key`, the server speaks https and wss on the `--listen` port (HTTP/1.1);
     /// give both or neither.
@@ -291,6 +310,11 @@ impl ServeConfig {
             0 => std::thread::available_parallelism().map_or(1, |cores| cores.get().saturating_sub(1).max(1)),
             n => n,
         }
+    }
+
+    /// `--request-head-timeout-secs` as a duration.
+    pub fn request_head_timeout(&self) -> Duration {
+        secs(self.request_head_timeout_secs)
     }
 
     /// Shutdown grace as a duration.

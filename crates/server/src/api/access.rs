@@ -8,12 +8,11 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use axum::{extract::connect_info::Connected, http::HeaderMap, serve::IncomingStream};
+use axum::http::HeaderMap;
 use bavard_protocol::ErrorCode;
-use tokio::net::TcpStream;
 
 use super::{auth::Caller, error::ApiError, AppState};
-use crate::{net::NoDelayListener, rate::RateLimiter, tls::TlsListener};
+use crate::rate::RateLimiter;
 
 /// Client addresses tracked at most; past it, the buckets of addresses that have not
 /// written for a while are dropped (a dropped address starts again with a full burst).
@@ -56,21 +55,10 @@ impl WriteRate {
 }
 
 /// The address of the client on the other end of a request, over any of the server's
-/// listeners (plain TCP or TLS): axum's `ConnectInfo` for it.
+/// listeners (plain TCP or TLS): axum's `ConnectInfo` for it, which `net.rs` puts in
+/// every request.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
-
-impl Connected<IncomingStream<'_, NoDelayListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, NoDelayListener>) -> Self {
-        Self(*stream.remote_addr())
-    }
-}
-
-impl Connected<IncomingStream<'_, TlsListener<TcpStream>>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener<TcpStream>>) -> Self {
-        Self(*stream.remote_addr())
-    }
-}
 
 /// Refuses a write unless the caller may write (401) and has not written too fast
 /// from its address (429); returns who writes.

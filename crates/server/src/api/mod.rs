@@ -59,7 +59,8 @@ pub struct AppState {
 }
 
 /// The whole HTTP router; `cors` (see [`cors::layer`]) wraps the `/api` routes only.
-pub fn router(state: AppState, cors: Option<cors::ApiCors>) -> Router {
+/// `conformance_echo` adds `GET /conformance/echo` (`--conformance-echo`).
+pub fn router(state: AppState, cors: Option<cors::ApiCors>, conformance_echo: bool) -> Router {
     // Every `/api` route goes here, so that CORS covers it.
     let mut api = Router::new()
         .route("/api/rooms", get(rooms::list).post(rooms::create))
@@ -77,7 +78,11 @@ pub fn router(state: AppState, cors: Option<cors::ApiCors>) -> Router {
     if let Some(cors) = cors {
         api = cors.apply(api);
     }
-    Router::new()
+    let mut router = Router::new();
+    if conformance_echo {
+        router = router.route("/conformance/echo", get(upgrade::conformance_echo));
+    }
+    router
         .route("/ws", get(upgrade::json))
         .route("/ws/chat", get(upgrade::plain_default))
         .route("/ws/chat/{room}", get(upgrade::plain_room))

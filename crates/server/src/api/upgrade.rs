@@ -140,6 +140,55 @@ async fn upgrade(
         }
     };
     state.tracker.spawn(task);
+    switching_protocols(accept)
+}
+
+/// `GET /conformance/echo` (only with `--conformance-echo`): the echo the Autobahn
+/// suite drives, with the upgrade checks and connection limits of `/ws` (origin,
+/// handshake, per address, in all) but no identity, and the same socket and frame limit.
+pub async fn conformance_echo(
+    State(state): State<AppState>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    mut request: Request,
+) -> Response {
+    if !state.origins.allows(request.headers()) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "this Origin may not open WebSockets here (see --public-url and --allowed-origins)",
+        );
+    }
+    let accept = match handshake_key(request.method(), request.headers()) {
+        Ok(accept) => accept,
+        Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
+    };
+    let Some(ip_slot) = state.ip_connections.open(peer.ip()) else {
+        state.metrics.limit_refused(Limit::ConnectionsPerIp);
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many connections from {}: close one first (--max-connections-per-ip)", peer.ip()),
+        );
+    };
+    let Ok(permit) = Arc::clone(&state.connections).try_acquire_owned() else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections; retry later");
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let (max_frame_bytes, idle_timeout) = (state.sessions.limits.max_frame_bytes, state.sessions.idle_timeout);
+    let shutdown = state.shutdown.clone();
+    state.tracker.spawn(async move {
+        let _permits = (permit, ip_slot);
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket = ServerSocket::new(TokioIo::new(upgraded), max_frame_bytes);
+                session::run_echo(socket, idle_timeout, shutdown).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+    switching_protocols(accept)
+}
+
+/// The 101 answer to a WebSocket handshake whose key gave `accept`.
+fn switching_protocols(accept: HeaderValue) -> Response {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();

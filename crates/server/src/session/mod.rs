@@ -9,6 +9,7 @@
 //! its [`SessionSettings`]: shared by every session already, so counting adds no
 //! memory per connection.
 
+mod echo;
 mod json;
 mod manage;
 mod plain;
@@ -70,6 +71,8 @@ pub struct SessionSettings {
     /// Verifies the tokens of `refresh` (None: no JWT key configured).
     pub jwt: Option<Arc<JwtVerifier>>,
 }
+
+pub use echo::run_echo;
 
 /// Why a session ended. [`End::close_frame`] is the one place that maps it to a code.
 #[derive(Debug)]
@@ -484,18 +487,24 @@ where
         }
         self.hub.disconnect(&self.me, self.rooms.drain());
         tracing::debug!(?end, "session ended");
-        let close = async {
-            let sent = match end.close_frame() {
-                Some(frame) => self.socket.send(WsMessage::Close(Some(frame))).await,
-                // Sends the reply to a client's close frame, queued when it was read.
-                None => self.socket.flush().await,
-            };
-            if sent.is_ok() {
-                while let Some(Ok(_)) = self.socket.next().await {}
-            }
-        };
-        let _closed_or_late = tokio::time::timeout(linger, close).await;
+        close_socket(&mut self.socket, &end, linger).await;
     }
+}
+
+/// Sends the close frame `end` calls for (or the reply to the client's close, queued
+/// when it was read), then reads and discards until the client answers or `linger`
+/// runs out.
+async fn close_socket<S: Socket>(socket: &mut S, end: &End, linger: Duration) {
+    let close = async {
+        let sent = match end.close_frame() {
+            Some(frame) => socket.send(WsMessage::Close(Some(frame))).await,
+            None => socket.flush().await,
+        };
+        if sent.is_ok() {
+            while let Some(Ok(_)) = socket.next().await {}
+        }
+    };
+    let _closed_or_late = tokio::time::timeout(linger, close).await;
 }
 
 /// When a token expiring at `unix_secs` (seconds since the Unix epoch) expires, on the

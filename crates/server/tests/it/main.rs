@@ -8,6 +8,7 @@ mod cluster;
 mod cors;
 mod guarantees;
 mod helpers;
+mod http_edges;
 mod json;
 mod json_errors;
 mod jwt;

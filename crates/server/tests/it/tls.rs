@@ -25,7 +25,7 @@ use crate::helpers::{bavard_command, close_code_of, http_exchange, spawn_with, t
 
 /// A self-signed certificate for `localhost` written as PEM files, and a client that
 /// trusts it (and only it).
-struct Pki {
+pub struct Pki {
     cert: PathBuf,
     key: PathBuf,
     connector: TlsConnector,
@@ -33,7 +33,7 @@ struct Pki {
 }
 
 impl Pki {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -42,13 +42,13 @@ impl Pki {
         Self { cert, key, connector: trusting(certified.cert.der().clone()), dir }
     }
 
-    fn configure(&self, config: &mut ServeConfig) {
+    pub fn configure(&self, config: &mut ServeConfig) {
         config.tls_cert = Some(self.cert.clone());
         config.tls_key = Some(self.key.clone());
     }
 
     /// A TLS connection to `addr`, checking the certificate against `localhost`.
-    async fn connect(&self, addr: std::net::SocketAddr) -> TlsStream<TcpStream> {
+    pub async fn connect(&self, addr: std::net::SocketAddr) -> TlsStream<TcpStream> {
         let tcp = within(TcpStream::connect(addr)).await.unwrap();
         tcp.set_nodelay(true).unwrap();
         let name = ServerName::try_from("localhost").unwrap();
@@ -56,7 +56,7 @@ impl Pki {
     }
 
     /// `GET path` over https: (status, body).
-    async fn get(&self, addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    pub async fn get(&self, addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         let tls = self.connect(addr).await;
         let (status, _, body) = http_exchange(tls, &format!("GET {path} HTTP/1.1\r\nHost: localhost")).await;
         (status, body)
