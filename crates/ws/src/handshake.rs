@@ -1,4 +1,4 @@
-//! The one piece of the HTTP handshake both the server and the echo example need:
+//! The one piece of the HTTP handshake that belongs with the framing (the server uses it):
 //! `Sec-WebSocket-Accept` from the client's `Sec-WebSocket-Key` (RFC 6455, 4.2.2).
 
 use sha1::{Digest, Sha1};

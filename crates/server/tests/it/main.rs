@@ -4,6 +4,7 @@
 
 mod abuse;
 mod auth;
+mod bad_input;
 mod cluster;
 mod cors;
 mod guarantees;
