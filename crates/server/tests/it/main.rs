@@ -6,6 +6,7 @@ mod abuse;
 mod auth;
 mod bad_input;
 mod cluster;
+mod conformance;
 mod cors;
 mod guarantees;
 mod helpers;
