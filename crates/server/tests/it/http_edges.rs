@@ -151,14 +151,19 @@ async fn a_new_connection_past_the_bound_closes_the_oldest_unfinished_one() {
     for _ in 0..10 {
         burst.push(connect(server.addr).await);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut open = 0;
-    for stream in &mut burst {
-        if still_open(stream, Duration::from_millis(50)).await {
-            open += 1;
+    // Until the server has accepted them all (a busy machine may take a moment).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut open = Vec::new();
+    while open.len() != 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        open.clear();
+        for (i, stream) in burst.iter_mut().enumerate() {
+            if still_open(stream, Duration::from_millis(20)).await {
+                open.push(i);
+            }
         }
     }
-    assert_eq!(open, 3, "{open} of 10 silent connections held (the bound is 3)");
+    assert_eq!(open, [7, 8, 9], "the silent connections held of 10 (the bound is 3: the newest)");
     server.stop().await;
 }
 
@@ -206,7 +211,7 @@ async fn over_tls_unfinished_handshakes_are_bounded_in_time_and_number() {
     let pki = Pki::new();
     let server = spawn_with(|c| {
         pki.configure(c);
-        c.request_head_timeout_secs = 1.0;
+        c.request_head_timeout_secs = 2.0;
         c.max_unfinished_requests = 2;
     })
     .await;
@@ -219,13 +224,14 @@ async fn over_tls_unfinished_handshakes_are_bounded_in_time_and_number() {
     // A full client past the bound of 2 closes the oldest (the silent one) and is served.
     let (status, body) = pki.get(server.addr, "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok"));
-    assert!(closed_within(&mut silent, Duration::from_millis(500)).await.is_some(), "the oldest handshake is open");
+    // Well before its 2 s are up.
+    assert!(closed_within(&mut silent, Duration::from_millis(1000)).await.is_some(), "the oldest handshake is open");
     // The other is closed by the time bound.
     assert!(closed_within(&mut halfway, Duration::from_secs(5)).await.is_some(), "a stalled handshake is open");
     // A finished handshake without a request is closed too.
     let mut handshaken = pki.connect(server.addr).await;
     let took =
         closed_within(&mut handshaken, Duration::from_secs(5)).await.expect("a TLS connection without a request");
-    assert!(took >= Duration::from_millis(500), "closed after {took:?}");
+    assert!(took >= Duration::from_millis(1000), "closed after {took:?}");
     server.stop().await;
 }
