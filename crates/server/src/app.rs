@@ -201,6 +201,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         let (hub, stop) = (Arc::clone(&hub), shutdown.clone());
         async move { hub.run_presence(stop).await }
     });
+    let http_metrics = Arc::clone(&metrics);
     let state = AppState {
         hub,
         sessions: Arc::new(SessionSettings {
@@ -241,7 +242,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         max_unfinished: config.max_unfinished_requests,
     };
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let serving = tokio::spawn(net::serve(listener, acceptor, router, limits, shutdown.clone()));
+    let serving = tokio::spawn(net::serve(listener, acceptor, router, limits, http_metrics, shutdown.clone()));
     let stop = shutdown.clone();
     let finished = tokio::spawn(async move {
         shutdown.cancelled().await;

@@ -59,10 +59,21 @@ pub enum Limit {
     RoomsPerConnection,
     /// A room's slow mode.
     SlowMode,
+    /// Connections closed without a complete request head in time (`net.rs`).
+    RequestHead,
+    /// Connections closed as the oldest of too many waiting for a first request head.
+    UnfinishedRequests,
 }
 
 impl Limit {
-    const ALL: [Self; 4] = [Self::UserRate, Self::ConnectionsPerIp, Self::RoomsPerConnection, Self::SlowMode];
+    const ALL: [Self; 6] = [
+        Self::UserRate,
+        Self::ConnectionsPerIp,
+        Self::RoomsPerConnection,
+        Self::SlowMode,
+        Self::RequestHead,
+        Self::UnfinishedRequests,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -70,6 +81,8 @@ impl Limit {
             Self::ConnectionsPerIp => "connections_per_ip",
             Self::RoomsPerConnection => "rooms_per_connection",
             Self::SlowMode => "slow_mode",
+            Self::RequestHead => "request_head",
+            Self::UnfinishedRequests => "unfinished_requests",
         }
     }
 }
@@ -127,7 +140,7 @@ pub struct Metrics {
     commit_batch: Histogram,
     delivery_latency: Histogram,
     http_requests: Family<HttpLabels, Counter>,
-    limit_refusals: [Counter; 4],
+    limit_refusals: [Counter; 6],
     auth_failures: Family<ReasonLabel, Counter>,
     moderation_actions: Family<ActionLabel, Counter>,
 }
@@ -223,7 +236,9 @@ impl Metrics {
             "limit_refusals",
             "Requests refused by an abuse limit: user_rate (messages per user across its connections), \
              connections_per_ip (upgrades answered 429), rooms_per_connection (joins refused), slow_mode \
-             (sends refused by a room's slow mode)",
+             (sends refused by a room's slow mode), request_head (connections closed without a complete \
+             request head within --request-head-timeout-secs), unfinished_requests (connections closed as \
+             the oldest past --max-unfinished-requests)",
             limits,
         );
 

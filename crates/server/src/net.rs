@@ -44,7 +44,10 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::api::Peer;
+use crate::{
+    api::Peer,
+    metrics::{Limit, Metrics},
+};
 
 /// The bounds put on connections that have not sent a complete request head yet.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +69,7 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     router: Router,
     limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut listener = listener;
@@ -82,7 +86,14 @@ pub async fn serve(
             tracing::warn!(error = %e, "cannot set TCP_NODELAY");
         }
         let ticket = unfinished.admit();
-        let connection = Connection { peer, router: router.clone(), limits, ticket, shutdown: shutdown.clone() };
+        let connection = Connection {
+            peer,
+            router: router.clone(),
+            limits,
+            ticket,
+            metrics: Arc::clone(&metrics),
+            shutdown: shutdown.clone(),
+        };
         connections.spawn(connection.run(tcp, tls.clone()));
     }
     drop(listener);
@@ -96,6 +107,7 @@ struct Connection {
     router: Router,
     limits: ConnectionLimits,
     ticket: TicketHandle,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 }
 
@@ -105,14 +117,18 @@ impl Connection {
         let Some(acceptor) = tls else { return self.serve_http(tcp, deadline).await };
         let handshake = tokio::select! {
             handshake = tokio::time::timeout_at(deadline, acceptor.accept(tcp)) => handshake,
-            () = self.ticket.evicted.cancelled() => return,
+            () = self.ticket.evicted.cancelled() => {
+                self.metrics.limit_refused(Limit::UnfinishedRequests);
+                return;
+            }
             () = self.shutdown.cancelled() => return,
         };
         match handshake {
             Ok(Ok(tls)) => self.serve_http(tls, deadline).await,
             Ok(Err(e)) => tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed"),
             Err(_) => {
-                tracing::debug!(peer = %self.peer, "TLS handshake not done within {:?}", self.limits.head_timeout)
+                self.metrics.limit_refused(Limit::RequestHead);
+                tracing::debug!(peer = %self.peer, "TLS handshake not done within {:?}", self.limits.head_timeout);
             }
         }
     }
@@ -121,7 +137,7 @@ impl Connection {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Self { peer, router, limits, ticket, shutdown } = self;
+        let Self { peer, router, limits, ticket, metrics, shutdown } = self;
         let router = TowerToHyperService::new(router);
         let started = Arc::clone(&ticket);
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
@@ -146,21 +162,26 @@ impl Connection {
         let (mut watching, mut draining) = (true, false);
         loop {
             tokio::select! {
-                served = connection.as_mut() => {
-                    if let Err(e) = served {
-                        tracing::debug!(%peer, error = %e, "HTTP connection ended");
-                    }
-                    return;
-                }
+                // The deadline first: when hyper's own header timer fires in the same
+                // tick, the close is still counted as this bound's.
+                biased;
                 () = &mut head_watch, if watching => {
                     watching = false;
                     if !ticket.give_up() {
                         continue;
                     }
                     if ticket.evicted.is_cancelled() {
+                        metrics.limit_refused(Limit::UnfinishedRequests);
                         tracing::debug!(%peer, "closed: the oldest of too many connections without a complete request");
                     } else {
+                        metrics.limit_refused(Limit::RequestHead);
                         tracing::debug!(%peer, "closed: no complete request head within {:?}", limits.head_timeout);
+                    }
+                    return;
+                }
+                served = connection.as_mut() => {
+                    if let Err(e) = served {
+                        tracing::debug!(%peer, error = %e, "HTTP connection ended");
                     }
                     return;
                 }

@@ -94,6 +94,8 @@ async fn a_silent_connection_is_closed_after_the_head_timeout() {
     assert!(closed_within(&mut partial, Duration::from_secs(6)).await.is_some(), "a half-sent head is still open");
     let (status, _, body) = http_exchange(connect(server.addr).await, "GET /healthz HTTP/1.1\r\nHost: x").await;
     assert_eq!((status, body.as_str()), (200, "ok"));
+    let counted = server.metric(r#"bavard_limit_refusals_total{limit="request_head"}"#).await;
+    assert_eq!(counted, Some(2.0), "both closes are counted");
     server.stop().await;
 }
 
@@ -164,6 +166,10 @@ async fn a_new_connection_past_the_bound_closes_the_oldest_unfinished_one() {
         }
     }
     assert_eq!(open, [7, 8, 9], "the silent connections held of 10 (the bound is 3: the newest)");
+    // s0, s1, then s2, the fourth and the burst's first seven; the metrics request
+    // itself closes the burst's eighth when it is accepted.
+    let counted = server.metric(r#"bavard_limit_refusals_total{limit="unfinished_requests"}"#).await;
+    assert_eq!(counted, Some(12.0));
     server.stop().await;
 }
 
