@@ -65,14 +65,13 @@ pub struct ConnectionLimits {
 /// serving, and returns once every connection is closed. Upgraded connections (the
 /// WebSockets) are not waited for: they belong to the session tasks.
 pub async fn serve(
-    listener: TcpListener,
+    mut listener: TcpListener,
     tls: Option<TlsAcceptor>,
     router: Router,
     limits: ConnectionLimits,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let mut listener = listener;
     let unfinished = Arc::new(Unfinished::new(limits.max_unfinished));
     let connections = TaskTracker::new();
     loop {
