@@ -256,7 +256,7 @@ pub async fn messages(
     let MessagesQuery { before, after, limit } = query;
     check_seq("before", before)?;
     check_seq("after", after)?;
-    Request::History(HistoryRequest { room: room.clone(), before, after, limit }).validate(usize::MAX)?;
+    Request::History(HistoryRequest { room: room.clone(), before, after, limit, thread: None }).validate(usize::MAX)?;
     exists(&state, &room).await?;
     let caller = state.auth.rest(&headers, peer.0)?;
     may_read(&state, &caller, &room).await?;
@@ -295,7 +295,7 @@ pub async fn publish(
     };
     let NewMessage { text, from, reply_to } = message;
     check_seq("reply_to", reply_to)?;
-    let send = SendRequest { room: room.clone(), text, key, reply_to };
+    let send = SendRequest { room: room.clone(), text, key, reply_to, stream: false };
     send.validate(state.sessions.limits.max_text_chars)?;
     let name = match from {
         Some(author) => display_name(&author.name).map_err(|e| ApiError::new(ErrorCode::BadRequest, e))?,
@@ -309,8 +309,8 @@ pub async fn publish(
         Caller::Admin(actor) if *actor == Actor::api() => User { id: format!("api:{name}"), name },
         _ => actor.user.clone(),
     };
-    let SendRequest { room, text, key, reply_to } = send;
-    let pending = state.hub.publish_as(actor, author, Post { room: room.clone(), text, key, reply_to }).await?;
+    let SendRequest { room, text, key, reply_to, stream } = send;
+    let pending = state.hub.publish_as(actor, author, Post { room: room.clone(), text, key, reply_to, stream }).await?;
     state.metrics.message_accepted(Route::Rest);
     let posted = pending.await?;
     let reply = SendReply { room, seq: posted.seq, ts: posted.ts, duplicate: posted.duplicate };

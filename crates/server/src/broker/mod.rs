@@ -83,6 +83,17 @@ pub enum ClusterBody {
         /// Who types.
         user: User,
     },
+    /// An event for the room's JSON members (an edit, a reaction, a read position...),
+    /// as its JSON frame; only for `only_user`'s connections when set.
+    RoomEvent {
+        /// The room.
+        room: RoomName,
+        /// The frame, encoded.
+        event: String,
+        /// Whose connections alone receive it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        only_user: Option<String>,
+    },
 }
 
 /// What a node hears from its broker.

@@ -588,6 +588,16 @@ impl Room {
         true
     }
 
+    /// The seq of the last message delivered to the room's members.
+    pub(super) fn delivered_seq(&self) -> u64 {
+        self.lock().delivered
+    }
+
+    /// Sends `frame` to the room's JSON members but those `skip` names.
+    pub(super) fn to_json(&self, frame: &Frame, skip: impl Fn(&Subscriber) -> bool) {
+        self.lock().to_json_members(frame, skip);
+    }
+
     #[cfg(test)]
     fn visits(&self) -> usize {
         self.lock().visits.take()

@@ -117,7 +117,7 @@ where
             return self.feed_error(id.as_ref(), &ErrorBody::new(ErrorCode::Forbidden, message)).await;
         }
         let limit = join.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
-        match self.hub.join(&self.me, &join.room, join.since, limit).await {
+        match self.hub.join(&self.me, &join.room, join.since, join.since_rev, limit).await {
             Ok(reply) => {
                 self.rooms.insert(join.room);
                 self.reply(id, &reply).await
@@ -127,8 +127,8 @@ where
     }
 
     async fn send(&mut self, id: Option<RequestId>, send: SendRequest) -> Result<(), End> {
-        let SendRequest { room, text, key, reply_to } = send;
-        let post = Post { room: room.clone(), text, key, reply_to };
+        let SendRequest { room, text, key, reply_to, stream } = send;
+        let post = Post { room: room.clone(), text, key, reply_to, stream };
         match self.hub.publish(&self.me, post).await {
             Ok(pending) => {
                 self.settings.metrics.message_accepted(Route::Ws);
