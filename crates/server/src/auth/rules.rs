@@ -65,12 +65,6 @@ fn until_text(sanction: &Sanction) -> String {
 }
 
 impl RoomRules {
-    /// The rules of a room as stored (None: a room without a record, public and bare).
-    pub fn from_stored(stored: Option<StoredRules>) -> Self {
-        let Some(stored) = stored else { return Self::default() };
-        Self::with(stored)
-    }
-
     /// The rules of a room named `room` as stored: a room without a record is public
     /// and bare, except under a direct room's name, which nobody may take before `dm`
     /// made it (a direct room without its two users).
@@ -259,11 +253,14 @@ mod tests {
     }
 
     fn rules(kind: RoomKind, roles: &[(&str, Role)]) -> RoomRules {
-        RoomRules::from_stored(Some(StoredRules {
-            kind,
-            roles: roles.iter().map(|(u, r)| ((*u).to_owned(), *r)).collect(),
-            ..StoredRules::default()
-        }))
+        RoomRules::of_room(
+            "r",
+            Some(StoredRules {
+                kind,
+                roles: roles.iter().map(|(u, r)| ((*u).to_owned(), *r)).collect(),
+                ..StoredRules::default()
+            }),
+        )
     }
 
     fn sanction(user: &str, kind: SanctionKind, until: Option<i64>) -> RuleChange {

@@ -53,7 +53,7 @@ use futures_util::StreamExt;
 #[cfg(test)]
 pub(crate) use commits::Reported;
 pub use commits::{commit_stream, CommitSender, CommitStream};
-pub use messaging::{direct_room_name, Change, DIRECT_PREFIX};
+pub use messaging::{Change, DIRECT_PREFIX};
 pub use moderation::{RoomChanges, Sanctioning};
 pub use outbox::{Frame, Outbox, Taken};
 pub use quota::Quota;

@@ -10,6 +10,7 @@ use super::{End, SentOutcome, Session, Socket};
 use crate::{
     hub::{HubError, Post},
     metrics::{Limit, Route},
+    store::PageQuery,
 };
 
 /// The event sent just before closing with 1001.
@@ -153,7 +154,17 @@ where
     async fn history(&mut self, id: Option<RequestId>, history: HistoryRequest) -> Result<(), End> {
         let limit = history.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
         let who = self.me.who();
-        match self.hub.history(who, &history.room, history.before, history.after, limit).await {
+        let page = match history.thread {
+            Some(root) => {
+                let query = match history.after {
+                    Some(after) => PageQuery::After { after, before: history.before, limit },
+                    None => PageQuery::After { after: 0, before: history.before, limit },
+                };
+                self.hub.thread(who, &history.room, root, query).await
+            }
+            None => self.hub.history(who, &history.room, history.before, history.after, limit).await,
+        };
+        match page {
             Ok(page) => self.reply(id, &page).await,
             Err(e) => self.feed_error(id.as_ref(), &hub_error(e)).await,
         }
