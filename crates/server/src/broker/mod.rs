@@ -239,6 +239,13 @@ mod tests {
             text: "hé".into(),
             key: Some("k".into()),
             reply_to: None,
+            edited_at: None,
+            deleted: false,
+            streaming: false,
+            reactions: Vec::new(),
+            reply_count: 0,
+            last_reply_at: None,
+            rev: 0,
         };
         for body in [
             ClusterBody::Messages { messages: vec![Arc::new(message)] },

@@ -659,6 +659,13 @@ mod tests {
             text: "hello".into(),
             key: None,
             reply_to: None,
+            edited_at: None,
+            deleted: false,
+            streaming: false,
+            reactions: Vec::new(),
+            reply_count: 0,
+            last_reply_at: None,
+            rev: 0,
         };
         let message = Arc::new(message);
         let delivered = room.deliver(&[&message]);
@@ -687,6 +694,13 @@ mod tests {
             text: format!("m{seq}"),
             key: None,
             reply_to: None,
+            edited_at: None,
+            deleted: false,
+            streaming: false,
+            reactions: Vec::new(),
+            reply_count: 0,
+            last_reply_at: None,
+            rev: 0,
         })
     }
 

@@ -24,6 +24,8 @@ fn node(name: &str, broker: &Arc<InProcessBroker>, dir: &std::path::Path) -> Arc
         user_rate_per_second: 0.0,
         user_rate_burst: 1,
         presence_lease: Duration::from_secs(15),
+        max_text_chars: 4000,
+        read_receipts_max_members: 100,
     };
     let hub = Arc::new(Hub::new(Arc::new(store), Arc::clone(broker) as Arc<dyn Broker>, settings, Arc::default()));
     tokio::spawn({
@@ -49,7 +51,7 @@ fn member(hub: &Hub, name: &str) -> Arc<Subscriber> {
 const NOBODY: crate::auth::Who<'static> = crate::auth::Who { id: "u_nobody", admin: false };
 
 fn post(room: &RoomName, text: &str) -> Post {
-    Post { room: room.clone(), text: text.to_owned(), key: None, reply_to: None }
+    Post { room: room.clone(), text: text.to_owned(), key: None, reply_to: None, stream: false }
 }
 
 /// The `(seq, text)` of every `message` event in the member's outbox, waiting until
@@ -82,8 +84,8 @@ async fn two_hubs_on_one_broker_deliver_each_others_commits_once_without_storing
     let (a, b) = (node("a", &broker, dir.path()), node("b", &broker, dir.path()));
     let room = RoomName::new("lobby").unwrap();
     let (alice, bob) = (member(&a, "alice"), member(&b, "bob"));
-    within(a.join(&alice, &room, None, 0)).await.unwrap();
-    within(b.join(&bob, &room, None, 0)).await.unwrap();
+    within(a.join(&alice, &room, None, None, 0)).await.unwrap();
+    within(b.join(&bob, &room, None, None, 0)).await.unwrap();
 
     for text in ["one", "two"] {
         let posted = within(within(a.publish(&alice, post(&room, text))).await.unwrap()).await.unwrap();
@@ -124,12 +126,12 @@ async fn a_join_since_the_largest_seq_recovers_nothing() {
     let hub = node("solo", &Arc::new(InProcessBroker::new(4)), dir.path());
     let room = RoomName::new("lobby").unwrap();
     let alice = member(&hub, "alice");
-    within(hub.join(&alice, &room, None, 0)).await.unwrap();
+    within(hub.join(&alice, &room, None, None, 0)).await.unwrap();
     within(within(hub.publish(&alice, post(&room, "hello"))).await.unwrap()).await.unwrap();
     // Delivered, so the room's seq is 1 when bob joins.
     assert_eq!(messages(&alice, 1).await, vec![(1, "hello".to_owned())]);
     let bob = member(&hub, "bob");
-    let reply = within(hub.join(&bob, &room, Some(u64::MAX), 10)).await.unwrap();
+    let reply = within(hub.join(&bob, &room, Some(u64::MAX), None, 10)).await.unwrap();
     assert!(reply.messages.is_empty(), "{:?}", reply.messages);
     assert_eq!(reply.seq, 1);
 }

@@ -97,7 +97,7 @@ async fn messages_are_stored_with_gap_free_seqs_before_they_are_broadcast() {
         client.recv().await;
         let mut reader = server.json("reader").await;
         let page =
-            within(reader.history(HistoryRequest { room: room("stored"), before: None, after: None, limit: None }))
+            within(reader.history(HistoryRequest { room: room("stored"), before: None, after: None, limit: None, thread: None }))
                 .await
                 .unwrap();
         let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();

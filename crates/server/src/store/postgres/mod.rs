@@ -600,7 +600,7 @@ mod tests {
             from: user("u_1"),
             text: text.into(),
             key: key.map(Into::into),
-            reply_to: None,
+            reply_to: None, streaming: false,
         }
     }
 

@@ -796,7 +796,7 @@ mod tests {
     }
 
     fn new_room(name: &str, kind: RoomKind, owner: Option<&str>) -> NewRoom {
-        NewRoom { room: room(name), kind, topic: "about it".into(), owner: owner.map(Into::into) }
+        NewRoom { room: room(name), kind, topic: "about it".into(), owner: owner.map(Into::into), members: Vec::new() }
     }
 
     fn sanction(user: &str, kind: SanctionKind, until: Option<Timestamp>, reason: Option<&str>) -> Sanction {
