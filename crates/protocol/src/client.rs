@@ -421,6 +421,7 @@ mod tests {
                 before: Some(10),
                 after: None,
                 limit: Some(5),
+                thread: None,
             }),
         };
         assert_eq!(ClientFrame::parse(&frame.to_json()).unwrap(), frame);
@@ -450,6 +451,7 @@ mod tests {
                 text: text.into(),
                 key: key.map(Into::into),
                 reply_to: None,
+                stream: false,
             })
         };
         assert!(send("hé", None).validate(2).is_ok());

@@ -55,7 +55,7 @@ pub struct Message {
     /// When its latest reply was stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reply_at: Option<Timestamp>,
-    /// The room's change number of its last change (edit, delete, reaction, append);
+    /// The room's change number of its last change (edit, delete, reaction, append, finish);
     /// absent for a message never changed.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rev: u64,
@@ -159,8 +159,9 @@ pub struct JoinReply {
     /// With `since`: whether `messages` is the whole gap (if not, page the rest with `history`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovered: Option<bool>,
-    /// The room's change number: how many edits, deletes, reactions and appends it has
-    /// seen. Pass the highest `rev` seen as `since_rev` when joining again.
+    /// The room's change number: how many edits, deletes, reactions (added or taken
+    /// back), appends and finishes it has seen. Pass the highest `rev` seen as
+    /// `since_rev` when joining again.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rev: u64,
     /// With `since_rev`: the messages up to `since` changed after it, in the order of
