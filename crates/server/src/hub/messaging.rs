@@ -189,7 +189,8 @@ impl Hub {
     /// else the user's own connections.
     pub async fn mark_read(&self, who: Who<'_>, user: &User, room: &RoomName, seq: u64) -> Result<ReadReply, HubError> {
         self.check_read(who, room).await?;
-        let last = self.store.room(room.clone()).await?.map_or(0, |record| record.last_seq);
+        let record = self.store.room(room.clone()).await?;
+        let last = record.ok_or_else(|| HubError::UnknownRoom(room.clone()))?.last_seq;
         let position = self.store.mark_read(room.clone(), user.id.clone(), seq.min(last)).await?;
         let unread = self.store.unread(room.clone(), user.id.clone()).await?;
         let everyone = self.online_count(room) <= self.settings.read_receipts_max_members;

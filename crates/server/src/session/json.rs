@@ -156,9 +156,12 @@ where
         let who = self.me.who();
         let page = match history.thread {
             Some(root) => {
-                let query = match history.after {
-                    Some(after) => PageQuery::After { after, before: history.before, limit },
-                    None => PageQuery::After { after: 0, before: history.before, limit },
+                // Like `history`: with `after`, forward from it; with only `before`, the
+                // replies nearest below it; with neither, the thread from its start.
+                let query = match (history.after, history.before) {
+                    (Some(after), before) => PageQuery::After { after, before, limit },
+                    (None, Some(before)) => PageQuery::Before { before: Some(before), limit },
+                    (None, None) => PageQuery::After { after: 0, before: None, limit },
                 };
                 self.hub.thread(who, &history.room, root, query).await
             }
