@@ -178,7 +178,8 @@ async fn query(
                 random ^= random >> 7;
                 random ^= random << 17;
                 let before = deep.then(|| u64::from(limit) + 1 + random % head.max(1));
-                let request = HistoryRequest { room: room.clone(), before, after: None, limit: Some(limit), thread: None };
+                let request =
+                    HistoryRequest { room: room.clone(), before, after: None, limit: Some(limit), thread: None };
                 let t0 = now_us();
                 let page = conn.history(request).await?;
                 stats::record(&mut histogram, now_us() - t0);

@@ -13,8 +13,8 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{oneshot, Mutex};
 
 use super::{
-    Appended, AuditEntry, AuditRecord, ChangeMessage, ChangeRefused, Changed, MessageStore, NewMessage, NewRoom, Page, PageQuery, PendingAppend, RoomRecord,
-    RuleChange, Sanction, StoreError, StoredRules, Viewer,
+    Appended, AuditEntry, AuditRecord, ChangeMessage, ChangeRefused, Changed, MessageStore, NewMessage, NewRoom, Page,
+    PageQuery, PendingAppend, RoomRecord, RuleChange, Sanction, StoreError, StoredRules, Viewer,
 };
 use crate::hub::CommitSender;
 
@@ -256,7 +256,12 @@ impl MessageStore for MemoryStore {
         Box::pin(async { Err(StoreError::Database("the memory store keeps no changes".into())) })
     }
 
-    fn annotate(&self, _: RoomName, messages: Vec<Message>, _: Viewer) -> BoxFuture<'_, Result<Vec<Message>, StoreError>> {
+    fn annotate(
+        &self,
+        _: RoomName,
+        messages: Vec<Message>,
+        _: Viewer,
+    ) -> BoxFuture<'_, Result<Vec<Message>, StoreError>> {
         Box::pin(async { Ok(messages) })
     }
 
@@ -272,7 +277,13 @@ impl MessageStore for MemoryStore {
         Box::pin(async { Ok(0) })
     }
 
-    fn changed_since(&self, _: RoomName, _: u64, _: u64, _: u32) -> BoxFuture<'_, Result<(Vec<u64>, bool), StoreError>> {
+    fn changed_since(
+        &self,
+        _: RoomName,
+        _: u64,
+        _: u64,
+        _: u32,
+    ) -> BoxFuture<'_, Result<(Vec<u64>, bool), StoreError>> {
         Box::pin(async { Ok((Vec::new(), false)) })
     }
 
@@ -318,7 +329,13 @@ mod tests {
         let (commits, _unread) = crate::hub::commit_stream(1);
         let store = MemoryStore::new(commits);
         let team = RoomName::new("team").unwrap();
-        let new = NewRoom { room: team.clone(), kind: RoomKind::Private, topic: "t".into(), owner: Some("u_1".into()), members: Vec::new() };
+        let new = NewRoom {
+            room: team.clone(),
+            kind: RoomKind::Private,
+            topic: "t".into(),
+            owner: Some("u_1".into()),
+            members: Vec::new(),
+        };
         assert!(store.create_room(new.clone(), entry("create")).await.unwrap());
         assert!(!store.create_room(new, entry("again")).await.unwrap());
         let past = Timestamp(Timestamp::now().millis() - 1);

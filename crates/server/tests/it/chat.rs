@@ -349,3 +349,94 @@ async fn edits_deletes_and_reactions_are_recovered_in_order_after_a_restart() {
     let again = back.ok(json!({"op": "join", "room": "durable", "since": since, "since_rev": revs[2]})).await;
     assert!(again.get("changed").is_none(), "{again}");
 }
+
+#[tokio::test]
+async fn the_rest_api_edits_streams_reacts_searches_reads_and_opens_direct_rooms() {
+    let server = spawn_with(with_secret).await;
+    let mut alice = joined(&server, "alice", "api").await;
+    let url = |path: &str| server.http(path);
+    // A bot streams through the API key (loopback, no key configured: the admin).
+    let body = json!({"text": "Thinking", "stream": true, "from": {"name": "bot"}});
+    let sent = rest("POST", &url("/api/rooms/api/messages"), None, Some(&body)).await;
+    assert_eq!(sent.status, 201, "{}", sent.body);
+    let seq = sent.json()["seq"].as_u64().unwrap();
+    let streamed = alice.next_event_of("message").await;
+    assert_eq!((&streamed["streaming"], &streamed["from"]["id"]), (&json!(true), &json!("api:bot")), "{streamed}");
+    let more = json!({"text": "... done", "from": {"name": "bot"}});
+    let appended = rest("POST", &url(&format!("/api/rooms/api/messages/{seq}/append")), None, Some(&more)).await;
+    assert_eq!(appended.status, 200, "{}", appended.body);
+    assert_eq!(alice.next_event_of("append").await["text"], "... done");
+    // Another author cannot finish it.
+    let other = json!({"from": {"name": "intruder"}});
+    let refused = rest("POST", &url(&format!("/api/rooms/api/messages/{seq}/finish")), None, Some(&other)).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let bot = json!({"from": {"name": "bot"}});
+    let finished = rest("POST", &url(&format!("/api/rooms/api/messages/{seq}/finish")), None, Some(&bot)).await;
+    assert_eq!(finished.status, 200, "{}", finished.body);
+    assert_eq!(alice.next_event_of("finished").await["seq"], seq);
+
+    // A user edits and reacts with its token; a reply goes into a thread.
+    let mine = seq_of(&alice.ok(send("api", "typo")).await);
+    let alice_token = token("alice");
+    let edited = rest(
+        "PATCH",
+        &url(&format!("/api/rooms/api/messages/{mine}")),
+        Some(&alice_token),
+        Some(&json!({"text": "fixed"})),
+    )
+    .await;
+    assert_eq!(edited.status, 200, "{}", edited.body);
+    let not_mine =
+        rest("PATCH", &url(&format!("/api/rooms/api/messages/{seq}")), Some(&alice_token), Some(&json!({"text": "x"})))
+            .await;
+    assert_eq!(not_mine.status, 403, "{}", not_mine.body);
+    let reacted =
+        rest("PUT", &url(&format!("/api/rooms/api/messages/{mine}/reactions/%F0%9F%91%8D")), Some(&alice_token), None)
+            .await;
+    assert_eq!(reacted.status, 200, "{}", reacted.body);
+    alice.ok(json!({"op": "send", "room": "api", "text": "in thread", "reply_to": mine})).await;
+    let thread = rest("GET", &url(&format!("/api/rooms/api/messages?thread={mine}")), None, None).await;
+    assert_eq!(thread.json()["messages"][0]["text"], "in thread", "{}", thread.body);
+    let page = rest("GET", &url("/api/rooms/api/messages"), Some(&alice_token), None).await.json();
+    let fixed = page["messages"].as_array().unwrap().iter().find(|m| m["seq"] == mine).unwrap().clone();
+    assert_eq!(
+        (&fixed["text"], &fixed["reactions"][0]["me"], &fixed["reply_count"]),
+        (&json!("fixed"), &json!(true), &json!(1)),
+        "{fixed}"
+    );
+
+    // Search, anonymously in a public room, once archived.
+    let found = within(async {
+        loop {
+            let found = rest("GET", &url("/api/rooms/api/search?q=fix"), None, None).await;
+            assert_eq!(found.status, 200, "{}", found.body);
+            if found.json()["messages"].as_array().is_some_and(|m| !m.is_empty()) {
+                break found.json();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(found["messages"][0]["seq"], mine);
+    let bad = rest("GET", &url("/api/rooms/api/search?q=%20"), None, None).await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+
+    // bob reads part of the room; the directory reports his unread count.
+    let bob_token = token("bob");
+    let read = rest("POST", &url("/api/rooms/api/read"), Some(&bob_token), Some(&json!({"seq": seq}))).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    let unread = read.json()["unread"].as_u64().unwrap();
+    assert_eq!(unread, 2, "alice's two messages after the bot's: {}", read.body);
+    let listed = rest("GET", &url("/api/rooms"), Some(&bob_token), None).await.json();
+    let room = listed["rooms"].as_array().unwrap().iter().find(|r| r["room"] == "api").unwrap().clone();
+    assert_eq!(room["unread"], unread, "{room}");
+    let anonymous = rest("GET", &url("/api/rooms"), None, None).await.json();
+    assert!(anonymous["rooms"][0].get("unread").is_none(), "{anonymous}");
+
+    // Direct rooms over REST: the same room as over the WebSocket.
+    let dm = rest("POST", &url("/api/dm"), Some(&bob_token), Some(&json!({"user": "alice"}))).await;
+    assert_eq!(dm.status, 200, "{}", dm.body);
+    assert_eq!(dm.json()["room"], alice.ok(json!({"op": "dm", "user": "bob"})).await["room"]);
+    let by_key = rest("POST", &url("/api/dm"), None, Some(&json!({"user": "alice"}))).await;
+    assert_eq!(by_key.status, 403, "{}", by_key.body);
+}

@@ -600,7 +600,8 @@ mod tests {
             from: user("u_1"),
             text: text.into(),
             key: key.map(Into::into),
-            reply_to: None, streaming: false,
+            reply_to: None,
+            streaming: false,
         }
     }
 
