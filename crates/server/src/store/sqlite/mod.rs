@@ -1052,7 +1052,7 @@ mod tests {
         let path = dir.path().join("t.db");
         Connection::open(journal_path(&path)).unwrap().execute_batch(JOURNAL_V2).unwrap();
         let store = open_store(&path);
-        assert_eq!(journal_version(&path), 3);
+        assert_eq!(journal_version(&path), JOURNAL_VERSION);
         let old = store.room(room("old")).await.unwrap().unwrap();
         assert_eq!(
             (old.kind, old.topic.as_str(), old.created, old.slow_mode_secs, old.frozen),
@@ -1069,7 +1069,7 @@ mod tests {
         drop(store);
         // Opening a version 3 file again changes nothing.
         let store = open_store(&path);
-        assert_eq!(journal_version(&path), 3);
+        assert_eq!(journal_version(&path), JOURNAL_VERSION);
         assert!(store.rules(room("old")).await.unwrap().unwrap().frozen);
         assert_eq!(actions(&store.audit(room("old"), None, 10).await.unwrap()), ["frozen"]);
         store.close().await;
