@@ -145,3 +145,75 @@ fn members_cursors_are_the_numbers_the_hub_writes() {
         assert_eq!(parse_cursor(refused), None, "{refused:?}");
     }
 }
+
+/// The events of type `kind` in the member's outbox, waiting until there are `count`.
+async fn events_of(member: &Subscriber, kind: &str, count: usize) -> Vec<serde_json::Value> {
+    let mut seen = Vec::new();
+    within(async {
+        while seen.len() < count {
+            let mut frames = VecDeque::new();
+            if let Taken::Frames = member.outbox.take(&mut frames) {
+                for frame in frames {
+                    let event: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+                    if event["type"] == kind {
+                        seen.push(event);
+                    }
+                }
+            } else {
+                member.outbox.changed().await;
+            }
+        }
+    })
+    .await;
+    seen
+}
+
+#[tokio::test]
+async fn changes_to_messages_reach_the_members_on_other_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Arc::new(InProcessBroker::new(64));
+    let (a, b) = (node("a", &broker, dir.path()), node("b", &broker, dir.path()));
+    let room = RoomName::new("lobby").unwrap();
+    let (alice, bob) = (member(&a, "alice"), member(&b, "bob"));
+    within(a.join(&alice, &room, None, None, 0)).await.unwrap();
+    within(b.join(&bob, &room, None, None, 0)).await.unwrap();
+    let posted = within(within(a.publish(&alice, post(&room, "helo"))).await.unwrap()).await.unwrap();
+    let actor = crate::auth::Actor { user: alice.user.clone(), standing: crate::auth::Standing::Signed };
+    within(a.change_message(&actor, &room, posted.seq, Change::Edit("hello".into()))).await.unwrap();
+    within(a.change_message(&actor, &room, posted.seq, Change::React("👍".into(), true))).await.unwrap();
+    let edited = events_of(&bob, "edited", 1).await;
+    assert_eq!((&edited[0]["seq"], &edited[0]["text"]), (&serde_json::json!(posted.seq), &serde_json::json!("hello")));
+    let reaction = events_of(&bob, "reaction", 1).await;
+    assert_eq!((&reaction[0]["emoji"], &reaction[0]["count"]), (&serde_json::json!("👍"), &serde_json::json!(1)));
+    // A read position told only to the reader's own connections stays on them.
+    let bob_phone = member(&b, "bob");
+    let bob_phone = Arc::new(Subscriber { user: bob.user.clone(), ..Arc::try_unwrap(bob_phone).ok().unwrap() });
+    within(b.join(&bob_phone, &room, None, None, 0)).await.unwrap();
+    b.tell_room(
+        bavard_protocol::ServerFrame::Read(bavard_protocol::ReadEvent {
+            room: room.clone(),
+            user: bob.user.clone(),
+            seq: 1,
+        }),
+        Some(bob.user.id.clone()),
+    );
+    assert_eq!(events_of(&bob_phone, "read", 1).await[0]["seq"], 1);
+    // An event for everyone, told after it on the same node, reaches alice after it
+    // would have: she must have seen no `read` by then.
+    b.tell_room(
+        bavard_protocol::ServerFrame::Deleted(bavard_protocol::DeletedEvent { room: room.clone(), seq: 1, rev: 9 }),
+        None,
+    );
+    let mut seen = Vec::new();
+    within(async {
+        while !seen.iter().any(|e: &serde_json::Value| e["type"] == "deleted") {
+            let mut frames = VecDeque::new();
+            match alice.outbox.take(&mut frames) {
+                Taken::Frames => seen.extend(frames.iter().map(|f| serde_json::from_str(f.as_str()).unwrap())),
+                _ => alice.outbox.changed().await,
+            }
+        }
+    })
+    .await;
+    assert!(seen.iter().all(|event| event["type"] != "read"), "{seen:?}");
+}
