@@ -51,6 +51,7 @@
 //! `Unavailable` though the batch may have been stored (a retry with the same key
 //! finds it).
 
+mod messaging;
 mod rules;
 mod schema;
 mod writer;
@@ -296,12 +297,9 @@ impl PgStore {
     }
 }
 
-/// TEMPORARY (being written): the chat features' PostgreSQL side.
-fn not_yet() -> StoreError {
-    StoreError::Database("this feature is not available on PostgreSQL yet".into())
-}
-
-const COLUMNS: &str = "seq, ts, user_id, user_name, text, key, reply_to";
+/// A message's columns as [`row_to_message`] reads them: its current state included
+/// (reactions and replies are added by `messaging::annotate`).
+const COLUMNS: &str = "seq, ts, user_id, user_name, text, key, reply_to, edited_at, deleted, streaming, rev";
 
 const ROOM_COLUMNS: &str = "name, topic, kind, created_at, last_seq, last_ts, slow_mode_secs, frozen";
 
@@ -311,6 +309,10 @@ fn row_to_message(room: &RoomName, row: &Row) -> Result<Message, StoreError> {
     Ok(Message {
         key: row.try_get(5)?,
         reply_to: row.try_get::<_, Option<i64>>(6)?.map(|r| r as u64),
+        edited_at: row.try_get::<_, Option<i64>>(7)?.map(Timestamp),
+        deleted: row.try_get(8)?,
+        streaming: row.try_get(9)?,
+        rev: row.try_get::<_, i64>(10)? as u64,
         ..Message::new(room.clone(), seq, ts, from, row.try_get(4)?)
     })
 }
@@ -425,63 +427,76 @@ impl MessageStore for PgStore {
 
     fn change_message(
         &self,
-        _change: ChangeMessage,
+        change: ChangeMessage,
     ) -> BoxFuture<'_, Result<Result<Changed, ChangeRefused>, StoreError>> {
-        Box::pin(async { Err(not_yet()) })
+        Box::pin(self.pool.run(move |client| Box::pin(async move { messaging::change_message(client, &change).await })))
     }
 
     fn annotate(
         &self,
-        _room: RoomName,
+        room: RoomName,
         messages: Vec<Message>,
-        _viewer: Viewer,
+        viewer: Viewer,
     ) -> BoxFuture<'_, Result<Vec<Message>, StoreError>> {
-        Box::pin(async { Ok(messages) })
+        Box::pin(self.pool.run(move |client| {
+            Box::pin(async move { messaging::annotate(client, &room, messages, viewer.as_deref()).await })
+        }))
     }
 
-    fn messages_at(&self, _room: RoomName, _seqs: Vec<u64>) -> BoxFuture<'_, Result<Vec<Message>, StoreError>> {
-        Box::pin(async { Err(not_yet()) })
+    fn messages_at(&self, room: RoomName, seqs: Vec<u64>) -> BoxFuture<'_, Result<Vec<Message>, StoreError>> {
+        Box::pin(
+            self.pool.run(move |client| Box::pin(async move { messaging::messages_at(client, &room, &seqs).await })),
+        )
     }
 
-    fn room_rev(&self, _room: RoomName) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async { Ok(0) })
+    fn room_rev(&self, room: RoomName) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.pool.run(move |client| Box::pin(async move { messaging::room_rev(client, &room).await })))
     }
 
     fn changed_since(
         &self,
-        _room: RoomName,
-        _through: u64,
-        _since_rev: u64,
-        _limit: u32,
+        room: RoomName,
+        through: u64,
+        since_rev: u64,
+        limit: u32,
     ) -> BoxFuture<'_, Result<(Vec<u64>, bool), StoreError>> {
-        Box::pin(async { Ok((Vec::new(), false)) })
+        Box::pin(self.pool.run(move |client| {
+            Box::pin(async move { messaging::changed_since(client, &room, through, since_rev, limit).await })
+        }))
     }
 
     fn thread(
         &self,
-        _room: RoomName,
-        _root: u64,
-        _query: PageQuery,
+        room: RoomName,
+        root: u64,
+        query: PageQuery,
     ) -> BoxFuture<'_, Result<(Vec<u64>, bool), StoreError>> {
-        Box::pin(async { Err(not_yet()) })
+        Box::pin(
+            self.pool.run(move |client| Box::pin(async move { messaging::thread(client, &room, root, query).await })),
+        )
     }
 
     fn search(
         &self,
-        _room: RoomName,
-        _q: String,
-        _limit: u32,
-        _offset: u32,
+        room: RoomName,
+        q: String,
+        limit: u32,
+        offset: u32,
     ) -> BoxFuture<'_, Result<(Vec<u64>, bool), StoreError>> {
-        Box::pin(async { Err(not_yet()) })
+        Box::pin(
+            self.pool
+                .run(move |client| Box::pin(async move { messaging::search(client, &room, &q, limit, offset).await })),
+        )
     }
 
-    fn mark_read(&self, _room: RoomName, _user: String, _seq: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async { Err(not_yet()) })
+    fn mark_read(&self, room: RoomName, user: String, seq: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(
+            self.pool.run(move |client| Box::pin(async move { messaging::mark_read(client, &room, &user, seq).await })),
+        )
     }
 
-    fn unread(&self, _room: RoomName, _user: String) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async { Ok(0) })
+    fn unread(&self, room: RoomName, user: String) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.pool.run(move |client| Box::pin(async move { messaging::unread(client, &room, &user).await })))
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -659,6 +674,18 @@ mod tests {
         assert_eq!(all.messages[1].key.as_deref(), Some("k"));
         let record = store.room(room("a")).await.unwrap().unwrap();
         assert_eq!(record.last_seq, 5);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn chat_features_work_and_outlive_a_restart() {
+        let db = TestDb::new().await;
+        let store = open_store(&db).await;
+        let before = crate::store::chat_scenario::exercise(&store).await;
+        store.close().await;
+        drop(store);
+        let store = open_store(&db).await;
+        assert_eq!(crate::store::chat_scenario::state(&store).await, before);
         store.close().await;
     }
 

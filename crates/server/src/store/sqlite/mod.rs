@@ -700,6 +700,19 @@ mod tests {
         SqliteStore::open(path, commits, Arc::default()).unwrap()
     }
 
+    #[tokio::test]
+    async fn chat_features_work_and_outlive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = open_store(&path);
+        let before = crate::store::chat_scenario::exercise(&store).await;
+        store.close().await;
+        drop(store);
+        let store = open_store(&path);
+        assert_eq!(crate::store::chat_scenario::state(&store).await, before);
+        store.close().await;
+    }
+
     fn journal_rows(path: &Path) -> i64 {
         let conn = Connection::open(journal_path(path)).unwrap();
         conn.query_row("SELECT COUNT(*) FROM journal", [], |row| row.get(0)).unwrap()
@@ -1052,7 +1065,7 @@ mod tests {
         let path = dir.path().join("t.db");
         Connection::open(journal_path(&path)).unwrap().execute_batch(JOURNAL_V2).unwrap();
         let store = open_store(&path);
-        assert_eq!(journal_version(&path), 3);
+        assert_eq!(journal_version(&path), JOURNAL_VERSION);
         let old = store.room(room("old")).await.unwrap().unwrap();
         assert_eq!(
             (old.kind, old.topic.as_str(), old.created, old.slow_mode_secs, old.frozen),
