@@ -38,6 +38,17 @@ pub(super) async fn change_message(
     client: &mut Client,
     ask: &ChangeMessage,
 ) -> Result<Result<Changed, ChangeRefused>, StoreError> {
+    let text = match &ask.change {
+        MessageChange::Edit(text) | MessageChange::Append { text, .. } | MessageChange::React { emoji: text, .. } => {
+            text.as_str()
+        }
+        MessageChange::Delete | MessageChange::Finish => "",
+    };
+    if text.contains('\0') || ask.by.contains('\0') {
+        return Err(StoreError::Database(
+            "PostgreSQL cannot store the character U+0000 (NUL): remove it from the text".into(),
+        ));
+    }
     let tx = client.transaction().await?;
     let outcome = apply(&tx, ask).await?;
     if matches!(outcome, Ok(Changed { changed: true, .. })) {

@@ -532,7 +532,7 @@ mod tests {
     use super::*;
     use crate::{
         hub::{commit_stream, CommitStream, Reported},
-        store::{Appended, Sanction, SanctionKind},
+        store::{Appended, MessageChange, Sanction, SanctionKind},
     };
 
     fn server() -> String {
@@ -872,6 +872,16 @@ mod tests {
         assert!(matches!(bad.await, Err(StoreError::Database(_))));
         assert!(matches!(bad_key.await, Err(StoreError::Database(_))));
         assert_eq!((good.await.unwrap().seq, also_good.await.unwrap().seq), (1, 2));
+        // An edit or an append with a NUL is refused, and changes nothing.
+        for change in [MessageChange::Edit("nul \0".into()), MessageChange::React { emoji: "\0".into(), on: true }] {
+            let ask =
+                ChangeMessage { room: room("a"), seq: 1, by: "u_1".into(), moderator: false, change, at: Timestamp(1) };
+            let refused = store.change_message(ask).await;
+            assert!(matches!(&refused, Err(StoreError::Database(why)) if why.contains("NUL")), "{refused:?}");
+        }
+        assert_eq!(store.room_rev(room("a")).await.unwrap(), 0);
+        let stored = store.messages_at(room("a"), vec![1]).await.unwrap();
+        assert_eq!((stored[0].text.as_str(), stored[0].rev), ("fine", 0));
         store.close().await;
     }
 
@@ -1226,6 +1236,19 @@ mod tests {
         assert!(matches!(page, Err(StoreError::Unavailable(_))), "{page:?}");
         assert!(matches!(store.rules(room("a")).await, Err(StoreError::Unavailable(_))));
         assert!(matches!(store.barrier(room("a")).await, Err(StoreError::Unavailable(_))));
+        let ask = ChangeMessage {
+            room: room("a"),
+            seq: 1,
+            by: "u_1".into(),
+            moderator: false,
+            change: MessageChange::Edit("lost".into()),
+            at: Timestamp(1),
+        };
+        assert!(matches!(store.change_message(ask).await, Err(StoreError::Unavailable(_))));
+        let search = store.search(room("a"), "lost".into(), 10, 0).await;
+        assert!(matches!(search, Err(StoreError::Unavailable(_))), "{search:?}");
+        assert!(matches!(store.mark_read(room("a"), "u_2".into(), 1).await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(store.unread(room("a"), "u_2".into()).await, Err(StoreError::Unavailable(_))));
         let failed = store.append(new_message("a", "lost", Some("k"))).await.unwrap().await;
         assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
         assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
