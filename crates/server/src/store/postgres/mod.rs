@@ -788,6 +788,66 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_changing_one_room_while_appending_share_one_gap_free_rev_order() {
+        let db = TestDb::new().await;
+        let one = Arc::new(open_store(&db).await);
+        let two = Arc::new(open_store(&db).await);
+        for i in 0..4 {
+            append(&one, new_message("busy", &format!("m{i}"), None)).await;
+        }
+        // Each node: 3 users reacting to the 4 messages in turn, while another task
+        // appends to the room (taking its row lock by batches).
+        let mut tasks = tokio::task::JoinSet::new();
+        for (node, store) in [(1, &one), (2, &two)] {
+            for user in 0..3 {
+                let store = Arc::clone(store);
+                tasks.spawn(async move {
+                    let mut revs = Vec::new();
+                    for seq in 1..=4 {
+                        let ask = ChangeMessage {
+                            room: room("busy"),
+                            seq,
+                            by: format!("n{node}u{user}"),
+                            moderator: false,
+                            change: MessageChange::React { emoji: "👍".into(), on: true },
+                            at: Timestamp(seq as i64),
+                        };
+                        let changed = store.change_message(ask).await.unwrap().unwrap();
+                        assert!(changed.changed);
+                        revs.push(changed.rev);
+                    }
+                    revs
+                });
+            }
+            let store = Arc::clone(store);
+            tasks.spawn(async move {
+                for i in 0..20 {
+                    append(&store, new_message("busy", &format!("n{node} more {i}"), None)).await;
+                }
+                Vec::new()
+            });
+        }
+        let mut revs = Vec::new();
+        while let Some(got) = tasks.join_next().await {
+            revs.extend(got.unwrap());
+        }
+        revs.sort_unstable();
+        assert_eq!(revs, (1..=24).collect::<Vec<_>>(), "each rev exactly once");
+        assert_eq!(two.room_rev(room("busy")).await.unwrap(), 24);
+        assert_eq!(one.room(room("busy")).await.unwrap().unwrap().last_seq, 44);
+        let at = one.messages_at(room("busy"), vec![1, 2, 3, 4]).await.unwrap();
+        let annotated = two.annotate(room("busy"), at, None).await.unwrap();
+        assert!(annotated.iter().all(|m| m.reactions.len() == 1 && m.reactions[0].count == 6), "{annotated:?}");
+        // The last change of each message, in rev order.
+        let mut by_rev: Vec<(u64, u64)> = annotated.iter().map(|m| (m.rev, m.seq)).collect();
+        by_rev.sort_unstable();
+        let order: Vec<u64> = by_rev.iter().map(|(_, seq)| *seq).collect();
+        assert_eq!(one.changed_since(room("busy"), 100, 0, 10).await.unwrap(), (order, false));
+        one.close().await;
+        two.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_nodes_racing_with_the_same_keys_store_each_once() {
         let db = TestDb::new().await;
         let (one, two) = (Arc::new(open_store(&db).await), Arc::new(open_store(&db).await));
