@@ -6,6 +6,8 @@
 //! (`hub::CommitSender`), which the hub fans out. Nothing here knows about sessions.
 
 #[cfg(test)]
+mod chat_scenario;
+#[cfg(test)]
 mod memory;
 mod postgres;
 mod sqlite;

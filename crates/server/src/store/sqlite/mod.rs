@@ -700,6 +700,19 @@ mod tests {
         SqliteStore::open(path, commits, Arc::default()).unwrap()
     }
 
+    #[tokio::test]
+    async fn chat_features_work_and_outlive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = open_store(&path);
+        let before = crate::store::chat_scenario::exercise(&store).await;
+        store.close().await;
+        drop(store);
+        let store = open_store(&path);
+        assert_eq!(crate::store::chat_scenario::state(&store).await, before);
+        store.close().await;
+    }
+
     fn journal_rows(path: &Path) -> i64 {
         let conn = Connection::open(journal_path(path)).unwrap();
         conn.query_row("SELECT COUNT(*) FROM journal", [], |row| row.get(0)).unwrap()
@@ -1067,7 +1080,7 @@ mod tests {
         assert_eq!(append(&store, new_message("old", "hi", None)).await.seq, 1);
         store.close().await;
         drop(store);
-        // Opening a version 3 file again changes nothing.
+        // Opening a migrated file again changes nothing.
         let store = open_store(&path);
         assert_eq!(journal_version(&path), JOURNAL_VERSION);
         assert!(store.rules(room("old")).await.unwrap().unwrap().frozen);
