@@ -440,3 +440,44 @@ async fn the_rest_api_edits_streams_reacts_searches_reads_and_opens_direct_rooms
     let by_key = rest("POST", &url("/api/dm"), None, Some(&json!({"user": "alice"}))).await;
     assert_eq!(by_key.status, 403, "{}", by_key.body);
 }
+
+#[tokio::test]
+async fn on_postgresql_every_feature_works_and_is_recovered_after_a_restart() {
+    let pg = crate::services::PgDatabase::create();
+    let server = start_on(pg.path(), with_secret).await;
+    let mut alice = joined(&server, "alice", "pg").await;
+    let mut bob = joined(&server, "bob", "pg").await;
+    let first = seq_of(&alice.ok(send("pg", "the first message")).await);
+    let second = seq_of(&bob.ok(send("pg", "a second one")).await);
+    let since_rev = alice.ok(json!({"op": "join", "room": "pg"})).await["rev"].as_u64().unwrap_or(0);
+    alice.ok(json!({"op": "edit", "room": "pg", "seq": first, "text": "the first message, edited"})).await;
+    assert_eq!(bob.next_event_of("edited").await["seq"], first);
+    bob.ok(json!({"op": "react", "room": "pg", "seq": first, "emoji": "👍"})).await;
+    bob.ok(json!({"op": "delete", "room": "pg", "seq": second})).await;
+    let root = json!({"op": "send", "room": "pg", "text": "a reply", "reply_to": first});
+    alice.ok(root).await;
+    let stream = seq_of(&alice.ok(json!({"op": "send", "room": "pg", "text": "thin", "stream": true})).await);
+    alice.ok(json!({"op": "append", "room": "pg", "seq": stream, "text": "king"})).await;
+    alice.ok(json!({"op": "finish", "room": "pg", "seq": stream})).await;
+    let found = alice.ok(json!({"op": "search", "room": "pg", "q": "edited"})).await;
+    assert_eq!(found["messages"][0]["seq"], first, "{found}");
+    let thinking = alice.ok(json!({"op": "search", "room": "pg", "q": "thinking"})).await;
+    assert_eq!(thinking["messages"][0]["seq"], stream, "{thinking}");
+    let none = alice.ok(json!({"op": "search", "room": "pg", "q": "second"})).await;
+    assert_eq!(none["messages"], json!([]), "deleted: {none}");
+    let read = bob.ok(json!({"op": "read", "room": "pg", "seq": first})).await;
+    assert_eq!(read["unread"], 2, "the reply and the streamed message: {read}");
+
+    let server = server.restart_with(with_secret).await;
+    let mut back = server.json_token(&token("bob")).await;
+    let join = back.ok(json!({"op": "join", "room": "pg", "since": second, "since_rev": since_rev})).await;
+    assert_eq!(join["unread"], 2, "{join}");
+    let changed: Vec<u64> = join["changed"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(changed, [first, second], "{join}");
+    assert_eq!(join["changed"][0]["reactions"], json!([{"emoji": "👍", "count": 1, "me": true}]));
+    assert_eq!((&join["changed"][0]["reply_count"], &join["changed"][1]["deleted"]), (&json!(1), &json!(true)));
+    let streamed = join["messages"].as_array().unwrap().iter().find(|m| m["seq"] == stream).unwrap().clone();
+    assert_eq!(streamed["text"], "thinking", "{streamed}");
+    let thread = back.ok(json!({"op": "history", "room": "pg", "thread": first})).await;
+    assert_eq!(thread["messages"][0]["text"], "a reply", "{thread}");
+}
