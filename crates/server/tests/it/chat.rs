@@ -481,3 +481,43 @@ async fn on_postgresql_every_feature_works_and_is_recovered_after_a_restart() {
     let thread = back.ok(json!({"op": "history", "room": "pg", "thread": first})).await;
     assert_eq!(thread["messages"][0]["text"], "a reply", "{thread}");
 }
+
+#[tokio::test]
+async fn the_room_rules_apply_to_every_new_op() {
+    let server = spawn_with(with_secret).await;
+    let mut olivia = crate::permissions::owner_of(&server, "olivia", "ruled", "public").await;
+    let mut alice = joined(&server, "alice", "ruled").await;
+    let mine = seq_of(&alice.ok(send("ruled", "before the mute")).await);
+    let hers = seq_of(&olivia.ok(send("ruled", "the owner's")).await);
+    olivia.ok(json!({"op": "mute", "room": "ruled", "user": "alice"})).await;
+    // Muted: no edit, append, reaction; reading, searching and deleting one's own stay.
+    let edit = json!({"op": "edit", "room": "ruled", "seq": mine, "text": "after"});
+    assert_eq!(alice.refused(edit).await, "forbidden");
+    let react = json!({"op": "react", "room": "ruled", "seq": hers, "emoji": "👍"});
+    assert_eq!(alice.refused(react.clone()).await, "forbidden");
+    alice.ok(json!({"op": "read", "room": "ruled", "seq": hers})).await;
+    alice.ok(json!({"op": "search", "room": "ruled", "q": "owner"})).await;
+    alice.ok(json!({"op": "delete", "room": "ruled", "seq": mine})).await;
+    olivia.ok(json!({"op": "unmute", "room": "ruled", "user": "alice"})).await;
+    alice.ok(react).await;
+    // Banned: nothing, not even reading.
+    olivia.ok(json!({"op": "ban", "room": "ruled", "user": "alice"})).await;
+    let mut again = server.json_token(&token("alice")).await;
+    for request in [
+        json!({"op": "search", "room": "ruled", "q": "owner"}),
+        json!({"op": "read", "room": "ruled", "seq": hers}),
+        json!({"op": "history", "room": "ruled", "thread": hers}),
+        json!({"op": "unreact", "room": "ruled", "seq": hers, "emoji": "👍"}),
+        json!({"op": "delete", "room": "ruled", "seq": mine}),
+    ] {
+        assert_eq!(again.refused(request.clone()).await, "forbidden", "{request}");
+    }
+    // A frozen room: members' changes wait, moderators' do not.
+    olivia.ok(json!({"op": "unban", "room": "ruled", "user": "alice"})).await;
+    let body = json!({"frozen": true});
+    let frozen = rest("PATCH", &server.http("/api/rooms/ruled"), None, Some(&body)).await;
+    assert_eq!(frozen.status, 200, "{}", frozen.body);
+    let mut bob = joined(&server, "bob", "ruled").await;
+    assert_eq!(bob.refused(json!({"op": "react", "room": "ruled", "seq": hers, "emoji": "🎉"})).await, "forbidden");
+    olivia.ok(json!({"op": "edit", "room": "ruled", "seq": hers, "text": "the owner's, edited"})).await;
+}
