@@ -5,6 +5,7 @@
 mod abuse;
 mod auth;
 mod bad_input;
+mod chat;
 mod cluster;
 mod conformance;
 mod cors;

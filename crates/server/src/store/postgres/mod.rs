@@ -51,6 +51,7 @@
 //! `Unavailable` though the batch may have been stored (a retry with the same key
 //! finds it).
 
+mod messaging;
 mod rules;
 mod schema;
 mod writer;
@@ -67,8 +68,8 @@ use tokio_postgres::{Client, NoTls, Row};
 
 use self::writer::{Writer, WriterCommand};
 use super::{
-    AuditEntry, AuditRecord, MessageStore, NewMessage, NewRoom, Page, PageQuery, PendingAppend, RoomRecord, RuleChange,
-    StoreError, StoredRules,
+    AuditEntry, AuditRecord, ChangeMessage, ChangeRefused, Changed, MessageStore, NewMessage, NewRoom, Page, PageQuery,
+    PendingAppend, RoomRecord, RuleChange, StoreError, StoredRules, Viewer,
 };
 use crate::{hub::CommitSender, metrics::Metrics};
 
@@ -296,19 +297,23 @@ impl PgStore {
     }
 }
 
-const COLUMNS: &str = "seq, ts, user_id, user_name, text, key, reply_to";
+/// A message's columns as [`row_to_message`] reads them: its current state included
+/// (reactions and replies are added by `messaging::annotate`).
+const COLUMNS: &str = "seq, ts, user_id, user_name, text, key, reply_to, edited_at, deleted, streaming, rev";
 
 const ROOM_COLUMNS: &str = "name, topic, kind, created_at, last_seq, last_ts, slow_mode_secs, frozen";
 
 fn row_to_message(room: &RoomName, row: &Row) -> Result<Message, StoreError> {
+    let from = User { id: row.try_get(2)?, name: row.try_get(3)? };
+    let (seq, ts) = (row.try_get::<_, i64>(0)? as u64, Timestamp(row.try_get(1)?));
     Ok(Message {
-        room: room.clone(),
-        seq: row.try_get::<_, i64>(0)? as u64,
-        ts: Timestamp(row.try_get(1)?),
-        from: User { id: row.try_get(2)?, name: row.try_get(3)? },
-        text: row.try_get(4)?,
         key: row.try_get(5)?,
         reply_to: row.try_get::<_, Option<i64>>(6)?.map(|r| r as u64),
+        edited_at: row.try_get::<_, Option<i64>>(7)?.map(Timestamp),
+        deleted: row.try_get(8)?,
+        streaming: row.try_get(9)?,
+        rev: row.try_get::<_, i64>(10)? as u64,
+        ..Message::new(room.clone(), seq, ts, from, row.try_get(4)?)
     })
 }
 
@@ -420,6 +425,80 @@ impl MessageStore for PgStore {
         )
     }
 
+    fn change_message(
+        &self,
+        change: ChangeMessage,
+    ) -> BoxFuture<'_, Result<Result<Changed, ChangeRefused>, StoreError>> {
+        Box::pin(self.pool.run(move |client| Box::pin(async move { messaging::change_message(client, &change).await })))
+    }
+
+    fn annotate(
+        &self,
+        room: RoomName,
+        messages: Vec<Message>,
+        viewer: Viewer,
+    ) -> BoxFuture<'_, Result<Vec<Message>, StoreError>> {
+        Box::pin(self.pool.run(move |client| {
+            Box::pin(async move { messaging::annotate(client, &room, messages, viewer.as_deref()).await })
+        }))
+    }
+
+    fn messages_at(&self, room: RoomName, seqs: Vec<u64>) -> BoxFuture<'_, Result<Vec<Message>, StoreError>> {
+        Box::pin(
+            self.pool.run(move |client| Box::pin(async move { messaging::messages_at(client, &room, &seqs).await })),
+        )
+    }
+
+    fn room_rev(&self, room: RoomName) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.pool.run(move |client| Box::pin(async move { messaging::room_rev(client, &room).await })))
+    }
+
+    fn changed_since(
+        &self,
+        room: RoomName,
+        through: u64,
+        since_rev: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<(Vec<u64>, bool), StoreError>> {
+        Box::pin(self.pool.run(move |client| {
+            Box::pin(async move { messaging::changed_since(client, &room, through, since_rev, limit).await })
+        }))
+    }
+
+    fn thread(
+        &self,
+        room: RoomName,
+        root: u64,
+        query: PageQuery,
+    ) -> BoxFuture<'_, Result<(Vec<u64>, bool), StoreError>> {
+        Box::pin(
+            self.pool.run(move |client| Box::pin(async move { messaging::thread(client, &room, root, query).await })),
+        )
+    }
+
+    fn search(
+        &self,
+        room: RoomName,
+        q: String,
+        limit: u32,
+        offset: u32,
+    ) -> BoxFuture<'_, Result<(Vec<u64>, bool), StoreError>> {
+        Box::pin(
+            self.pool
+                .run(move |client| Box::pin(async move { messaging::search(client, &room, &q, limit, offset).await })),
+        )
+    }
+
+    fn mark_read(&self, room: RoomName, user: String, seq: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(
+            self.pool.run(move |client| Box::pin(async move { messaging::mark_read(client, &room, &user, seq).await })),
+        )
+    }
+
+    fn unread(&self, room: RoomName, user: String) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.pool.run(move |client| Box::pin(async move { messaging::unread(client, &room, &user).await })))
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             if self.writer.is_closed() {
@@ -453,7 +532,7 @@ mod tests {
     use super::*;
     use crate::{
         hub::{commit_stream, CommitStream, Reported},
-        store::{Appended, Sanction, SanctionKind},
+        store::{Appended, MessageChange, Sanction, SanctionKind},
     };
 
     fn server() -> String {
@@ -537,6 +616,7 @@ mod tests {
             text: text.into(),
             key: key.map(Into::into),
             reply_to: None,
+            streaming: false,
         }
     }
 
@@ -594,6 +674,18 @@ mod tests {
         assert_eq!(all.messages[1].key.as_deref(), Some("k"));
         let record = store.room(room("a")).await.unwrap().unwrap();
         assert_eq!(record.last_seq, 5);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn chat_features_work_and_outlive_a_restart() {
+        let db = TestDb::new().await;
+        let store = open_store(&db).await;
+        let before = crate::store::chat_scenario::exercise(&store).await;
+        store.close().await;
+        drop(store);
+        let store = open_store(&db).await;
+        assert_eq!(crate::store::chat_scenario::state(&store).await, before);
         store.close().await;
     }
 
@@ -696,6 +788,66 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_changing_one_room_while_appending_share_one_gap_free_rev_order() {
+        let db = TestDb::new().await;
+        let one = Arc::new(open_store(&db).await);
+        let two = Arc::new(open_store(&db).await);
+        for i in 0..4 {
+            append(&one, new_message("busy", &format!("m{i}"), None)).await;
+        }
+        // Each node: 3 users reacting to the 4 messages in turn, while another task
+        // appends to the room (taking its row lock by batches).
+        let mut tasks = tokio::task::JoinSet::new();
+        for (node, store) in [(1, &one), (2, &two)] {
+            for user in 0..3 {
+                let store = Arc::clone(store);
+                tasks.spawn(async move {
+                    let mut revs = Vec::new();
+                    for seq in 1..=4 {
+                        let ask = ChangeMessage {
+                            room: room("busy"),
+                            seq,
+                            by: format!("n{node}u{user}"),
+                            moderator: false,
+                            change: MessageChange::React { emoji: "👍".into(), on: true },
+                            at: Timestamp(seq as i64),
+                        };
+                        let changed = store.change_message(ask).await.unwrap().unwrap();
+                        assert!(changed.changed);
+                        revs.push(changed.rev);
+                    }
+                    revs
+                });
+            }
+            let store = Arc::clone(store);
+            tasks.spawn(async move {
+                for i in 0..20 {
+                    append(&store, new_message("busy", &format!("n{node} more {i}"), None)).await;
+                }
+                Vec::new()
+            });
+        }
+        let mut revs = Vec::new();
+        while let Some(got) = tasks.join_next().await {
+            revs.extend(got.unwrap());
+        }
+        revs.sort_unstable();
+        assert_eq!(revs, (1..=24).collect::<Vec<_>>(), "each rev exactly once");
+        assert_eq!(two.room_rev(room("busy")).await.unwrap(), 24);
+        assert_eq!(one.room(room("busy")).await.unwrap().unwrap().last_seq, 44);
+        let at = one.messages_at(room("busy"), vec![1, 2, 3, 4]).await.unwrap();
+        let annotated = two.annotate(room("busy"), at, None).await.unwrap();
+        assert!(annotated.iter().all(|m| m.reactions.len() == 1 && m.reactions[0].count == 6), "{annotated:?}");
+        // The last change of each message, in rev order.
+        let mut by_rev: Vec<(u64, u64)> = annotated.iter().map(|m| (m.rev, m.seq)).collect();
+        by_rev.sort_unstable();
+        let order: Vec<u64> = by_rev.iter().map(|(_, seq)| *seq).collect();
+        assert_eq!(one.changed_since(room("busy"), 100, 0, 10).await.unwrap(), (order, false));
+        one.close().await;
+        two.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_nodes_racing_with_the_same_keys_store_each_once() {
         let db = TestDb::new().await;
         let (one, two) = (Arc::new(open_store(&db).await), Arc::new(open_store(&db).await));
@@ -780,6 +932,16 @@ mod tests {
         assert!(matches!(bad.await, Err(StoreError::Database(_))));
         assert!(matches!(bad_key.await, Err(StoreError::Database(_))));
         assert_eq!((good.await.unwrap().seq, also_good.await.unwrap().seq), (1, 2));
+        // An edit or an append with a NUL is refused, and changes nothing.
+        for change in [MessageChange::Edit("nul \0".into()), MessageChange::React { emoji: "\0".into(), on: true }] {
+            let ask =
+                ChangeMessage { room: room("a"), seq: 1, by: "u_1".into(), moderator: false, change, at: Timestamp(1) };
+            let refused = store.change_message(ask).await;
+            assert!(matches!(&refused, Err(StoreError::Database(why)) if why.contains("NUL")), "{refused:?}");
+        }
+        assert_eq!(store.room_rev(room("a")).await.unwrap(), 0);
+        let stored = store.messages_at(room("a"), vec![1]).await.unwrap();
+        assert_eq!((stored[0].text.as_str(), stored[0].rev), ("fine", 0));
         store.close().await;
     }
 
@@ -815,7 +977,7 @@ mod tests {
     }
 
     fn new_room(name: &str, kind: RoomKind, owner: Option<&str>) -> NewRoom {
-        NewRoom { room: room(name), kind, topic: "about it".into(), owner: owner.map(Into::into) }
+        NewRoom { room: room(name), kind, topic: "about it".into(), owner: owner.map(Into::into), members: Vec::new() }
     }
 
     fn sanction(user: &str, kind: SanctionKind, until: Option<Timestamp>, reason: Option<&str>) -> Sanction {
@@ -1134,6 +1296,19 @@ mod tests {
         assert!(matches!(page, Err(StoreError::Unavailable(_))), "{page:?}");
         assert!(matches!(store.rules(room("a")).await, Err(StoreError::Unavailable(_))));
         assert!(matches!(store.barrier(room("a")).await, Err(StoreError::Unavailable(_))));
+        let ask = ChangeMessage {
+            room: room("a"),
+            seq: 1,
+            by: "u_1".into(),
+            moderator: false,
+            change: MessageChange::Edit("lost".into()),
+            at: Timestamp(1),
+        };
+        assert!(matches!(store.change_message(ask).await, Err(StoreError::Unavailable(_))));
+        let search = store.search(room("a"), "lost".into(), 10, 0).await;
+        assert!(matches!(search, Err(StoreError::Unavailable(_))), "{search:?}");
+        assert!(matches!(store.mark_read(room("a"), "u_2".into(), 1).await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(store.unread(room("a"), "u_2".into()).await, Err(StoreError::Unavailable(_))));
         let failed = store.append(new_message("a", "lost", Some("k"))).await.unwrap().await;
         assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
         assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());

@@ -69,6 +69,35 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_by_room ON audit (room, id);
     ",
+    // Version 2: chat features. A message's current state (edits, deletes, streamed
+    // text) lives in its row, with `rev`, the room's change number (`rooms.last_rev`)
+    // of its last change; reactions and read positions have tables of their own;
+    // threads are read from `reply_to`, search from a full-text index of the text.
+    "
+    ALTER TABLE messages
+        ADD COLUMN edited_at bigint,
+        ADD COLUMN deleted   boolean NOT NULL DEFAULT false,
+        ADD COLUMN streaming boolean NOT NULL DEFAULT false,
+        ADD COLUMN rev       bigint  NOT NULL DEFAULT 0;
+    ALTER TABLE rooms ADD COLUMN last_rev bigint NOT NULL DEFAULT 0;
+    CREATE INDEX messages_by_rev ON messages (room, rev) WHERE rev > 0;
+    CREATE INDEX messages_by_thread ON messages (room, reply_to, seq) WHERE reply_to IS NOT NULL;
+    CREATE INDEX messages_by_words ON messages USING gin (to_tsvector('simple', text));
+    CREATE TABLE reactions (
+        room    text   NOT NULL,
+        seq     bigint NOT NULL,
+        emoji   text   NOT NULL,
+        user_id text   NOT NULL,
+        ts      bigint NOT NULL,
+        PRIMARY KEY (room, seq, emoji, user_id)
+    );
+    CREATE TABLE read_marks (
+        room    text   NOT NULL,
+        user_id text   NOT NULL,
+        seq     bigint NOT NULL,
+        PRIMARY KEY (room, user_id)
+    );
+    ",
 ];
 
 /// The schema version this build writes.

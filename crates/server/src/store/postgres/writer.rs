@@ -237,8 +237,13 @@ impl Writer {
                         Outcome::New(seq) => {
                             answers.push(Appended { seq, ts, duplicate: false });
                             // The message moves into the event: no copy of its text.
-                            let NewMessage { room, from, text, key, reply_to } = message;
-                            committed.push(Arc::new(Message { room, seq, ts, from, text, key, reply_to }));
+                            let NewMessage { room, from, text, key, reply_to, streaming } = message;
+                            committed.push(Arc::new(Message {
+                                key,
+                                reply_to,
+                                streaming,
+                                ..Message::new(room, seq, ts, from, text)
+                            }));
                         }
                         Outcome::Duplicate(original) => answers.push(original),
                     }
@@ -393,6 +398,7 @@ async fn insert_all(client: &mut Client, messages: &[NewMessage], ts: Timestamp)
     let mut texts = Vec::new();
     let mut message_keys = Vec::new();
     let mut reply_tos = Vec::new();
+    let mut streamings = Vec::new();
     for (message, place) in messages.iter().zip(&places) {
         let Place::New(place) = place else { continue };
         let Some(before) = base.get(message.room.as_str()) else {
@@ -405,13 +411,15 @@ async fn insert_all(client: &mut Client, messages: &[NewMessage], ts: Timestamp)
         texts.push(message.text.as_str());
         message_keys.push(message.key.as_deref());
         reply_tos.push(message.reply_to.map(|r| r.min(i64::MAX as u64) as i64));
+        streamings.push(message.streaming);
     }
     tx.execute(
-        "INSERT INTO messages (room, seq, ts, user_id, user_name, text, key, reply_to)
-         SELECT room, seq, $3, user_id, user_name, text, key, reply_to
-         FROM UNNEST($1::text[], $2::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[])
-           AS t(room, seq, user_id, user_name, text, key, reply_to)",
-        &[&rooms, &seqs, &ts.millis(), &user_ids, &user_names, &texts, &message_keys, &reply_tos],
+        "INSERT INTO messages (room, seq, ts, user_id, user_name, text, key, reply_to, streaming)
+         SELECT room, seq, $3, user_id, user_name, text, key, reply_to, streaming
+         FROM UNNEST($1::text[], $2::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[],
+                     $9::boolean[])
+           AS t(room, seq, user_id, user_name, text, key, reply_to, streaming)",
+        &[&rooms, &seqs, &ts.millis(), &user_ids, &user_names, &texts, &message_keys, &reply_tos, &streamings],
     )
     .await?;
     tx.commit().await?;
