@@ -187,12 +187,18 @@ impl Connection {
 
     /// Joins `room`, recovering everything after `since` when given.
     pub async fn join(&mut self, room: &RoomName, since: Option<u64>) -> Result<JoinReply, ClientError> {
-        self.call(Request::Join(JoinRequest { room: room.clone(), since, limit: None })).await
+        self.call(Request::Join(JoinRequest { room: room.clone(), since, limit: None, since_rev: None })).await
     }
 
     /// Sends `text` to `room` (optionally idempotent with `key`) and waits for the ack.
     pub async fn send(&mut self, room: &RoomName, text: &str, key: Option<&str>) -> Result<SendReply, ClientError> {
-        let request = SendRequest { room: room.clone(), text: text.into(), key: key.map(Into::into), reply_to: None };
+        let request = SendRequest {
+            room: room.clone(),
+            text: text.into(),
+            key: key.map(Into::into),
+            reply_to: None,
+            stream: false,
+        };
         self.call(Request::Send(request)).await
     }
 

@@ -152,7 +152,8 @@ impl Resilient {
             let connection = self.connected().await?;
             let joined = match last {
                 None => {
-                    let request = JoinRequest { room: room.clone(), since: None, limit: Some(earlier) };
+                    let request =
+                        JoinRequest { room: room.clone(), since: None, limit: Some(earlier), since_rev: None };
                     let joined = connection.call::<JoinReply>(Request::Join(request)).await;
                     joined.inspect(|reply| {
                         self.rooms.insert(room.clone(), reply.seq);
@@ -378,7 +379,7 @@ struct Recovered {
 /// Joins `room` on `connection` with `since` = `last`, and pages the rest of the gap
 /// with `history` when the join reply could not hold it all (the server's recovery limit).
 async fn recover(connection: &mut Connection, room: &RoomName, mut last: u64) -> Result<Recovered, ClientError> {
-    let request = JoinRequest { room: room.clone(), since: Some(last), limit: None };
+    let request = JoinRequest { room: room.clone(), since: Some(last), limit: None, since_rev: None };
     let mut reply: JoinReply = connection.call(Request::Join(request)).await?;
     let head = reply.seq;
     let mut events = vec![Event::Rejoined { room: room.clone(), member_count: online(&reply) }];
@@ -399,8 +400,13 @@ async fn recover(connection: &mut Connection, room: &RoomName, mut last: u64) ->
         if complete || last >= head || last == before {
             break;
         }
-        let request =
-            HistoryRequest { room: room.clone(), after: Some(last), before: Some(head + 1), limit: Some(GAP_PAGE) };
+        let request = HistoryRequest {
+            room: room.clone(),
+            after: Some(last),
+            before: Some(head + 1),
+            limit: Some(GAP_PAGE),
+            thread: None,
+        };
         let more = connection.history(request).await?;
         complete = !more.has_more;
         page = more.messages;

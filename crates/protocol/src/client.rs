@@ -5,9 +5,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::{
+    messaging::check_dm,
     moderation::{check_topic, check_user_id},
-    CreateRequest, ErrorBody, ErrorCode, ModerationRequest, RoleRequest, RoomName, UserInRoom, MAX_HISTORY_LIMIT,
-    MAX_KEY_CHARS, MAX_MEMBERS_LIMIT,
+    CreateRequest, DmRequest, ErrorBody, ErrorCode, MessageRef, ModerationRequest, ReactRequest, ReadRequest,
+    RoleRequest, RoomName, SearchRequest, TextChange, UserInRoom, MAX_HISTORY_LIMIT, MAX_KEY_CHARS, MAX_MEMBERS_LIMIT,
 };
 
 /// A request id chosen by the client: a string or an integer, echoed in the reply.
@@ -43,6 +44,10 @@ pub struct JoinRequest {
     /// Without `since`: how many of the latest messages to return (default 50, at most 200).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// With `since`: the highest change number (`rev`) the client has seen; the reply's
+    /// `changed` holds the messages up to `since` changed after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_rev: Option<u64>,
 }
 
 /// `send`: append a message to a room.
@@ -56,9 +61,12 @@ pub struct SendRequest {
     /// room replies with the original seq and sends nothing new.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// The seq of the message this one answers.
+    /// The seq of the message this one answers (it joins that message's thread).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<u64>,
+    /// Starts a streamed message: `append` adds to it and `finish` ends it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
 
 /// `history`: page through a room's stored messages.
@@ -75,6 +83,9 @@ pub struct HistoryRequest {
     /// Page size, at most 200 (default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// Only the replies to this message (its thread), oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<u64>,
 }
 
 /// `members`: page through the users online in a room, in the order they came online.
@@ -139,11 +150,29 @@ pub enum Request {
         /// The new JWT (same `sub`).
         token: String,
     },
+    /// Open (or find) the direct room of the caller and another user.
+    Dm(DmRequest),
+    /// Change the text of one's own message.
+    Edit(TextChange),
+    /// Delete a message (its author, or a moderator).
+    Delete(MessageRef),
+    /// React to a message.
+    React(ReactRequest),
+    /// Take one's reaction back.
+    Unreact(ReactRequest),
+    /// Move one's read position in a room.
+    Read(ReadRequest),
+    /// Search a room's messages.
+    Search(SearchRequest),
+    /// Add text to one's streamed message.
+    Append(TextChange),
+    /// End one's streamed message.
+    Finish(MessageRef),
 }
 
 impl Request {
     /// The ops this version understands.
-    pub const OPS: [&'static str; 17] = [
+    pub const OPS: [&'static str; 26] = [
         "join",
         "leave",
         "send",
@@ -161,6 +190,15 @@ impl Request {
         "mute",
         "unmute",
         "refresh",
+        "dm",
+        "edit",
+        "delete",
+        "react",
+        "unreact",
+        "read",
+        "search",
+        "append",
+        "finish",
     ];
 
     /// The wire name of this request's op.
@@ -183,6 +221,15 @@ impl Request {
             Self::Mute(_) => "mute",
             Self::Unmute(_) => "unmute",
             Self::Refresh { .. } => "refresh",
+            Self::Dm(_) => "dm",
+            Self::Edit(_) => "edit",
+            Self::Delete(_) => "delete",
+            Self::React(_) => "react",
+            Self::Unreact(_) => "unreact",
+            Self::Read(_) => "read",
+            Self::Search(_) => "search",
+            Self::Append(_) => "append",
+            Self::Finish(_) => "finish",
         }
     }
 
@@ -217,6 +264,13 @@ impl Request {
             | Self::Mute(action)
             | Self::Unmute(action) => action.validate(),
             Self::Refresh { token } if token.is_empty() => bad("token must not be empty".to_owned()),
+            Self::Dm(dm) => check_dm(dm),
+            Self::Edit(change) => change.validate(max_text_chars),
+            // The total a streamed message may reach is the hub's to check.
+            Self::Append(change) => change.validate(max_text_chars),
+            Self::Delete(message) | Self::Finish(message) => message.validate(),
+            Self::React(react) | Self::Unreact(react) => react.validate(),
+            Self::Search(search) => search.validate(),
             _ => Ok(()),
         }
     }
@@ -367,6 +421,7 @@ mod tests {
                 before: Some(10),
                 after: None,
                 limit: Some(5),
+                thread: None,
             }),
         };
         assert_eq!(ClientFrame::parse(&frame.to_json()).unwrap(), frame);
@@ -396,6 +451,7 @@ mod tests {
                 text: text.into(),
                 key: key.map(Into::into),
                 reply_to: None,
+                stream: false,
             })
         };
         assert!(send("hé", None).validate(2).is_ok());

@@ -8,6 +8,7 @@
 mod client;
 mod error;
 mod limits;
+mod messaging;
 mod moderation;
 #[cfg(feature = "openapi")]
 mod openapi;
@@ -23,6 +24,12 @@ pub use error::{ErrorBody, ErrorCode};
 pub use limits::{
     close_code, Limits, DEFAULT_HISTORY_LIMIT, DEFAULT_MEMBERS_LIMIT, JOIN_REPLY_MEMBERS, MAX_HISTORY_LIMIT,
     MAX_KEY_CHARS, MAX_MEMBERS_LIMIT,
+};
+pub use messaging::{
+    check_emoji, check_query, check_search_page, check_text, AppendEvent, ChangeReply, DeletedEvent, DmReply,
+    DmRequest, EditedEvent, FinishedEvent, MessageRef, ReactRequest, Reaction, ReactionEvent, ReadEvent, ReadReply,
+    ReadRequest, SearchReply, SearchRequest, TextChange, DEFAULT_SEARCH_LIMIT, MAX_EMOJI_CHARS, MAX_QUERY_CHARS,
+    MAX_REACTIONS_PER_MESSAGE, MAX_SEARCH_LIMIT, MAX_SEARCH_RESULTS, MAX_UNREAD, STREAM_TEXT_FACTOR,
 };
 pub use moderation::{
     check_sanction, check_slow_mode, check_topic, check_user_id, CreateReply, CreateRequest, ModerationReply,

@@ -31,6 +31,9 @@ pub enum RoomKind {
     /// Anyone may join and read; only the room's moderators, server admins and the REST
     /// API write.
     Broadcast,
+    /// The room of two users (made by `dm`): only they join, read and write, server
+    /// admins included; nobody can be added.
+    Direct,
 }
 
 impl RoomKind {
@@ -40,12 +43,13 @@ impl RoomKind {
             Self::Public => "public",
             Self::Private => "private",
             Self::Broadcast => "broadcast",
+            Self::Direct => "direct",
         }
     }
 
     /// The kind spelled `text`, if any.
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Public, Self::Private, Self::Broadcast].into_iter().find(|kind| kind.as_str() == text)
+        [Self::Public, Self::Private, Self::Broadcast, Self::Direct].into_iter().find(|kind| kind.as_str() == text)
     }
 }
 

@@ -37,6 +37,54 @@ pub struct Message {
     /// The seq of the message it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<u64>,
+    /// When its author last edited it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<Timestamp>,
+    /// True once deleted: `text` is then empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// True while its author streams it (`append` adds text, `finish` ends it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub streaming: bool,
+    /// Reactions, per emoji, in the order they were first given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<crate::Reaction>,
+    /// How many messages reply to it (its thread).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reply_count: u32,
+    /// When its latest reply was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reply_at: Option<Timestamp>,
+    /// The room's change number of its last change (edit, delete, reaction, append, finish);
+    /// absent for a message never changed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rev: u64,
+}
+
+fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+impl Message {
+    /// A message as first stored: no edit, reaction, reply or change yet.
+    pub fn new(room: RoomName, seq: u64, ts: Timestamp, from: User, text: String) -> Self {
+        Self {
+            room,
+            seq,
+            ts,
+            from,
+            text,
+            key: None,
+            reply_to: None,
+            edited_at: None,
+            deleted: false,
+            streaming: false,
+            reactions: Vec::new(),
+            reply_count: 0,
+            last_reply_at: None,
+            rev: 0,
+        }
+    }
 }
 
 /// The first frame of every JSON connection.
@@ -111,6 +159,18 @@ pub struct JoinReply {
     /// With `since`: whether `messages` is the whole gap (if not, page the rest with `history`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovered: Option<bool>,
+    /// The room's change number: how many edits, deletes, reactions (added or taken
+    /// back), appends and finishes it has seen. Pass the highest `rev` seen as
+    /// `since_rev` when joining again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rev: u64,
+    /// With `since_rev`: the messages up to `since` changed after it, in the order of
+    /// their last change (at most the recovery limit; `recovered` covers them too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<Message>,
+    /// How many messages of others follow this user's read position (at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<u64>,
 }
 
 /// The result of a successful `send`.
@@ -198,6 +258,18 @@ pub enum ServerFrame {
     Occupancy(OccupancyEvent),
     /// This connection was taken out of a room (kicked, banned, no longer a member).
     Removed(crate::RemovedEvent),
+    /// A message was edited.
+    Edited(crate::EditedEvent),
+    /// A message was deleted.
+    Deleted(crate::DeletedEvent),
+    /// A reaction was added or taken back.
+    Reaction(crate::ReactionEvent),
+    /// A user's read position moved.
+    Read(crate::ReadEvent),
+    /// Text was added to a streamed message.
+    Append(crate::AppendEvent),
+    /// A streamed message is complete.
+    Finished(crate::FinishedEvent),
     /// The server is shutting down; the connection closes with 1001 next.
     Closing {
         /// Why, for humans.
@@ -210,8 +282,23 @@ pub enum ServerFrame {
 
 impl ServerFrame {
     /// The `type` of every frame this version of the protocol defines.
-    pub const TYPES: [&'static str; 9] =
-        ["welcome", "reply", "error", "message", "presence", "typing", "occupancy", "removed", "closing"];
+    pub const TYPES: [&'static str; 15] = [
+        "welcome",
+        "reply",
+        "error",
+        "message",
+        "presence",
+        "typing",
+        "occupancy",
+        "removed",
+        "edited",
+        "deleted",
+        "reaction",
+        "read",
+        "append",
+        "finished",
+        "closing",
+    ];
 
     /// The wire `type` of this frame (`unknown` for a frame from a newer server).
     pub fn type_name(&self) -> &'static str {
@@ -224,6 +311,12 @@ impl ServerFrame {
             Self::Typing(_) => "typing",
             Self::Occupancy(_) => "occupancy",
             Self::Removed(_) => "removed",
+            Self::Edited(_) => "edited",
+            Self::Deleted(_) => "deleted",
+            Self::Reaction(_) => "reaction",
+            Self::Read(_) => "read",
+            Self::Append(_) => "append",
+            Self::Finished(_) => "finished",
             Self::Closing { .. } => "closing",
             Self::Unknown => "unknown",
         }

@@ -9,9 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bavard_protocol::{
-    close_code, plain, ClientFrame, CreateReply, Empty, ErrorCode, HistoryReply, JoinReply, MembersReply,
-    ModerationReply, RefreshReply, Request, SendReply, ServerFrame, ASYNCAPI_JSON, JOIN_REPLY_MEMBERS,
-    MAX_HISTORY_LIMIT, MAX_MEMBERS_LIMIT,
+    close_code, plain, ChangeReply, ClientFrame, CreateReply, DmReply, Empty, ErrorCode, HistoryReply, JoinReply,
+    MembersReply, ModerationReply, ReadReply, RefreshReply, Request, SearchReply, SendReply, ServerFrame,
+    ASYNCAPI_JSON, JOIN_REPLY_MEMBERS, MAX_EMOJI_CHARS, MAX_HISTORY_LIMIT, MAX_MEMBERS_LIMIT, MAX_QUERY_CHARS,
+    MAX_REACTIONS_PER_MESSAGE, MAX_SEARCH_LIMIT, MAX_SEARCH_RESULTS, MAX_UNREAD,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
@@ -348,6 +349,12 @@ fn json_channel_examples_round_trip_through_the_rust_types() {
                                     "create" => check_result::<CreateReply>(&name, &reply.result),
                                     "kick" | "ban" | "mute" => check_result::<ModerationReply>(&name, &reply.result),
                                     "refresh" => check_result::<RefreshReply>(&name, &reply.result),
+                                    "dm" => check_result::<DmReply>(&name, &reply.result),
+                                    "edit" | "delete" | "react" | "unreact" | "append" | "finish" => {
+                                        check_result::<ChangeReply>(&name, &reply.result)
+                                    }
+                                    "read" => check_result::<ReadReply>(&name, &reply.result),
+                                    "search" => check_result::<SearchReply>(&name, &reply.result),
                                     "leave" | "typing" | "ping" | "add_member" | "remove_member" | "set_role"
                                     | "unban" | "unmute" => {
                                         assert!(reply.result.is_empty(), "example {name}: {op} has no result");
@@ -511,6 +518,23 @@ fn page_limits_match_the_rust_constants() {
         assert_eq!(listed, JOIN_REPLY_MEMBERS, "a join reply with a cursor lists the first {JOIN_REPLY_MEMBERS}");
         assert!(payload["member_count"].as_u64().expect("member_count") > listed as u64);
     }
+}
+
+#[test]
+fn chat_limits_match_the_rust_constants() {
+    let doc = document();
+    let messages = &doc["components"]["messages"];
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["Emoji"]["maxLength"], MAX_EMOJI_CHARS);
+    assert_eq!(schemas["Reaction"]["properties"]["emoji"]["maxLength"], MAX_EMOJI_CHARS);
+    assert_eq!(schemas["Message"]["properties"]["reactions"]["maxItems"], MAX_REACTIONS_PER_MESSAGE);
+    let search = &messages["search"]["payload"]["properties"];
+    assert_eq!(search["q"]["maxLength"], MAX_QUERY_CHARS);
+    assert_eq!(search["limit"]["maximum"], MAX_SEARCH_LIMIT);
+    assert_eq!(search["offset"]["maximum"], MAX_SEARCH_RESULTS - 1);
+    assert_eq!(messages["searchReply"]["payload"]["properties"]["messages"]["maxItems"], MAX_SEARCH_LIMIT);
+    assert_eq!(messages["readReply"]["payload"]["properties"]["unread"]["maximum"], MAX_UNREAD);
+    assert_eq!(messages["joinReply"]["payload"]["properties"]["unread"]["maximum"], MAX_UNREAD);
 }
 
 #[test]

@@ -178,6 +178,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
             user_rate_per_second: config.user_rate_per_second,
             user_rate_burst: config.user_rate_burst,
             presence_lease: std::time::Duration::from_secs(config.presence_lease_secs.max(1)),
+            max_text_chars: config.max_text_chars,
+            read_receipts_max_members: config.read_receipts_max_members,
         },
         Arc::clone(&metrics),
     ));

@@ -216,6 +216,11 @@ pub struct ServeConfig {
     #[arg(long, env = "BAVARD_PRESENCE_EVENTS_MAX_MEMBERS", default_value_t = 1000)]
     pub presence_events_max_members: usize,
 
+    /// Rooms with more users online than this send `read` events (a member's read
+    /// position) only to the reader's own connections, not to every member.
+    #[arg(long, env = "BAVARD_READ_RECEIPTS_MAX_MEMBERS", default_value_t = 100)]
+    pub read_receipts_max_members: usize,
+
     /// Frames a connection may send per second, on average (0: no limit).
     #[arg(long, env = "BAVARD_RATE_PER_SECOND", default_value_t = 20.0)]
     pub rate_per_second: f64,

@@ -130,6 +130,8 @@ pub struct Metrics {
     limit_refusals: [Counter; 4],
     auth_failures: Family<ReasonLabel, Counter>,
     moderation_actions: Family<ActionLabel, Counter>,
+    message_changes: Family<ActionLabel, Counter>,
+    searches: Counter,
 }
 
 impl Default for Metrics {
@@ -242,11 +244,22 @@ impl Metrics {
             moderation_actions.clone(),
         );
 
+        let message_changes = Family::<ActionLabel, Counter>::default();
+        registry.register(
+            "message_changes",
+            "Changes to stored messages (edit, delete, append, finish, react, unreact)",
+            message_changes.clone(),
+        );
+        let searches = Counter::default();
+        registry.register("searches", "Searches of rooms' messages served", searches.clone());
+
         Self {
             registry,
             limit_refusals,
             auth_failures,
             moderation_actions,
+            message_changes,
+            searches,
             connections_json,
             connections_plain,
             rooms,
@@ -277,6 +290,16 @@ impl Metrics {
     /// Counts a change to a room's rules.
     pub fn moderation_action(&self, action: &str) {
         self.moderation_actions.get_or_create(&ActionLabel { action: action.to_owned() }).inc();
+    }
+
+    /// Counts a change to a stored message.
+    pub fn message_changed(&self, action: &str) {
+        self.message_changes.get_or_create(&ActionLabel { action: action.to_owned() }).inc();
+    }
+
+    /// Counts a search.
+    pub fn searched(&self) {
+        self.searches.inc();
     }
 
     /// The open-connections gauge of `protocol`.

@@ -2,6 +2,9 @@
 //! already: the database is reused between runs), then `--clients` JSON clients (the SDK's
 //! `bavard_client::Connection`) page `history` closed-loop; reports the latency of the
 //! latest page (`limit` 50, no cursor) and of pages at random depths (`before` a random seq).
+//! With `--search`, it also measures `search` in that room: a rare word (the number of
+//! one seeded message, a few matches) and a word every message has (every message
+//! matches: the ranking's worst case).
 
 use std::{sync::Arc, time::Duration};
 
@@ -63,6 +66,14 @@ pub struct HistoryArgs {
     /// Worker threads of the bench's runtime.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+
+    /// Also measure `search` (rare and common words), `--search-queries` of each.
+    #[arg(long)]
+    pub search: bool,
+
+    /// Searches per kind, over all clients.
+    #[arg(long, default_value_t = 500)]
+    pub search_queries: usize,
 }
 
 /// Runs the scenario; true when every query succeeded.
@@ -178,7 +189,8 @@ async fn query(
                 random ^= random >> 7;
                 random ^= random << 17;
                 let before = deep.then(|| u64::from(limit) + 1 + random % head.max(1));
-                let request = HistoryRequest { room: room.clone(), before, after: None, limit: Some(limit) };
+                let request =
+                    HistoryRequest { room: room.clone(), before, after: None, limit: Some(limit), thread: None };
                 let t0 = now_us();
                 let page = conn.history(request).await?;
                 stats::record(&mut histogram, now_us() - t0);
@@ -207,6 +219,71 @@ async fn query(
     Ok((histogram, per_s))
 }
 
+/// `search_queries` searches from `clients` clients; `common` looks for a word every
+/// message has, otherwise for one seeded message's number.
+async fn search(
+    endpoint: &Arc<Endpoint>,
+    args: &HistoryArgs,
+    head: u64,
+    common: bool,
+    server_pids: &[u32],
+) -> anyhow::Result<(Histogram<u64>, f64)> {
+    // The index follows the archive: wait until the last seeded message is searchable.
+    let mut probe = jsonws::connect(endpoint, "search-probe", None).await?;
+    let last = format!("seeded message 0-{}", args.messages / args.seed_senders.max(1) as u64);
+    for attempt in 0.. {
+        let reply = jsonws::request(&mut probe, attempt, json!({"op": "search", "room": args.room, "q": last})).await?;
+        if reply["ok"] != true {
+            bail!("search failed: {reply}");
+        }
+        if reply["messages"].as_array().is_some_and(|m| !m.is_empty()) || attempt > 600 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    probe.close().await;
+    let clients = args.clients.max(1);
+    let meter = CpuMeter::start(server_pids);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let per_client = args.search_queries / clients + usize::from(c < args.search_queries % clients);
+        let (endpoint, room, senders) = (endpoint.clone(), args.room.clone(), args.seed_senders.max(1) as u64);
+        tasks.push(tokio::spawn(async move {
+            let mut conn = jsonws::connect(&endpoint, &format!("searcher-{c}"), None).await?;
+            let mut histogram = stats::latency_histogram();
+            let mut random = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
+            for i in 0..per_client {
+                random ^= random << 13;
+                random ^= random >> 7;
+                random ^= random << 17;
+                let q = if common { "lorem".to_owned() } else { format!("{}", 1 + random % (head / senders).max(1)) };
+                let t0 = now_us();
+                let reply = jsonws::request(&mut conn, i as u64, json!({"op": "search", "room": room, "q": q})).await?;
+                stats::record(&mut histogram, now_us() - t0);
+                if reply["ok"] != true || reply["messages"].as_array().is_none_or(|m| m.is_empty()) {
+                    bail!("search for {q} found nothing: {reply}");
+                }
+            }
+            conn.close().await;
+            anyhow::Ok(histogram)
+        }));
+    }
+    let mut histogram = stats::latency_histogram();
+    for task in tasks {
+        let h = task.await.context("a search task panicked")??;
+        histogram.add(&h).map_err(|e| anyhow::anyhow!("cannot merge histograms: {e}"))?;
+    }
+    let usage = meter.stop();
+    let per_s = histogram.len() as f64 / usage.wall.max(1e-9);
+    println!(
+        "search for {} in {head} messages: {per_s:.0} queries/s, {}; {}",
+        if common { "a word of every message" } else { "a rare word" },
+        stats::summary(&histogram),
+        usage.per_million(histogram.len(), "queries")
+    );
+    Ok((histogram, per_s))
+}
+
 async fn measure(common: &Common, args: &HistoryArgs) -> anyhow::Result<bool> {
     let endpoint = Arc::new(Endpoint::parse(&common.url)?);
     let head = ensure_seeded(&endpoint, args).await?;
@@ -224,6 +301,16 @@ async fn measure(common: &Common, args: &HistoryArgs) -> anyhow::Result<bool> {
                 stats::p50_p99_p999_csv(&histogram)
             );
             stats::append_csv(csv, CSV_HEADER, &row)?;
+        }
+    }
+    if args.search {
+        for every in [false, true] {
+            let (histogram, per_s) = search(&endpoint, args, head, every, &common.server_pid).await?;
+            if let Some(csv) = &common.csv {
+                let mode = if every { "search-common" } else { "search-rare" };
+                let row = format!("{},{head},{mode},{per_s:.0},{}", common.label, stats::p50_p99_p999_csv(&histogram));
+                stats::append_csv(csv, CSV_HEADER, &row)?;
+            }
         }
     }
     Ok(true)

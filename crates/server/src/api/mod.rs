@@ -10,6 +10,7 @@ mod access;
 pub mod auth;
 pub mod cors;
 mod error;
+mod messaging;
 mod moderation;
 mod openapi;
 mod origin;
@@ -22,7 +23,7 @@ use axum::{
     http::{header, StatusCode},
     middleware,
     response::IntoResponse,
-    routing::{delete, get, post, put},
+    routing::{delete, get, patch, post, put},
     Router,
 };
 use tokio::sync::Semaphore;
@@ -65,6 +66,13 @@ pub fn router(state: AppState, cors: Option<cors::ApiCors>) -> Router {
         .route("/api/rooms", get(rooms::list).post(rooms::create))
         .route("/api/rooms/{room}", get(rooms::show).patch(rooms::update))
         .route("/api/rooms/{room}/messages", get(rooms::messages).post(rooms::publish))
+        .route("/api/rooms/{room}/messages/{seq}", patch(messaging::edit).delete(messaging::delete))
+        .route("/api/rooms/{room}/messages/{seq}/append", post(messaging::append))
+        .route("/api/rooms/{room}/messages/{seq}/finish", post(messaging::finish))
+        .route("/api/rooms/{room}/messages/{seq}/reactions/{emoji}", put(messaging::react).delete(messaging::unreact))
+        .route("/api/rooms/{room}/read", post(messaging::read))
+        .route("/api/rooms/{room}/search", get(messaging::search))
+        .route("/api/dm", post(messaging::dm))
         .route("/api/rooms/{room}/members", get(rooms::members))
         .route("/api/rooms/{room}/members/{user}", put(moderation::put_member).delete(moderation::delete_member))
         .route("/api/rooms/{room}/bans", post(moderation::ban))

@@ -11,7 +11,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use super::{error::ErrorReply, moderation, rooms};
+use super::{error::ErrorReply, messaging, moderation, rooms};
 
 /// See the module docs.
 #[derive(OpenApi)]
@@ -33,6 +33,15 @@ use super::{error::ErrorReply, moderation, rooms};
         rooms::messages,
         rooms::publish,
         rooms::members,
+        messaging::edit,
+        messaging::delete,
+        messaging::append,
+        messaging::finish,
+        messaging::react,
+        messaging::unreact,
+        messaging::read,
+        messaging::search,
+        messaging::dm,
         moderation::put_member,
         moderation::delete_member,
         moderation::ban,

@@ -25,6 +25,7 @@ use crate::{
     auth::{Actor, Who},
     hub::{HubError, Post, RoomChanges, RoomListing},
     metrics::Route,
+    store::PageQuery,
 };
 
 /// The most rooms one call lists.
@@ -73,12 +74,16 @@ pub struct RoomView {
     slow_mode_secs: u32,
     /// Whether only moderators write.
     frozen: bool,
+    /// In `GET /api/rooms` with a user's token: messages of others after the user's
+    /// read position (at most 1000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unread: Option<u64>,
 }
 
 impl From<RoomListing> for RoomView {
     fn from(listing: RoomListing) -> Self {
         let RoomListing { room, topic, kind, created, last_seq, last_ts, online, slow_mode_secs, frozen } = listing;
-        Self { room, topic, kind, online, last_seq, created_ts: created, last_ts, slow_mode_secs, frozen }
+        Self { room, topic, kind, online, last_seq, created_ts: created, last_ts, slow_mode_secs, frozen, unread: None }
     }
 }
 
@@ -130,6 +135,9 @@ pub struct MessagesQuery {
     /// Page size, at most 200 (default 50).
     #[param(maximum = 200)]
     limit: Option<u32>,
+    /// Only the replies to this message (its thread), oldest first.
+    #[param(minimum = 1)]
+    thread: Option<u64>,
 }
 
 /// The body of `POST /api/rooms/{room}/messages`.
@@ -144,6 +152,10 @@ pub struct NewMessage {
     /// The seq of the message it answers.
     #[serde(default, deserialize_with = "integral")]
     reply_to: Option<u64>,
+    /// Starts a streamed message: `.../messages/{seq}/append` adds to it and
+    /// `.../finish` ends it (as the same author).
+    #[serde(default)]
+    stream: bool,
 }
 
 /// The author of a message published through REST (a bot, a system user).
@@ -154,7 +166,7 @@ pub struct Author {
     #[schema(
         pattern = r"^[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]([^\x00-\x1F\x7F-\x9F]{0,30}[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000])?[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
     )]
-    name: String,
+    pub(super) name: String,
 }
 
 /// Query parameters of `GET /api/rooms/{room}/members`.
@@ -184,7 +196,16 @@ pub async fn list(
         return Err(ApiError::new(ErrorCode::BadRequest, format!("limit must be between 1 and {MAX_ROOMS}")));
     }
     let rooms = state.hub.directory(caller.as_actor().map(|actor| actor.who()), limit).await?;
-    Ok(Json(RoomDirectory { rooms: rooms.into_iter().map(RoomView::from).collect() }))
+    let mut views: Vec<RoomView> = rooms.into_iter().map(RoomView::from).collect();
+    // A user's token (not the API key) learns its unread count in each room.
+    if let Caller::User(actor) | Caller::Admin(actor) = &caller {
+        if *actor != Actor::api() && !actor.user.id.starts_with(crate::hub::GUEST_PREFIX) {
+            for view in &mut views {
+                view.unread = Some(state.hub.unread(&view.room, &actor.user.id).await?);
+            }
+        }
+    }
+    Ok(Json(RoomDirectory { rooms: views }))
 }
 
 /// Creates a room.
@@ -253,15 +274,27 @@ pub async fn messages(
     ApiPath(room): ApiPath<RoomName>,
     ApiQuery(query): ApiQuery<MessagesQuery>,
 ) -> Result<Json<HistoryReply>, ApiError> {
-    let MessagesQuery { before, after, limit } = query;
+    let MessagesQuery { before, after, limit, thread } = query;
     check_seq("before", before)?;
     check_seq("after", after)?;
-    Request::History(HistoryRequest { room: room.clone(), before, after, limit }).validate(usize::MAX)?;
+    check_seq("thread", thread)?;
+    Request::History(HistoryRequest { room: room.clone(), before, after, limit, thread }).validate(usize::MAX)?;
     exists(&state, &room).await?;
     let caller = state.auth.rest(&headers, peer.0)?;
     may_read(&state, &caller, &room).await?;
     let who = caller.as_actor().map_or(NOBODY, |actor| actor.who());
-    let page = state.hub.history(who, &room, before, after, limit.unwrap_or(DEFAULT_HISTORY_LIMIT)).await?;
+    let limit = limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
+    let page = match thread {
+        Some(root) => {
+            let query = match (after, before) {
+                (Some(after), before) => PageQuery::After { after, before, limit },
+                (None, Some(before)) => PageQuery::Before { before: Some(before), limit },
+                (None, None) => PageQuery::After { after: 0, before: None, limit },
+            };
+            state.hub.thread(who, &room, root, query).await?
+        }
+        None => state.hub.history(who, &room, before, after, limit).await?,
+    };
     Ok(Json(page))
 }
 
@@ -293,9 +326,9 @@ pub async fn publish(
                 .to_owned(),
         ),
     };
-    let NewMessage { text, from, reply_to } = message;
+    let NewMessage { text, from, reply_to, stream } = message;
     check_seq("reply_to", reply_to)?;
-    let send = SendRequest { room: room.clone(), text, key, reply_to };
+    let send = SendRequest { room: room.clone(), text, key, reply_to, stream };
     send.validate(state.sessions.limits.max_text_chars)?;
     let name = match from {
         Some(author) => display_name(&author.name).map_err(|e| ApiError::new(ErrorCode::BadRequest, e))?,
@@ -309,8 +342,8 @@ pub async fn publish(
         Caller::Admin(actor) if *actor == Actor::api() => User { id: format!("api:{name}"), name },
         _ => actor.user.clone(),
     };
-    let SendRequest { room, text, key, reply_to } = send;
-    let pending = state.hub.publish_as(actor, author, Post { room: room.clone(), text, key, reply_to }).await?;
+    let SendRequest { room, text, key, reply_to, stream } = send;
+    let pending = state.hub.publish_as(actor, author, Post { room: room.clone(), text, key, reply_to, stream }).await?;
     state.metrics.message_accepted(Route::Rest);
     let posted = pending.await?;
     let reply = SendReply { room, seq: posted.seq, ts: posted.ts, duplicate: posted.duplicate };
@@ -338,7 +371,7 @@ pub async fn members(
 }
 
 /// An anonymous caller, as permission checks see it: no id, so no role and no sanction.
-const NOBODY: Who<'static> = Who { id: "", admin: false };
+pub(super) const NOBODY: Who<'static> = Who { id: "", admin: false };
 
 /// Nothing, or the refusal of a caller who may not read the room: 401 for an anonymous
 /// caller (who might be let in with a token), 403 for a user.
@@ -354,7 +387,7 @@ pub(super) async fn may_read(state: &AppState, caller: &Caller, room: &RoomName)
 
 /// Nothing, or 404 for a room never created, written to or joined (cheaper than
 /// [`known`] for a room with members: no store read).
-async fn exists(state: &AppState, room: &RoomName) -> Result<(), ApiError> {
+pub(super) async fn exists(state: &AppState, room: &RoomName) -> Result<(), ApiError> {
     if state.hub.knows_room(room).await? {
         return Ok(());
     }

@@ -65,9 +65,18 @@ fn until_text(sanction: &Sanction) -> String {
 }
 
 impl RoomRules {
-    /// The rules of a room as stored (None: a room without a record, public and bare).
-    pub fn from_stored(stored: Option<StoredRules>) -> Self {
-        let Some(stored) = stored else { return Self::default() };
+    /// The rules of a room named `room` as stored: a room without a record is public
+    /// and bare, except under a direct room's name, which nobody may take before `dm`
+    /// made it (a direct room without its two users).
+    pub fn of_room(room: &str, stored: Option<StoredRules>) -> Self {
+        match stored {
+            Some(stored) => Self::with(stored),
+            None if room.starts_with(crate::hub::DIRECT_PREFIX) => Self { kind: RoomKind::Direct, ..Self::default() },
+            None => Self::default(),
+        }
+    }
+
+    fn with(stored: StoredRules) -> Self {
         let mut rules = Self {
             kind: stored.kind,
             slow_mode_secs: stored.slow_mode_secs,
@@ -137,6 +146,13 @@ impl RoomRules {
 
     /// May the actor read the room's history (and receive its events)?
     pub fn check_read(&self, who: Who<'_>, room: &str, now: Timestamp) -> Result<(), Refusal> {
+        // A direct room is its two users' alone: server admins included.
+        if self.kind == RoomKind::Direct {
+            return match self.role(who.id) {
+                Some(_) => Ok(()),
+                None => Err(format!("room {room} is a direct room of two other users")),
+            };
+        }
         if who.admin {
             return Ok(());
         }
@@ -161,6 +177,9 @@ impl RoomRules {
 
     /// May the actor write in the room (send, typing)? Slow mode is the hub's to check.
     pub fn check_write(&self, who: Who<'_>, room: &str, now: Timestamp) -> Result<(), Refusal> {
+        if self.kind == RoomKind::Direct {
+            return self.check_read(who, room, now);
+        }
         if who.admin {
             return Ok(());
         }
@@ -180,6 +199,9 @@ impl RoomRules {
 
     /// May the actor use `power` on the room, on `target` when it names a user?
     pub fn check_manage(&self, who: Who<'_>, power: Power, target: Option<&str>, room: &str) -> Result<(), Refusal> {
+        if self.kind == RoomKind::Direct {
+            return Err(format!("room {room} is a direct room: it has its two users, no roles, and no moderation"));
+        }
         if who.admin {
             return Ok(());
         }
@@ -231,11 +253,14 @@ mod tests {
     }
 
     fn rules(kind: RoomKind, roles: &[(&str, Role)]) -> RoomRules {
-        RoomRules::from_stored(Some(StoredRules {
-            kind,
-            roles: roles.iter().map(|(u, r)| ((*u).to_owned(), *r)).collect(),
-            ..StoredRules::default()
-        }))
+        RoomRules::of_room(
+            "r",
+            Some(StoredRules {
+                kind,
+                roles: roles.iter().map(|(u, r)| ((*u).to_owned(), *r)).collect(),
+                ..StoredRules::default()
+            }),
+        )
     }
 
     fn sanction(user: &str, kind: SanctionKind, until: Option<i64>) -> RuleChange {

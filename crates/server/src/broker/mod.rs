@@ -83,6 +83,17 @@ pub enum ClusterBody {
         /// Who types.
         user: User,
     },
+    /// An event for the room's JSON members (an edit, a reaction, a read position...),
+    /// as its JSON frame; only for `only_user`'s connections when set.
+    RoomEvent {
+        /// The room.
+        room: RoomName,
+        /// The frame, encoded.
+        event: String,
+        /// Whose connections alone receive it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        only_user: Option<String>,
+    },
 }
 
 /// What a node hears from its broker.
@@ -228,6 +239,13 @@ mod tests {
             text: "hé".into(),
             key: Some("k".into()),
             reply_to: None,
+            edited_at: None,
+            deleted: false,
+            streaming: false,
+            reactions: Vec::new(),
+            reply_count: 0,
+            last_reply_at: None,
+            rev: 0,
         };
         for body in [
             ClusterBody::Messages { messages: vec![Arc::new(message)] },

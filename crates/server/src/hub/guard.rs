@@ -41,8 +41,8 @@ pub(super) enum WriteRefusal {
 }
 
 impl RoomGuard {
-    fn new(stored: Option<StoredRules>) -> Self {
-        let state = GuardState { rules: RoomRules::from_stored(stored), last_sent: HashMap::new() };
+    fn new(room: &str, stored: Option<StoredRules>) -> Self {
+        let state = GuardState { rules: RoomRules::of_room(room, stored), last_sent: HashMap::new() };
         Self { state: Mutex::new(state), changing: tokio::sync::Mutex::new(()) }
     }
 
@@ -124,6 +124,6 @@ impl Guards {
         }
         // Another caller may have loaded it meanwhile: the first one loaded is kept, so
         // a change applied to it is never lost to a later, staler load.
-        Ok(Arc::clone(rooms.entry(room.clone()).or_insert_with(|| Arc::new(RoomGuard::new(stored)))))
+        Ok(Arc::clone(rooms.entry(room.clone()).or_insert_with(|| Arc::new(RoomGuard::new(room.as_str(), stored)))))
     }
 }

@@ -24,6 +24,7 @@
 
 mod commits;
 mod guard;
+mod messaging;
 mod moderation;
 mod outbox;
 mod presence;
@@ -52,6 +53,7 @@ use futures_util::StreamExt;
 #[cfg(test)]
 pub(crate) use commits::Reported;
 pub use commits::{commit_stream, CommitSender, CommitStream};
+pub use messaging::{Change, DIRECT_PREFIX};
 pub use moderation::{RoomChanges, Sanctioning};
 pub use outbox::{Frame, Outbox, Taken};
 pub use quota::Quota;
@@ -117,7 +119,17 @@ pub struct HubSettings {
     pub user_rate_burst: u32,
     /// How long other nodes count this node's users without news from it.
     pub presence_lease: Duration,
+    /// The longest message text, in characters (streamed messages grow to
+    /// [`bavard_protocol::STREAM_TEXT_FACTOR`] times it).
+    pub max_text_chars: usize,
+    /// Rooms with more users online than this send `read` events only to the reader's
+    /// own connections.
+    pub read_receipts_max_members: usize,
 }
+
+/// How guests' user ids start (`?name=` users and random guests): their names prove
+/// nothing, so they hold no roles and have no direct rooms.
+pub(crate) const GUEST_PREFIX: &str = "g_";
 
 /// How often large rooms announce their member count (when it changed).
 pub const OCCUPANCY_INTERVAL: Duration = Duration::from_secs(1);
@@ -167,6 +179,23 @@ pub enum HubError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The room has no such message.
+    #[error("room {room} has no message {seq}")]
+    NoMessage {
+        /// The room.
+        room: RoomName,
+        /// The seq asked for.
+        seq: u64,
+    },
+    /// The message's state forbids it (deleted, streamed or not).
+    #[error("{0}")]
+    Conflict(String),
+    /// The result would be too large.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The request makes no sense.
+    #[error("{0}")]
+    BadRequest(String),
     /// This node has lost its broker: it serves its own clients, and catches them up
     /// from the store when the broker is back.
     #[error("the broker is unreachable: this node is cut off from the others of its cluster")]
@@ -180,7 +209,10 @@ impl HubError {
             Self::NotMember(_) => ErrorCode::Forbidden,
             Self::BadCursor(_) => ErrorCode::BadRequest,
             Self::RoomExists(_) => ErrorCode::Conflict,
-            Self::UnknownRoom(_) => ErrorCode::NotFound,
+            Self::UnknownRoom(_) | Self::NoMessage { .. } => ErrorCode::NotFound,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::TooLarge(_) => ErrorCode::TooLarge,
+            Self::BadRequest(_) => ErrorCode::BadRequest,
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::BrokerDown => ErrorCode::Unavailable,
             Self::SlowMode { .. } | Self::UserRate { .. } => ErrorCode::RateLimited,
@@ -211,6 +243,8 @@ pub struct Post {
     pub key: Option<String>,
     /// The seq of the message it answers.
     pub reply_to: Option<u64>,
+    /// Whether it starts a streamed message.
+    pub stream: bool,
 }
 
 /// A published message, once durable.
@@ -486,6 +520,9 @@ impl Hub {
                     room.typing(&user, self.settings.typing_interval);
                 }
             }
+            ClusterBody::RoomEvent { room, event, only_user } => {
+                self.deliver_event(&room, &event, only_user.as_deref())
+            }
             ClusterBody::Presence { rooms, full, lease_ms } => {
                 for room in self.presence.heard(event.origin, rooms, full, lease_ms) {
                     self.refresh_remote(&room);
@@ -569,6 +606,7 @@ impl Hub {
         subscriber: &Arc<Subscriber>,
         room: &RoomName,
         since: Option<u64>,
+        since_rev: Option<u64>,
         limit: u32,
     ) -> Result<JoinReply, HubError> {
         let joined = self.subscribe(subscriber, room, JOIN_REPLY_MEMBERS).await?;
@@ -586,14 +624,35 @@ impl Hub {
         } else {
             self.store.page(room.clone(), query).await?
         };
+        let viewer = Some(subscriber.user.id.as_str());
+        let messages = self.current(room, page.messages, viewer).await?;
+        let rev = self.store.room_rev(room.clone()).await?;
+        let (changed, more_changed) = match (since, since_rev) {
+            (Some(since), Some(since_rev)) if rev > since_rev => {
+                let through = since.min(last_seq);
+                let limit = self.settings.recovery_limit;
+                let (seqs, more) = self.store.changed_since(room.clone(), through, since_rev, limit).await?;
+                (self.current_at(room, seqs, viewer).await?, more)
+            }
+            _ => (Vec::new(), false),
+        };
+        // Guests' ids last one connection: they have no read position to count from.
+        let unread = if subscriber.user.id.starts_with(GUEST_PREFIX) {
+            None
+        } else {
+            Some(self.store.unread(room.clone(), subscriber.user.id.clone()).await?)
+        };
         Ok(JoinReply {
             room: room.clone(),
             seq: last_seq,
             member_count: joined.member_count,
             members: joined.members,
             members_cursor: joined.cursor.map(|arrival| arrival.to_string()),
-            messages: page.messages,
-            recovered: recovery.then_some(!page.has_more),
+            messages,
+            recovered: recovery.then_some(!page.has_more && !more_changed),
+            rev,
+            changed,
+            unread,
         })
     }
 
@@ -741,8 +800,9 @@ impl Hub {
             return Err(HubError::NotMember(post.room));
         }
         self.check_write(subscriber.who(), &post.room, subscriber.quota.as_deref()).await?;
-        let Post { room, text, key, reply_to } = post;
-        let message = NewMessage { room, from: subscriber.user.clone(), text, key, reply_to };
+        self.check_reply_to(&post).await?;
+        let Post { room, text, key, reply_to, stream } = post;
+        let message = NewMessage { room, from: subscriber.user.clone(), text, key, reply_to, streaming: stream };
         Ok(PendingPost(self.store.append(message).await?))
     }
 
@@ -752,9 +812,34 @@ impl Hub {
     pub async fn publish_as(&self, actor: &Actor, from: User, post: Post) -> Result<PendingPost, HubError> {
         let quota = if actor.is_admin() { None } else { self.quotas.of(&actor.user.id) };
         self.check_write(actor.who(), &post.room, quota.as_deref()).await?;
-        let Post { room, text, key, reply_to } = post;
-        let message = NewMessage { room, from, text, key, reply_to };
+        self.check_reply_to(&post).await?;
+        let Post { room, text, key, reply_to, stream } = post;
+        let message = NewMessage { room, from, text, key, reply_to, streaming: stream };
         Ok(PendingPost(self.store.append(message).await?))
+    }
+
+    /// A reply must answer a message of its room: one with a seq up to the room's last.
+    async fn check_reply_to(&self, post: &Post) -> Result<(), HubError> {
+        let Some(root) = post.reply_to else { return Ok(()) };
+        let known = match self.room(&post.room).map(|room| room.delivered_seq()) {
+            Some(last) if root <= last => true,
+            _ => self.store.room(post.room.clone()).await?.is_some_and(|record| root <= record.last_seq),
+        };
+        if root == 0 || !known {
+            return Err(HubError::NoMessage { room: post.room.clone(), seq: root });
+        }
+        Ok(())
+    }
+
+    /// Takes one message from `user`'s bucket (edits, reactions and appends count as
+    /// messages).
+    fn take_from_bucket(&self, user: &str) -> Result<(), HubError> {
+        if self.quotas.of(user).is_some_and(|quota| !quota.try_take()) {
+            self.metrics.limit_refused(Limit::UserRate);
+            let HubSettings { user_rate_per_second: per_second, user_rate_burst: burst, .. } = self.settings;
+            return Err(HubError::UserRate { per_second, burst });
+        }
+        Ok(())
     }
 
     /// Checks a message from `who` against the room's rules, slow mode and the user's
@@ -809,6 +894,7 @@ impl Hub {
             None => PageQuery::Before { before, limit },
         };
         let Page { messages, has_more } = self.store.page(room.clone(), query).await?;
+        let messages = self.current(room, messages, Some(who.id)).await?;
         Ok(HistoryReply { messages, has_more })
     }
 

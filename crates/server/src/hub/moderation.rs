@@ -8,13 +8,11 @@
 
 use std::sync::Arc;
 
-/// How guests' user ids start (`?name=` users and random guests): their names prove
-/// nothing, so they hold no roles.
-const GUEST_PREFIX: &str = "g_";
-
 use bavard_protocol::{RemovedBecause, RemovedEvent, Role, RoomKind, RoomName, ServerFrame, Timestamp};
 
-use super::{guard::RoomGuard, Frame, Hub, HubError, Protocol, RoomListing, Subscriber};
+use super::{
+    guard::RoomGuard, messaging::DIRECT_PREFIX, Frame, Hub, HubError, Protocol, RoomListing, Subscriber, GUEST_PREFIX,
+};
 use crate::{
     auth::{Actor, Power, Standing},
     broker::{ClusterBody, ClusterEvent},
@@ -88,6 +86,11 @@ impl Hub {
         kind: RoomKind,
         topic: String,
     ) -> Result<RoomListing, HubError> {
+        if kind == RoomKind::Direct || name.as_str().starts_with(DIRECT_PREFIX) {
+            return Err(HubError::Forbidden(format!(
+                "direct rooms (named {DIRECT_PREFIX}...) are made with op dm, not created"
+            )));
+        }
         let owner = match actor.standing {
             Standing::Guest if kind != RoomKind::Public => {
                 return Err(HubError::Forbidden(format!(
@@ -102,7 +105,7 @@ impl Hub {
         };
         let joined = self.online_count(name) > 0;
         let entry = audit(actor, "create", None, None, Some(kind.as_str().to_owned()));
-        let room = NewRoom { room: name.clone(), kind, topic, owner: owner.clone() };
+        let room = NewRoom { room: name.clone(), kind, topic, owner: owner.clone(), members: Vec::new() };
         if joined || !self.store.create_room(room, entry).await? {
             return Err(HubError::RoomExists(name.clone()));
         }
@@ -126,6 +129,9 @@ impl Hub {
         changes: RoomChanges,
     ) -> Result<RoomListing, HubError> {
         let RoomChanges { kind, topic, slow_mode_secs, frozen } = changes;
+        if kind == Some(RoomKind::Direct) {
+            return Err(HubError::Forbidden("a room cannot become direct: direct rooms are made with op dm".into()));
+        }
         let mut list = Vec::new();
         let mut done = Vec::new();
         if let Some(kind) = kind {

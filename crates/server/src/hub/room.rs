@@ -588,6 +588,16 @@ impl Room {
         true
     }
 
+    /// The seq of the last message delivered to the room's members.
+    pub(super) fn delivered_seq(&self) -> u64 {
+        self.lock().delivered
+    }
+
+    /// Sends `frame` to the room's JSON members but those `skip` names.
+    pub(super) fn to_json(&self, frame: &Frame, skip: impl Fn(&Subscriber) -> bool) {
+        self.lock().to_json_members(frame, skip);
+    }
+
     #[cfg(test)]
     fn visits(&self) -> usize {
         self.lock().visits.take()
@@ -649,6 +659,13 @@ mod tests {
             text: "hello".into(),
             key: None,
             reply_to: None,
+            edited_at: None,
+            deleted: false,
+            streaming: false,
+            reactions: Vec::new(),
+            reply_count: 0,
+            last_reply_at: None,
+            rev: 0,
         };
         let message = Arc::new(message);
         let delivered = room.deliver(&[&message]);
@@ -677,6 +694,13 @@ mod tests {
             text: format!("m{seq}"),
             key: None,
             reply_to: None,
+            edited_at: None,
+            deleted: false,
+            streaming: false,
+            reactions: Vec::new(),
+            reply_count: 0,
+            last_reply_at: None,
+            rev: 0,
         })
     }
 

@@ -24,6 +24,8 @@ fn node(name: &str, broker: &Arc<InProcessBroker>, dir: &std::path::Path) -> Arc
         user_rate_per_second: 0.0,
         user_rate_burst: 1,
         presence_lease: Duration::from_secs(15),
+        max_text_chars: 4000,
+        read_receipts_max_members: 100,
     };
     let hub = Arc::new(Hub::new(Arc::new(store), Arc::clone(broker) as Arc<dyn Broker>, settings, Arc::default()));
     tokio::spawn({
@@ -49,7 +51,7 @@ fn member(hub: &Hub, name: &str) -> Arc<Subscriber> {
 const NOBODY: crate::auth::Who<'static> = crate::auth::Who { id: "u_nobody", admin: false };
 
 fn post(room: &RoomName, text: &str) -> Post {
-    Post { room: room.clone(), text: text.to_owned(), key: None, reply_to: None }
+    Post { room: room.clone(), text: text.to_owned(), key: None, reply_to: None, stream: false }
 }
 
 /// The `(seq, text)` of every `message` event in the member's outbox, waiting until
@@ -82,8 +84,8 @@ async fn two_hubs_on_one_broker_deliver_each_others_commits_once_without_storing
     let (a, b) = (node("a", &broker, dir.path()), node("b", &broker, dir.path()));
     let room = RoomName::new("lobby").unwrap();
     let (alice, bob) = (member(&a, "alice"), member(&b, "bob"));
-    within(a.join(&alice, &room, None, 0)).await.unwrap();
-    within(b.join(&bob, &room, None, 0)).await.unwrap();
+    within(a.join(&alice, &room, None, None, 0)).await.unwrap();
+    within(b.join(&bob, &room, None, None, 0)).await.unwrap();
 
     for text in ["one", "two"] {
         let posted = within(within(a.publish(&alice, post(&room, text))).await.unwrap()).await.unwrap();
@@ -124,12 +126,12 @@ async fn a_join_since_the_largest_seq_recovers_nothing() {
     let hub = node("solo", &Arc::new(InProcessBroker::new(4)), dir.path());
     let room = RoomName::new("lobby").unwrap();
     let alice = member(&hub, "alice");
-    within(hub.join(&alice, &room, None, 0)).await.unwrap();
+    within(hub.join(&alice, &room, None, None, 0)).await.unwrap();
     within(within(hub.publish(&alice, post(&room, "hello"))).await.unwrap()).await.unwrap();
     // Delivered, so the room's seq is 1 when bob joins.
     assert_eq!(messages(&alice, 1).await, vec![(1, "hello".to_owned())]);
     let bob = member(&hub, "bob");
-    let reply = within(hub.join(&bob, &room, Some(u64::MAX), 10)).await.unwrap();
+    let reply = within(hub.join(&bob, &room, Some(u64::MAX), None, 10)).await.unwrap();
     assert!(reply.messages.is_empty(), "{:?}", reply.messages);
     assert_eq!(reply.seq, 1);
 }
@@ -142,4 +144,76 @@ fn members_cursors_are_the_numbers_the_hub_writes() {
     for refused in ["", "+1", "-1", "007", " 1", "1.0", "10000000000000000000", "x"] {
         assert_eq!(parse_cursor(refused), None, "{refused:?}");
     }
+}
+
+/// The events of type `kind` in the member's outbox, waiting until there are `count`.
+async fn events_of(member: &Subscriber, kind: &str, count: usize) -> Vec<serde_json::Value> {
+    let mut seen = Vec::new();
+    within(async {
+        while seen.len() < count {
+            let mut frames = VecDeque::new();
+            if let Taken::Frames = member.outbox.take(&mut frames) {
+                for frame in frames {
+                    let event: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+                    if event["type"] == kind {
+                        seen.push(event);
+                    }
+                }
+            } else {
+                member.outbox.changed().await;
+            }
+        }
+    })
+    .await;
+    seen
+}
+
+#[tokio::test]
+async fn changes_to_messages_reach_the_members_on_other_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Arc::new(InProcessBroker::new(64));
+    let (a, b) = (node("a", &broker, dir.path()), node("b", &broker, dir.path()));
+    let room = RoomName::new("lobby").unwrap();
+    let (alice, bob) = (member(&a, "alice"), member(&b, "bob"));
+    within(a.join(&alice, &room, None, None, 0)).await.unwrap();
+    within(b.join(&bob, &room, None, None, 0)).await.unwrap();
+    let posted = within(within(a.publish(&alice, post(&room, "helo"))).await.unwrap()).await.unwrap();
+    let actor = crate::auth::Actor { user: alice.user.clone(), standing: crate::auth::Standing::Signed };
+    within(a.change_message(&actor, &room, posted.seq, Change::Edit("hello".into()))).await.unwrap();
+    within(a.change_message(&actor, &room, posted.seq, Change::React("👍".into(), true))).await.unwrap();
+    let edited = events_of(&bob, "edited", 1).await;
+    assert_eq!((&edited[0]["seq"], &edited[0]["text"]), (&serde_json::json!(posted.seq), &serde_json::json!("hello")));
+    let reaction = events_of(&bob, "reaction", 1).await;
+    assert_eq!((&reaction[0]["emoji"], &reaction[0]["count"]), (&serde_json::json!("👍"), &serde_json::json!(1)));
+    // A read position told only to the reader's own connections stays on them.
+    let bob_phone = member(&b, "bob");
+    let bob_phone = Arc::new(Subscriber { user: bob.user.clone(), ..Arc::try_unwrap(bob_phone).ok().unwrap() });
+    within(b.join(&bob_phone, &room, None, None, 0)).await.unwrap();
+    b.tell_room(
+        bavard_protocol::ServerFrame::Read(bavard_protocol::ReadEvent {
+            room: room.clone(),
+            user: bob.user.clone(),
+            seq: 1,
+        }),
+        Some(bob.user.id.clone()),
+    );
+    assert_eq!(events_of(&bob_phone, "read", 1).await[0]["seq"], 1);
+    // An event for everyone, told after it on the same node, reaches alice after it
+    // would have: she must have seen no `read` by then.
+    b.tell_room(
+        bavard_protocol::ServerFrame::Deleted(bavard_protocol::DeletedEvent { room: room.clone(), seq: 1, rev: 9 }),
+        None,
+    );
+    let mut seen = Vec::new();
+    within(async {
+        while !seen.iter().any(|e: &serde_json::Value| e["type"] == "deleted") {
+            let mut frames = VecDeque::new();
+            match alice.outbox.take(&mut frames) {
+                Taken::Frames => seen.extend(frames.iter().map(|f| serde_json::from_str(f.as_str()).unwrap())),
+                _ => alice.outbox.changed().await,
+            }
+        }
+    })
+    .await;
+    assert!(seen.iter().all(|event| event["type"] != "read"), "{seen:?}");
 }

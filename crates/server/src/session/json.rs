@@ -10,6 +10,7 @@ use super::{End, SentOutcome, Session, Socket};
 use crate::{
     hub::{HubError, Post},
     metrics::{Limit, Route},
+    store::PageQuery,
 };
 
 /// The event sent just before closing with 1001.
@@ -117,7 +118,7 @@ where
             return self.feed_error(id.as_ref(), &ErrorBody::new(ErrorCode::Forbidden, message)).await;
         }
         let limit = join.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
-        match self.hub.join(&self.me, &join.room, join.since, limit).await {
+        match self.hub.join(&self.me, &join.room, join.since, join.since_rev, limit).await {
             Ok(reply) => {
                 self.rooms.insert(join.room);
                 self.reply(id, &reply).await
@@ -127,8 +128,8 @@ where
     }
 
     async fn send(&mut self, id: Option<RequestId>, send: SendRequest) -> Result<(), End> {
-        let SendRequest { room, text, key, reply_to } = send;
-        let post = Post { room: room.clone(), text, key, reply_to };
+        let SendRequest { room, text, key, reply_to, stream } = send;
+        let post = Post { room: room.clone(), text, key, reply_to, stream };
         match self.hub.publish(&self.me, post).await {
             Ok(pending) => {
                 self.settings.metrics.message_accepted(Route::Ws);
@@ -153,7 +154,20 @@ where
     async fn history(&mut self, id: Option<RequestId>, history: HistoryRequest) -> Result<(), End> {
         let limit = history.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
         let who = self.me.who();
-        match self.hub.history(who, &history.room, history.before, history.after, limit).await {
+        let page = match history.thread {
+            Some(root) => {
+                // Like `history`: with `after`, forward from it; with only `before`, the
+                // replies nearest below it; with neither, the thread from its start.
+                let query = match (history.after, history.before) {
+                    (Some(after), before) => PageQuery::After { after, before, limit },
+                    (None, Some(before)) => PageQuery::Before { before: Some(before), limit },
+                    (None, None) => PageQuery::After { after: 0, before: None, limit },
+                };
+                self.hub.thread(who, &history.room, root, query).await
+            }
+            None => self.hub.history(who, &history.room, history.before, history.after, limit).await,
+        };
+        match page {
             Ok(page) => self.reply(id, &page).await,
             Err(e) => self.feed_error(id.as_ref(), &hub_error(e)).await,
         }

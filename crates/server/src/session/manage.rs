@@ -1,17 +1,20 @@
-//! The JSON ops that manage rooms and identity rather than carry messages: `create`,
-//! `add_member`, `remove_member`, `set_role`, `kick`, `ban`, `unban`, `mute`, `unmute`
-//! (each checked and applied by the hub's moderation) and `refresh` (a fresh token
-//! that pushes the connection's expiry back).
+//! The JSON ops beyond joining, sending and reading: those that manage rooms and
+//! identity (`create`, `add_member`, `remove_member`, `set_role`, `kick`, `ban`,
+//! `unban`, `mute`, `unmute`, each checked and applied by the hub's moderation, and
+//! `refresh`, a fresh token that pushes the connection's expiry back), and the chat
+//! features (`dm`, `edit`, `delete`, `react`, `unreact`, `read`, `search`, `append`,
+//! `finish`, served by the hub's messaging).
 
 use bavard_protocol::{
-    CreateReply, CreateRequest, Empty, ErrorBody, ErrorCode, ModerationReply, ModerationRequest, RefreshReply, Request,
-    RequestId, Role, RoleRequest, Timestamp, UserInRoom,
+    CreateReply, CreateRequest, DmReply, DmRequest, Empty, ErrorBody, ErrorCode, MessageRef, ModerationReply,
+    ModerationRequest, ReactRequest, ReadRequest, RefreshReply, Request, RequestId, Role, RoleRequest, RoomName,
+    SearchRequest, TextChange, Timestamp, UserInRoom, DEFAULT_SEARCH_LIMIT,
 };
 
 use super::{expiry_instant, json::hub_error, End, Session, Socket};
 use crate::{
     auth::{unix_now, Actor},
-    hub::{Hub, HubError, Sanctioning},
+    hub::{Change, Hub, HubError, Sanctioning},
 };
 
 impl<S> Session<S>
@@ -51,6 +54,28 @@ where
                 hub.lift(&actor, &room, &user, Sanctioning::Mute, reason).await.map(|()| None)
             }
             Request::Refresh { token } => return self.refresh(id, &token).await,
+            Request::Dm(DmRequest { user }) => {
+                hub.direct_room(&actor, &user).await.map(|room| Some(fields(&DmReply { room })))
+            }
+            Request::Edit(TextChange { room, seq, text }) => change(hub, &actor, room, seq, Change::Edit(text)).await,
+            Request::Delete(MessageRef { room, seq }) => change(hub, &actor, room, seq, Change::Delete).await,
+            Request::Append(TextChange { room, seq, text }) => {
+                change(hub, &actor, room, seq, Change::Append(text)).await
+            }
+            Request::Finish(MessageRef { room, seq }) => change(hub, &actor, room, seq, Change::Finish).await,
+            Request::React(ReactRequest { room, seq, emoji }) => {
+                change(hub, &actor, room, seq, Change::React(emoji, true)).await
+            }
+            Request::Unreact(ReactRequest { room, seq, emoji }) => {
+                change(hub, &actor, room, seq, Change::React(emoji, false)).await
+            }
+            Request::Read(ReadRequest { room, seq }) => {
+                hub.mark_read(actor.who(), &actor.user, &room, seq).await.map(|read| Some(fields(&read)))
+            }
+            Request::Search(SearchRequest { room, q, limit, offset }) => {
+                let limit = limit.unwrap_or(DEFAULT_SEARCH_LIMIT);
+                hub.search(actor.who(), &room, &q, limit, offset.unwrap_or(0)).await.map(|found| Some(fields(&found)))
+            }
             // The message ops are served by `json_text`.
             _ => Ok(None),
         };
@@ -84,6 +109,17 @@ where
         };
         self.feed_error(id.as_ref(), &error).await
     }
+}
+
+async fn change(
+    hub: &Hub,
+    actor: &Actor,
+    room: RoomName,
+    seq: u64,
+    what: Change,
+) -> Result<Option<serde_json::Value>, HubError> {
+    let changed = hub.change_message(actor, &room, seq, what).await?;
+    Ok(Some(fields(&changed)))
 }
 
 async fn sanction(

@@ -43,7 +43,7 @@ where
         let Some(room) = self.rooms.first().cloned() else {
             return Err(End::Disconnected);
         };
-        let post = Post { room, text: text.to_owned(), key: None, reply_to: None };
+        let post = Post { room, text: text.to_owned(), key: None, reply_to: None, stream: false };
         match self.hub.publish(&self.me, post).await {
             // Delivery, to this client too, comes through the room once committed.
             Ok(_committing) => {

@@ -71,6 +71,8 @@ impl Server {
             user_rate_per_second: 0.0,
             user_rate_burst: 1,
             presence_lease: Duration::from_secs(15),
+            max_text_chars: 4000,
+            read_receipts_max_members: 100,
         };
         let hub = Arc::new(Hub::new(Arc::new(MemoryStore::new(commits)), Arc::new(Solo), settings, Arc::default()));
         tokio::spawn({

@@ -13,8 +13,8 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{oneshot, Mutex};
 
 use super::{
-    Appended, AuditEntry, AuditRecord, MessageStore, NewMessage, NewRoom, Page, PageQuery, PendingAppend, RoomRecord,
-    RuleChange, Sanction, StoreError, StoredRules,
+    Appended, AuditEntry, AuditRecord, ChangeMessage, ChangeRefused, Changed, MessageStore, NewMessage, NewRoom, Page,
+    PageQuery, PendingAppend, RoomRecord, RuleChange, Sanction, StoreError, StoredRules, Viewer,
 };
 use crate::hub::CommitSender;
 
@@ -74,7 +74,7 @@ impl MessageStore for MemoryStore {
                 return Ok(Box::pin(async move { Ok(duplicate) }) as PendingAppend);
             }
             let messages = state.rooms.entry(new.room.clone()).or_default();
-            let NewMessage { room, from, text, key: message_key, reply_to } = new;
+            let NewMessage { room, from, text, key: message_key, reply_to, streaming: _ } = new;
             let message = Message {
                 room,
                 seq: messages.len() as u64 + 1,
@@ -83,6 +83,13 @@ impl MessageStore for MemoryStore {
                 text,
                 key: message_key,
                 reply_to,
+                edited_at: None,
+                deleted: false,
+                streaming: false,
+                reactions: Vec::new(),
+                reply_count: 0,
+                last_reply_at: None,
+                rev: 0,
             };
             let appended = Appended { seq: message.seq, ts: message.ts, duplicate: false };
             messages.push(message.clone());
@@ -155,7 +162,7 @@ impl MessageStore for MemoryStore {
             if state.records.contains_key(&new.room) {
                 return Ok(false);
             }
-            let NewRoom { room, kind, topic, owner } = new;
+            let NewRoom { room, kind, topic, owner, members: _ } = new;
             let record = RoomRecord { topic, kind, ..new_record(&room, Timestamp::now()) };
             state.records.insert(room.clone(), record);
             if let Some(owner) = owner {
@@ -244,6 +251,58 @@ impl MessageStore for MemoryStore {
         })
     }
 
+    // The chat features are tested against the real stores; this double has none.
+    fn change_message(&self, _: ChangeMessage) -> BoxFuture<'_, Result<Result<Changed, ChangeRefused>, StoreError>> {
+        Box::pin(async { Err(StoreError::Database("the memory store keeps no changes".into())) })
+    }
+
+    fn annotate(
+        &self,
+        _: RoomName,
+        messages: Vec<Message>,
+        _: Viewer,
+    ) -> BoxFuture<'_, Result<Vec<Message>, StoreError>> {
+        Box::pin(async { Ok(messages) })
+    }
+
+    fn messages_at(&self, room: RoomName, seqs: Vec<u64>) -> BoxFuture<'_, Result<Vec<Message>, StoreError>> {
+        Box::pin(async move {
+            let state = self.state.lock().await;
+            let stored = state.rooms.get(&room).cloned().unwrap_or_default();
+            Ok(seqs.iter().filter_map(|seq| stored.get((*seq as usize).checked_sub(1)?).cloned()).collect())
+        })
+    }
+
+    fn room_rev(&self, _: RoomName) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async { Ok(0) })
+    }
+
+    fn changed_since(
+        &self,
+        _: RoomName,
+        _: u64,
+        _: u64,
+        _: u32,
+    ) -> BoxFuture<'_, Result<(Vec<u64>, bool), StoreError>> {
+        Box::pin(async { Ok((Vec::new(), false)) })
+    }
+
+    fn thread(&self, _: RoomName, _: u64, _: PageQuery) -> BoxFuture<'_, Result<(Vec<u64>, bool), StoreError>> {
+        Box::pin(async { Ok((Vec::new(), false)) })
+    }
+
+    fn search(&self, _: RoomName, _: String, _: u32, _: u32) -> BoxFuture<'_, Result<(Vec<u64>, bool), StoreError>> {
+        Box::pin(async { Ok((Vec::new(), false)) })
+    }
+
+    fn mark_read(&self, _: RoomName, _: String, seq: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move { Ok(seq) })
+    }
+
+    fn unread(&self, _: RoomName, _: String) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async { Ok(0) })
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
     }
@@ -270,7 +329,13 @@ mod tests {
         let (commits, _unread) = crate::hub::commit_stream(1);
         let store = MemoryStore::new(commits);
         let team = RoomName::new("team").unwrap();
-        let new = NewRoom { room: team.clone(), kind: RoomKind::Private, topic: "t".into(), owner: Some("u_1".into()) };
+        let new = NewRoom {
+            room: team.clone(),
+            kind: RoomKind::Private,
+            topic: "t".into(),
+            owner: Some("u_1".into()),
+            members: Vec::new(),
+        };
         assert!(store.create_room(new.clone(), entry("create")).await.unwrap());
         assert!(!store.create_room(new, entry("again")).await.unwrap());
         let past = Timestamp(Timestamp::now().millis() - 1);

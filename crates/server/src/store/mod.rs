@@ -48,6 +48,8 @@ pub struct NewMessage {
     pub key: Option<String>,
     /// The seq of the message it answers.
     pub reply_to: Option<u64>,
+    /// Whether it starts a streamed message (`append` adds to it, `finish` ends it).
+    pub streaming: bool,
 }
 
 /// The outcome of a committed append.
@@ -270,7 +272,106 @@ pub struct NewRoom {
     pub topic: String,
     /// The user who owns it, if any.
     pub owner: Option<String>,
+    /// Users who are members of it from the start (a direct room's two users).
+    pub members: Vec<String>,
 }
+
+/// A change to one stored message (see [`MessageStore::change_message`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageChange {
+    /// Replaces the text (its author only; not while streamed, not once deleted).
+    Edit(String),
+    /// Deletes it: the text goes, the seq stays (its author, or a moderator).
+    Delete,
+    /// Adds text to a streamed message (its author), up to `max_chars` in all.
+    Append {
+        /// The text added.
+        text: String,
+        /// The most characters the message may reach.
+        max_chars: usize,
+    },
+    /// Ends a streamed message (its author).
+    Finish,
+    /// Adds (`on`) or takes back the user's reaction.
+    React {
+        /// The reaction.
+        emoji: String,
+        /// True to add it, false to take it back.
+        on: bool,
+    },
+}
+
+/// A change asked of the store: the store checks it against the message (its author,
+/// its state) and applies it in one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeMessage {
+    /// The room.
+    pub room: RoomName,
+    /// The message.
+    pub seq: u64,
+    /// Who asks (a user id).
+    pub by: String,
+    /// Whether they moderate the room: they may delete others' messages.
+    pub moderator: bool,
+    /// What to change.
+    pub change: MessageChange,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// Why the store refused a change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeRefused {
+    /// No such message.
+    #[error("room {room} has no message {seq}")]
+    NoMessage {
+        /// The room.
+        room: RoomName,
+        /// The seq asked for.
+        seq: u64,
+    },
+    /// Only the author may do this.
+    #[error("only the author of message {seq} may {what} it")]
+    NotAuthor {
+        /// What was asked (`edit`, `delete`, `append to`, `finish`).
+        what: &'static str,
+        /// The message.
+        seq: u64,
+    },
+    /// The message was deleted.
+    #[error("message {0} was deleted")]
+    Deleted(u64),
+    /// `append` or `finish` on a message that is not streamed (any more).
+    #[error("message {0} is not being streamed: only a message sent with stream: true takes append and finish, until finished")]
+    NotStreaming(u64),
+    /// `edit` of a message still streamed.
+    #[error("message {0} is still being streamed: finish it first")]
+    Streaming(u64),
+    /// The streamed message would grow past its limit.
+    #[error("a streamed message has at most {0} characters: finish this one and send another")]
+    TooLong(usize),
+    /// Too many different reactions on one message.
+    #[error("a message takes at most {0} different reactions")]
+    TooManyReactions(usize),
+}
+
+/// What a change did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    /// Whether anything changed (a repeated reaction, or taking back one never given,
+    /// changes nothing and tells nobody).
+    pub changed: bool,
+    /// The room's change number of this change (the message's last one when nothing
+    /// changed).
+    pub rev: u64,
+    /// `append`: how many characters the message had before.
+    pub offset: usize,
+    /// `react`: how many users react with that emoji now.
+    pub count: u32,
+}
+
+/// Where reads of the store start from: what `annotate` adds depends on the reader.
+pub type Viewer = Option<String>;
 
 /// Durable, ordered message history.
 pub trait MessageStore: Send + Sync + 'static {
@@ -318,6 +419,66 @@ pub trait MessageStore: Send + Sync + 'static {
         before: Option<u64>,
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<AuditRecord>, StoreError>>;
+
+    /// Applies `change` to a stored message, after checking it against the message's
+    /// author and state, in one transaction with the room's change number bumped.
+    fn change_message(
+        &self,
+        change: ChangeMessage,
+    ) -> BoxFuture<'_, Result<Result<Changed, ChangeRefused>, StoreError>>;
+
+    /// Brings raw messages (as `page` returns them, all of `room`) to their current
+    /// state: edits, deletes, streamed text, reactions (`me` for `viewer`), replies.
+    fn annotate(
+        &self,
+        room: RoomName,
+        messages: Vec<Message>,
+        viewer: Viewer,
+    ) -> BoxFuture<'_, Result<Vec<Message>, StoreError>>;
+
+    /// The messages of `room` with these seqs, in that order, raw (see `annotate`);
+    /// seqs without a message are left out.
+    fn messages_at(&self, room: RoomName, seqs: Vec<u64>) -> BoxFuture<'_, Result<Vec<Message>, StoreError>>;
+
+    /// The room's change number (0 before its first change).
+    fn room_rev(&self, room: RoomName) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// The seqs up to `through` whose last change is after `since_rev`, in the order of
+    /// those changes: at most `limit`, and whether more exist.
+    fn changed_since(
+        &self,
+        room: RoomName,
+        through: u64,
+        since_rev: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<(Vec<u64>, bool), StoreError>>;
+
+    /// The seqs of the replies to `root` in the query's range (oldest first), and whether
+    /// more exist in the paging direction.
+    fn thread(
+        &self,
+        room: RoomName,
+        root: u64,
+        query: PageQuery,
+    ) -> BoxFuture<'_, Result<(Vec<u64>, bool), StoreError>>;
+
+    /// The seqs of `room`'s messages matching the words of `q`, best first: `limit`
+    /// from `offset`, and whether more exist.
+    fn search(
+        &self,
+        room: RoomName,
+        q: String,
+        limit: u32,
+        offset: u32,
+    ) -> BoxFuture<'_, Result<(Vec<u64>, bool), StoreError>>;
+
+    /// Moves `user`'s read position in `room` to `seq` if that is further; answers the
+    /// position now.
+    fn mark_read(&self, room: RoomName, user: String, seq: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// How many messages of others, not deleted, follow `user`'s read position in
+    /// `room` (at most [`bavard_protocol::MAX_UNREAD`]).
+    fn unread(&self, room: RoomName, user: String) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// Checks that the database answers (for `/readyz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;

@@ -24,7 +24,13 @@ async fn concurrent_senders_produce_gap_free_seqs_delivered_in_order() {
             // Pipelined: submit all, then collect the acks.
             let mut ids = Vec::new();
             for i in 0..40 {
-                let send = SendRequest { room: busy.clone(), text: format!("s{s}-{i}"), key: None, reply_to: None };
+                let send = SendRequest {
+                    room: busy.clone(),
+                    text: format!("s{s}-{i}"),
+                    key: None,
+                    reply_to: None,
+                    stream: false,
+                };
                 ids.push(within(client.submit(Request::Send(send))).await.unwrap());
             }
             for id in ids {
@@ -99,6 +105,7 @@ async fn a_gap_larger_than_the_recovery_limit_says_so_and_the_rest_can_be_paged(
         before: Some(reply.seq + 1),
         after: Some(7),
         limit: Some(200),
+        thread: None,
     }))
     .await
     .unwrap();
@@ -130,7 +137,9 @@ async fn a_repeated_key_never_creates_a_second_message() {
     within(bob.join(&pay, None)).await.unwrap();
     assert_eq!(within(bob.send(&pay, "mine", Some("k-1"))).await.unwrap().seq, 2);
     let page =
-        within(alice.history(HistoryRequest { room: pay, before: None, after: None, limit: None })).await.unwrap();
+        within(alice.history(HistoryRequest { room: pay, before: None, after: None, limit: None, thread: None }))
+            .await
+            .unwrap();
     assert_eq!(page.messages.len(), 2);
     // Only bob's message reaches alice live: the duplicates were never delivered.
     assert_eq!(next_message(&mut alice).await.text, "mine");
@@ -192,7 +201,7 @@ async fn a_member_that_stops_reading_is_closed_with_4008_and_recovers_with_since
     let text = "x".repeat(3900);
     let mut ids = Vec::new();
     for _ in 0..total {
-        let send = SendRequest { room: flood.clone(), text: text.clone(), key: None, reply_to: None };
+        let send = SendRequest { room: flood.clone(), text: text.clone(), key: None, reply_to: None, stream: false };
         ids.push(within(writer.submit(Request::Send(send))).await.unwrap());
         // The writer is a member too: it keeps reading so that it does not overflow.
         if ids.len() == 4 {
@@ -230,6 +239,7 @@ async fn a_member_that_stops_reading_is_closed_with_4008_and_recovers_with_since
             before: Some(reply.seq + 1),
             after: Some(after),
             limit: Some(200),
+            thread: None,
         }))
         .await
         .unwrap();

@@ -32,7 +32,7 @@ pub async fn raw_request(client: &mut Connection, text: &str) -> ServerFrame {
 }
 
 pub fn send(room_name: &str, text: &str) -> Request {
-    Request::Send(SendRequest { room: room(room_name), text: text.into(), key: None, reply_to: None })
+    Request::Send(SendRequest { room: room(room_name), text: text.into(), key: None, reply_to: None, stream: false })
 }
 
 fn error_code(reply: &ReplyFrame) -> ErrorCode {
@@ -139,10 +139,14 @@ async fn join_without_since_returns_the_latest_messages_and_the_members() {
     let mut names: Vec<&str> = reply.members.iter().map(|u| u.name.as_str()).collect();
     names.sort();
     assert_eq!(names, ["alice", "bob"]);
-    let reply: bavard_protocol::JoinReply =
-        within(bob.call(Request::Join(JoinRequest { room: lobby.clone(), since: None, limit: Some(3) })))
-            .await
-            .unwrap();
+    let reply: bavard_protocol::JoinReply = within(bob.call(Request::Join(JoinRequest {
+        room: lobby.clone(),
+        since: None,
+        limit: Some(3),
+        since_rev: None,
+    })))
+    .await
+    .unwrap();
     assert_eq!(reply.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [58, 59, 60]);
 }
 
@@ -155,7 +159,7 @@ async fn history_pages_backwards_and_forwards() {
     for i in 1..=25 {
         within(client.send(&archive, &format!("m{i}"), None)).await.unwrap();
     }
-    let page = |before, after, limit| HistoryRequest { room: archive.clone(), before, after, limit };
+    let page = |before, after, limit| HistoryRequest { room: archive.clone(), before, after, limit, thread: None };
     let seqs = |messages: &[Message]| messages.iter().map(|m| m.seq).collect::<Vec<_>>();
     let latest = within(client.history(page(None, None, Some(10)))).await.unwrap();
     assert_eq!((seqs(&latest.messages), latest.has_more), ((16..=25).collect(), true));
@@ -167,10 +171,15 @@ async fn history_pages_backwards_and_forwards() {
     assert_eq!((seqs(&forward.messages), forward.has_more), (vec![21, 22, 23], true));
     let window = within(client.history(page(Some(24), Some(20), Some(10)))).await.unwrap();
     assert_eq!((seqs(&window.messages), window.has_more), (vec![21, 22, 23], false));
-    let empty =
-        within(client.history(HistoryRequest { room: room("never-used"), before: None, after: None, limit: None }))
-            .await
-            .unwrap();
+    let empty = within(client.history(HistoryRequest {
+        room: room("never-used"),
+        before: None,
+        after: None,
+        limit: None,
+        thread: None,
+    }))
+    .await
+    .unwrap();
     assert!(empty.messages.is_empty() && !empty.has_more);
 }
 
@@ -181,7 +190,8 @@ async fn reply_to_is_kept() {
     let mut client = server.json("t").await;
     within(client.join(&thread, None)).await.unwrap();
     within(client.send(&thread, "question", None)).await.unwrap();
-    let answer = SendRequest { room: thread.clone(), text: "answer".into(), key: None, reply_to: Some(1) };
+    let answer =
+        SendRequest { room: thread.clone(), text: "answer".into(), key: None, reply_to: Some(1), stream: false };
     within(client.request(Request::Send(answer))).await.unwrap();
     next_message(&mut client).await;
     assert_eq!(next_message(&mut client).await.reply_to, Some(1));

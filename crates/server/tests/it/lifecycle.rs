@@ -23,9 +23,15 @@ async fn a_restart_keeps_stored_messages_and_seqs_continue() {
     client.send("three").await;
     assert_eq!(client.recv().await, "Message reçu : three");
     let mut reader = server.json("reader").await;
-    let page = within(reader.history(HistoryRequest { room: room("keep"), before: None, after: None, limit: None }))
-        .await
-        .unwrap();
+    let page = within(reader.history(HistoryRequest {
+        room: room("keep"),
+        before: None,
+        after: None,
+        limit: None,
+        thread: None,
+    }))
+    .await
+    .unwrap();
     let stored: Vec<(u64, &str)> = page.messages.iter().map(|m| (m.seq, m.text.as_str())).collect();
     assert_eq!(stored, [(1, "one"), (2, "two"), (3, "three")]);
 }
@@ -61,8 +67,13 @@ async fn an_acknowledged_send_survives_kill_9() {
     // after the last acknowledgement.
     let mut ids = Vec::new();
     for i in 0..300 {
-        let send =
-            bavard_protocol::SendRequest { room: crash.clone(), text: format!("m{i}"), key: None, reply_to: None };
+        let send = bavard_protocol::SendRequest {
+            room: crash.clone(),
+            text: format!("m{i}"),
+            key: None,
+            reply_to: None,
+            stream: false,
+        };
         ids.push(within(client.submit(bavard_protocol::Request::Send(send))).await.unwrap());
     }
     let mut acked = Vec::new();
@@ -84,6 +95,7 @@ async fn an_acknowledged_send_survives_kill_9() {
             before: None,
             after: Some(after),
             limit: Some(200),
+            thread: None,
         }))
         .await
         .unwrap();

@@ -174,7 +174,8 @@ async fn a_member_that_stops_reading_is_closed_with_4008_once_its_outbox_holds_t
     'sending: for _ in 0..1500 {
         let mut ids = Vec::new();
         for _ in 0..8 {
-            let send = SendRequest { room: hoard.clone(), text: text.clone(), key: None, reply_to: None };
+            let send =
+                SendRequest { room: hoard.clone(), text: text.clone(), key: None, reply_to: None, stream: false };
             ids.push(within(writer.submit(Request::Send(send))).await.unwrap());
         }
         for id in &ids {

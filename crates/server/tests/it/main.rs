@@ -4,6 +4,7 @@
 
 mod abuse;
 mod auth;
+mod chat;
 mod cluster;
 mod cors;
 mod guarantees;

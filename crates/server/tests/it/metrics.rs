@@ -201,7 +201,7 @@ async fn a_slow_consumer_close_is_counted() {
     // Up to 24 MB for a member that reads nothing: more than loopback buffers hold, so
     // its outbox overflows. The writer reads its own copies while it waits for acks.
     for _ in 0..400 {
-        let send = SendRequest { room: flood.clone(), text: text.clone(), key: None, reply_to: None };
+        let send = SendRequest { room: flood.clone(), text: text.clone(), key: None, reply_to: None, stream: false };
         let id = within(writer.submit(Request::Send(send))).await.unwrap();
         assert!(within(writer.reply_to(&id)).await.unwrap().ok);
         let (_, _, metrics) = scrape(&server).await;

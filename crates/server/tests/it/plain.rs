@@ -96,10 +96,15 @@ async fn messages_are_stored_with_gap_free_seqs_before_they_are_broadcast() {
         // Broadcast happens after commit: once received, the message is in history.
         client.recv().await;
         let mut reader = server.json("reader").await;
-        let page =
-            within(reader.history(HistoryRequest { room: room("stored"), before: None, after: None, limit: None }))
-                .await
-                .unwrap();
+        let page = within(reader.history(HistoryRequest {
+            room: room("stored"),
+            before: None,
+            after: None,
+            limit: None,
+            thread: None,
+        }))
+        .await
+        .unwrap();
         let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, (1..=i).collect::<Vec<_>>());
         assert_eq!(page.messages.last().unwrap().text, format!("n{i}"));

@@ -236,21 +236,16 @@ async fn answer_join(socket: &mut WebSocketStream<TcpStream>, seq: u64, messages
         members_cursor: None,
         messages,
         recovered: request["since"].as_u64().map(|_| true),
+        rev: 0,
+        changed: Vec::new(),
+        unread: None,
     };
     within(socket.send(WsMessage::Text(encode_ok_reply(&id, &reply).into()))).await.unwrap();
     request["since"].as_u64()
 }
 
 fn message(seq: u64) -> Message {
-    Message {
-        room: room("r"),
-        seq,
-        ts: Timestamp::now(),
-        from: user(),
-        text: format!("m{seq}"),
-        key: None,
-        reply_to: None,
-    }
+    Message::new(room("r"), seq, Timestamp::now(), user(), format!("m{seq}"))
 }
 
 #[tokio::test]

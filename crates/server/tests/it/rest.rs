@@ -185,13 +185,16 @@ async fn the_api_takes_what_its_document_allows_and_refuses_the_rest() {
     let created = http_json("POST", &server.http("/api/rooms"), &json!({"name": "lobby"})).await;
     assert_eq!(created.status, 201, "{}", created.body);
     let url = server.http("/api/rooms/lobby/messages");
+    // A reply answers a message that exists: seq 1.
+    let first = http_json("POST", &url, &json!({"text": "first"})).await;
+    assert_eq!(first.status, 201, "{}", first.body);
     // JSON Schema counts 1.0 as an integer.
     let whole =
         http("POST", &url, &[("Content-Type", "application/json")], Some(br#"{"text":"a","reply_to":1.0}"#)).await;
     assert_eq!(whole.status, 201, "{}", whole.body);
     let (status, body) = http_get(&server.http("/api/rooms/lobby/messages")).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["messages"][0]["reply_to"], 1);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["messages"][1]["reply_to"], 1);
     let fraction =
         http("POST", &url, &[("Content-Type", "application/json")], Some(br#"{"text":"a","reply_to":1.5}"#)).await;
     assert_eq!(fraction.status, 400, "{}", fraction.body);

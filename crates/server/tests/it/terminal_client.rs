@@ -166,7 +166,9 @@ async fn piped_lines_arrive_in_the_room_and_the_client_exits_0() {
 
     // Empty lines were not sent: the room holds exactly the two.
     let page =
-        within(observer.history(HistoryRequest { room: pipe, before: None, after: None, limit: None })).await.unwrap();
+        within(observer.history(HistoryRequest { room: pipe, before: None, after: None, limit: None, thread: None }))
+            .await
+            .unwrap();
     assert_eq!(page.messages.len(), 2);
 }
 
@@ -297,9 +299,15 @@ async fn a_line_written_while_the_server_restarts_arrives_once() {
     assert!(out.is_empty(), "nothing printed twice: {out:?}");
 
     let mut reader = server.json("reader").await;
-    let page = within(reader.history(HistoryRequest { room: room("again"), before: None, after: None, limit: None }))
-        .await
-        .unwrap();
+    let page = within(reader.history(HistoryRequest {
+        room: room("again"),
+        before: None,
+        after: None,
+        limit: None,
+        thread: None,
+    }))
+    .await
+    .unwrap();
     let stored: Vec<(u64, &str)> = page.messages.iter().map(|m| (m.seq, m.text.as_str())).collect();
     assert_eq!(stored, [(1, "before"), (2, "during")]);
 }

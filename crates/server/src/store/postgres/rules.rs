@@ -24,6 +24,9 @@ pub(super) async fn create_room(client: &mut Client, room: &NewRoom, audit: &Aud
         if let Some(owner) = &room.owner {
             set_role(&tx, &room.room, owner, Role::Owner).await?;
         }
+        for member in &room.members {
+            set_role(&tx, &room.room, member, Role::Member).await?;
+        }
         insert_audit(&tx, &room.room, audit).await?;
     }
     tx.commit().await?;

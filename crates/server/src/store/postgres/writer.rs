@@ -237,8 +237,13 @@ impl Writer {
                         Outcome::New(seq) => {
                             answers.push(Appended { seq, ts, duplicate: false });
                             // The message moves into the event: no copy of its text.
-                            let NewMessage { room, from, text, key, reply_to } = message;
-                            committed.push(Arc::new(Message { room, seq, ts, from, text, key, reply_to }));
+                            let NewMessage { room, from, text, key, reply_to, streaming } = message;
+                            committed.push(Arc::new(Message {
+                                key,
+                                reply_to,
+                                streaming,
+                                ..Message::new(room, seq, ts, from, text)
+                            }));
                         }
                         Outcome::Duplicate(original) => answers.push(original),
                     }

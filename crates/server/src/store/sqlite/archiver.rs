@@ -19,7 +19,7 @@ use std::{
 use rusqlite::Connection;
 use tokio::sync::mpsc;
 
-use super::writer::WriterCommand;
+use super::{messaging, writer::WriterCommand};
 use crate::store::StoreError;
 
 /// How often the archiver looks at the journal.
@@ -43,6 +43,7 @@ fn copy(conn: &mut Connection, after: i64, through: i64) -> Result<usize, StoreE
          WHERE id > ?1 AND id <= ?2 ORDER BY room, seq",
         [after, through],
     )?;
+    messaging::index_copied(&tx, after, through)?;
     tx.commit()?;
     Ok(copied)
 }
@@ -60,12 +61,21 @@ pub(super) fn archive_all(conn: &mut Connection) -> Result<usize, StoreError> {
 pub(super) fn run(
     mut conn: Connection,
     last_id: Arc<AtomicI64>,
+    last_change_id: Arc<AtomicI64>,
     writer: mpsc::Sender<WriterCommand>,
     stop: std_mpsc::Receiver<()>,
 ) {
     let mut through = 0_i64;
     let mut last_copy = Instant::now();
+    let mut indexed_changes = 0_i64;
     while let Err(std_mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(LOOK_EVERY) {
+        let changes = last_change_id.load(Ordering::Acquire);
+        if changes > indexed_changes {
+            match messaging::reindex_changes(&mut conn, changes) {
+                Ok(()) => indexed_changes = changes,
+                Err(e) => tracing::warn!(error = %e, "cannot update the search index; will retry"),
+            }
+        }
         let written = last_id.load(Ordering::Acquire);
         let waiting = written - through;
         if waiting <= 0 || (waiting < BUSY_ROWS && last_copy.elapsed() < MAX_WAIT) {

@@ -9,6 +9,7 @@
 //! journal's messages meanwhile. WAL mode lets reads run beside both.
 
 mod archiver;
+mod messaging;
 mod rules;
 mod tail;
 mod writer;
@@ -29,8 +30,8 @@ use self::{
     writer::{Writer, WriterCommand},
 };
 use super::{
-    AuditEntry, AuditRecord, MessageStore, NewMessage, NewRoom, Page, PageQuery, PendingAppend, RoomRecord, RuleChange,
-    StoreError, StoredRules,
+    AuditEntry, AuditRecord, ChangeMessage, ChangeRefused, Changed, MessageStore, NewMessage, NewRoom, Page, PageQuery,
+    PendingAppend, RoomRecord, RuleChange, StoreError, StoredRules, Viewer,
 };
 use crate::{hub::CommitSender, metrics::Metrics};
 
@@ -129,12 +130,14 @@ COMMIT;
 ";
 
 /// The writer file's schema version once [`migrate_journal`] has run.
-const JOURNAL_VERSION: i64 = 3;
+const JOURNAL_VERSION: i64 = 4;
 
 /// Brings the writer's file (with the archive attached as `archive`) to
-/// [`JOURNAL_VERSION`]: version 2 added `rooms`, filled from the archived messages;
-/// version 3 added rooms' rules and the audit log ([`JOURNAL_V3`]). Each step is one
-/// transaction. A file of a newer version is refused.
+/// [`JOURNAL_VERSION`]: version 2 added `rooms`, filled from the stored messages;
+/// version 3 added rooms' rules and the audit log ([`JOURNAL_V3`]); version 4 the
+/// overlay of changed messages, reactions, threads and read positions
+/// ([`messaging::JOURNAL_V4`]). Each step is one transaction. A file of a newer
+/// version is refused.
 fn migrate_journal(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if version > JOURNAL_VERSION {
@@ -146,7 +149,9 @@ fn migrate_journal(conn: &Connection) -> Result<(), StoreError> {
         conn.execute_batch(
             "BEGIN;
              INSERT OR IGNORE INTO rooms (name, created_at, last_seq, last_ts)
-               SELECT room, MIN(ts), MAX(seq), MAX(ts) FROM archive.messages GROUP BY room;
+               SELECT room, MIN(ts), MAX(seq), MAX(ts) FROM
+                 (SELECT room, seq, ts FROM archive.messages UNION ALL SELECT room, seq, ts FROM journal)
+               GROUP BY room;
              PRAGMA user_version = 2;
              COMMIT;",
         )?;
@@ -155,6 +160,9 @@ fn migrate_journal(conn: &Connection) -> Result<(), StoreError> {
         // A failed step leaves its transaction open; the store is not opened, and the
         // connection's close rolls it back.
         conn.execute_batch(JOURNAL_V3)?;
+    }
+    if version < 4 {
+        conn.execute_batch(messaging::JOURNAL_V4)?;
     }
     Ok(())
 }
@@ -170,6 +178,8 @@ pub struct SqliteStore {
     writer: mpsc::Sender<WriterCommand>,
     readers: Arc<ReadPool>,
     tail: Arc<Tail>,
+    /// Rooms with changed messages, reactions or threads (see `messaging.rs`).
+    overlaid: Arc<messaging::Overlaid>,
     /// Dropping it stops the checkpointer thread.
     _checkpointer: std::sync::mpsc::Sender<()>,
     /// Dropping it stops the archiver thread.
@@ -197,6 +207,7 @@ impl SqliteStore {
         let log_path = journal_path(path);
         let mut archive = open_connection(path, false)?;
         archive.execute_batch(SCHEMA)?;
+        archive.execute_batch(messaging::SEARCH_SCHEMA)?;
         let journal = open_connection(&log_path, false)?;
         journal.execute_batch(JOURNAL_SCHEMA)?;
         // Checkpoints copy pages into the database file and fsync it: that is the
@@ -204,17 +215,29 @@ impl SqliteStore {
         journal.pragma_update(None, "wal_autocheckpoint", 0)?;
         attach(&journal, path, "archive")?;
         attach(&archive, &log_path, "log")?;
+        migrate_journal(&journal)?;
+        messaging::backfill_index(&mut archive)?;
         // A journal left by a crash holds acknowledged messages: archive them first.
         let recovered = archiver::archive_all(&mut archive)?;
         if recovered > 0 {
             tracing::info!(recovered, "archived the journal left by the previous run");
         }
-        migrate_journal(&journal)?;
         let checkpointer = start_checkpointer(&log_path)?;
         let (writer, queue) = mpsc::channel(WRITER_QUEUE);
         let tail = Arc::new(Tail::default());
         let last_id = Arc::new(std::sync::atomic::AtomicI64::new(0));
-        let mut state = Writer::new(journal, Arc::clone(&last_id), Arc::clone(&tail), commits, metrics);
+        let last_change_id = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let overlaid = Arc::new(messaging::Overlaid::load(&journal)?);
+        let revisions = messaging::Revisions::load(&journal, Arc::clone(&last_change_id))?;
+        let mut state = Writer::new(
+            journal,
+            Arc::clone(&last_id),
+            Arc::clone(&tail),
+            commits,
+            metrics,
+            revisions,
+            Arc::clone(&overlaid),
+        );
         thread::Builder::new()
             .name("bavard-sqlite-writer".into())
             .spawn(move || state.run(queue))
@@ -223,7 +246,7 @@ impl SqliteStore {
         let to_writer = writer.clone();
         thread::Builder::new()
             .name("bavard-sqlite-archiver".into())
-            .spawn(move || archiver::run(archive, last_id, to_writer, archiver_stopped))
+            .spawn(move || archiver::run(archive, last_id, last_change_id, to_writer, archiver_stopped))
             .map_err(|e| StoreError::Database(format!("cannot start the archiver thread: {e}")))?;
         let readers = Arc::new(ReadPool {
             path: path.to_owned(),
@@ -231,7 +254,7 @@ impl SqliteStore {
             idle: Mutex::new(Vec::new()),
             running: tokio::sync::Semaphore::new(READS_AT_ONCE),
         });
-        Ok(Self { writer, readers, tail, _checkpointer: checkpointer, _archiver: stop_archiver })
+        Ok(Self { writer, readers, tail, overlaid, _checkpointer: checkpointer, _archiver: stop_archiver })
     }
 
     /// Sends the writer a command that answers on a oneshot, and waits for the answer.
@@ -343,14 +366,11 @@ impl ReadPool {
 }
 
 fn row_to_message(room: &RoomName, row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    let from = User { id: row.get(2)?, name: row.get(3)? };
     Ok(Message {
-        room: room.clone(),
-        seq: row.get::<_, i64>(0)? as u64,
-        ts: Timestamp(row.get(1)?),
-        from: User { id: row.get(2)?, name: row.get(3)? },
-        text: row.get(4)?,
         key: row.get(5)?,
         reply_to: row.get::<_, Option<i64>>(6)?.map(|r| r as u64),
+        ..Message::new(room.clone(), row.get::<_, i64>(0)? as u64, Timestamp(row.get(1)?), from, row.get(4)?)
     })
 }
 
@@ -483,6 +503,120 @@ impl MessageStore for SqliteStore {
         Box::pin(self.read(move |conn| rules::read_audit(conn, &room, before, limit)))
     }
 
+    fn change_message(
+        &self,
+        change: ChangeMessage,
+    ) -> BoxFuture<'_, Result<Result<Changed, ChangeRefused>, StoreError>> {
+        Box::pin(self.ask_writer(|reply| WriterCommand::Change(change, reply)))
+    }
+
+    fn annotate(
+        &self,
+        room: RoomName,
+        messages: Vec<Message>,
+        viewer: Viewer,
+    ) -> BoxFuture<'_, Result<Vec<Message>, StoreError>> {
+        Box::pin(async move {
+            if messages.is_empty() || self.overlaid.rev(&room).is_none() {
+                return Ok(messages);
+            }
+            self.read(move |conn| messaging::annotate(conn, &room, messages, viewer.as_deref())).await
+        })
+    }
+
+    fn messages_at(&self, room: RoomName, seqs: Vec<u64>) -> BoxFuture<'_, Result<Vec<Message>, StoreError>> {
+        Box::pin(async move {
+            let mut found: Vec<Option<Message>> =
+                seqs.iter().map(|seq| self.tail.get(&room, *seq).map(|m| Message::clone(&m))).collect();
+            let missing: Vec<(usize, u64)> =
+                seqs.iter().enumerate().filter(|(i, _)| found[*i].is_none()).map(|(i, seq)| (i, *seq)).collect();
+            if !missing.is_empty() {
+                let read = self
+                    .read(move |conn| {
+                        missing
+                            .into_iter()
+                            .map(|(i, seq)| Ok((i, messaging::stored_message(conn, &room, seq)?)))
+                            .collect::<Result<Vec<_>, StoreError>>()
+                    })
+                    .await?;
+                for (i, message) in read {
+                    found[i] = message;
+                }
+            }
+            Ok(found.into_iter().flatten().collect())
+        })
+    }
+
+    fn room_rev(&self, room: RoomName) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move { Ok(self.overlaid.rev(&room).unwrap_or(0)) })
+    }
+
+    fn changed_since(
+        &self,
+        room: RoomName,
+        through: u64,
+        since_rev: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<(Vec<u64>, bool), StoreError>> {
+        Box::pin(async move {
+            if self.overlaid.rev(&room).is_none_or(|rev| rev <= since_rev) {
+                return Ok((Vec::new(), false));
+            }
+            let mut seqs =
+                self.read(move |conn| messaging::changed_since(conn, &room, through, since_rev, limit)).await?;
+            Ok(trim(&mut seqs, limit))
+        })
+    }
+
+    fn thread(
+        &self,
+        room: RoomName,
+        root: u64,
+        query: PageQuery,
+    ) -> BoxFuture<'_, Result<(Vec<u64>, bool), StoreError>> {
+        Box::pin(async move {
+            if self.overlaid.rev(&room).is_none() {
+                return Ok((Vec::new(), false));
+            }
+            let mut seqs = self.read(move |conn| messaging::thread(conn, &room, root, query)).await?;
+            let (limit, newest) = match query {
+                PageQuery::Before { limit, .. } => (limit, true),
+                PageQuery::After { limit, .. } => (limit, false),
+            };
+            let has_more = seqs.len() > limit as usize;
+            if has_more {
+                if newest {
+                    seqs.drain(..seqs.len() - limit as usize);
+                } else {
+                    seqs.truncate(limit as usize);
+                }
+            }
+            Ok((seqs, has_more))
+        })
+    }
+
+    fn search(
+        &self,
+        room: RoomName,
+        q: String,
+        limit: u32,
+        offset: u32,
+    ) -> BoxFuture<'_, Result<(Vec<u64>, bool), StoreError>> {
+        Box::pin(async move {
+            let mut seqs = self.read(move |conn| messaging::search(conn, &room, &q, limit, offset)).await?;
+            Ok(trim(&mut seqs, limit))
+        })
+    }
+
+    fn mark_read(&self, room: RoomName, user: String, seq: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.ask_writer(move |reply| WriterCommand::MarkRead { room, user, seq, reply }))
+    }
+
+    fn unread(&self, room: RoomName, user: String) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let tail = Arc::clone(&self.tail);
+        Box::pin(self.read(move |conn| messaging::unread(conn, &tail, &room, &user)))
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             if self.writer.is_closed() {
@@ -500,6 +634,13 @@ impl MessageStore for SqliteStore {
             }
         })
     }
+}
+
+/// Cuts `seqs` (read with one extra) to `limit`; answers them and whether more exist.
+fn trim(seqs: &mut Vec<u64>, limit: u32) -> (Vec<u64>, bool) {
+    let has_more = seqs.len() > limit as usize;
+    seqs.truncate(limit as usize);
+    (std::mem::take(seqs), has_more)
 }
 
 #[cfg(test)]
@@ -520,6 +661,7 @@ mod tests {
             text: text.into(),
             key: key.map(Into::into),
             reply_to: None,
+            streaming: false,
         }
     }
 
@@ -654,7 +796,7 @@ mod tests {
     }
 
     fn new_room(name: &str, kind: RoomKind, owner: Option<&str>) -> NewRoom {
-        NewRoom { room: room(name), kind, topic: "about it".into(), owner: owner.map(Into::into) }
+        NewRoom { room: room(name), kind, topic: "about it".into(), owner: owner.map(Into::into), members: Vec::new() }
     }
 
     fn sanction(user: &str, kind: SanctionKind, until: Option<Timestamp>, reason: Option<&str>) -> Sanction {
@@ -910,7 +1052,7 @@ mod tests {
         let path = dir.path().join("t.db");
         Connection::open(journal_path(&path)).unwrap().execute_batch(JOURNAL_V2).unwrap();
         let store = open_store(&path);
-        assert_eq!(journal_version(&path), 3);
+        assert_eq!(journal_version(&path), JOURNAL_VERSION);
         let old = store.room(room("old")).await.unwrap().unwrap();
         assert_eq!(
             (old.kind, old.topic.as_str(), old.created, old.slow_mode_secs, old.frozen),
@@ -927,7 +1069,7 @@ mod tests {
         drop(store);
         // Opening a version 3 file again changes nothing.
         let store = open_store(&path);
-        assert_eq!(journal_version(&path), 3);
+        assert_eq!(journal_version(&path), JOURNAL_VERSION);
         assert!(store.rules(room("old")).await.unwrap().unwrap().frozen);
         assert_eq!(actions(&store.audit(room("old"), None, 10).await.unwrap()), ["frozen"]);
         store.close().await;

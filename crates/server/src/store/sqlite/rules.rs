@@ -23,6 +23,9 @@ pub(super) fn create_room(conn: &mut Connection, room: &NewRoom, audit: &AuditEn
         if let Some(owner) = &room.owner {
             set_role(&tx, &room.room, owner, Role::Owner)?;
         }
+        for member in &room.members {
+            set_role(&tx, &room.room, member, Role::Member)?;
+        }
         insert_audit(&tx, &room.room, audit)?;
     }
     tx.commit()?;

@@ -60,6 +60,16 @@ impl Tail {
         }
     }
 
+    /// The message `seq` of `room`, if the tail holds it.
+    pub(super) fn get(&self, room: &RoomName, seq: u64) -> Option<Arc<Message>> {
+        let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
+        let recent = rooms.get(room)?;
+        let first = recent.front()?.seq;
+        // Each room's tail is gap-free: the index is the distance from its first seq.
+        let at = recent.get(usize::try_from(seq.checked_sub(first)?).ok()?)?;
+        (at.seq == seq).then(|| Arc::clone(at))
+    }
+
     /// The tail's part of `query` in `room`.
     pub(super) fn slice(&self, room: &RoomName, query: PageQuery) -> TailSlice {
         let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
@@ -117,15 +127,13 @@ mod tests {
     use super::*;
 
     fn message(seq: u64) -> Arc<Message> {
-        Arc::new(Message {
-            room: RoomName::new("r").unwrap(),
+        Arc::new(Message::new(
+            RoomName::new("r").unwrap(),
             seq,
-            ts: Timestamp(0),
-            from: User { id: "u".into(), name: "u".into() },
-            text: format!("m{seq}"),
-            key: None,
-            reply_to: None,
-        })
+            Timestamp(0),
+            User { id: "u".into(), name: "u".into() },
+            format!("m{seq}"),
+        ))
     }
 
     fn seqs(messages: &[Message]) -> Vec<u64> {

@@ -26,11 +26,15 @@ use bavard_protocol::{Message, RoomName, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{rules, tail::Tail};
+use super::{
+    messaging::{self, Overlaid, Revisions},
+    rules,
+    tail::Tail,
+};
 use crate::{
     hub::CommitSender,
     metrics::Metrics,
-    store::{Appended, AuditEntry, NewMessage, NewRoom, RuleChange, StoreError},
+    store::{Appended, AuditEntry, ChangeMessage, ChangeRefused, Changed, NewMessage, NewRoom, RuleChange, StoreError},
 };
 
 /// The most appends one transaction takes.
@@ -53,6 +57,15 @@ pub(super) enum WriterCommand {
         changes: Vec<RuleChange>,
         audit: AuditEntry,
         reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Changes a stored message (see `MessageStore::change_message`).
+    Change(ChangeMessage, oneshot::Sender<Result<Result<Changed, ChangeRefused>, StoreError>>),
+    /// Moves a read position forward (see `MessageStore::mark_read`).
+    MarkRead {
+        room: RoomName,
+        user: String,
+        seq: u64,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
     },
     /// The archiver copied every journal row up to this id into `messages`.
     Archived(i64),
@@ -80,6 +93,16 @@ pub(super) struct Writer {
     commits: CommitSender,
     /// Commit latency and batch size are recorded here.
     metrics: Arc<Metrics>,
+    /// Rooms' change numbers, for changes to messages.
+    revisions: Revisions,
+    /// Rooms with an overlay, which readers consult.
+    overlaid: Arc<Overlaid>,
+}
+
+/// A change to a message or a read position, waiting for its transaction.
+enum Edit {
+    Change(ChangeMessage, oneshot::Sender<Result<Result<Changed, ChangeRefused>, StoreError>>),
+    MarkRead { room: RoomName, user: String, seq: u64, reply: oneshot::Sender<Result<u64, StoreError>> },
 }
 
 impl Writer {
@@ -91,6 +114,8 @@ impl Writer {
         tail: Arc<Tail>,
         commits: CommitSender,
         metrics: Arc<Metrics>,
+        revisions: Revisions,
+        overlaid: Arc<Overlaid>,
     ) -> Self {
         Self {
             conn,
@@ -102,6 +127,8 @@ impl Writer {
             tail,
             commits,
             metrics,
+            revisions,
+            overlaid,
         }
     }
 
@@ -128,12 +155,26 @@ impl Writer {
     }
 
     /// Runs one batch: appends in one transaction, then barriers and close in order.
+    /// Consecutive changes share a transaction too; appends and changes take turns in
+    /// the order they came.
     fn process(&mut self, batch: &mut Vec<WriterCommand>) -> Option<oneshot::Sender<()>> {
         let mut appends = Vec::new();
+        let mut edits = Vec::new();
         let mut closing = None;
         for command in batch.drain(..) {
+            if !matches!(command, WriterCommand::Change(..) | WriterCommand::MarkRead { .. }) {
+                self.commit_edits(std::mem::take(&mut edits));
+            }
             match command {
                 WriterCommand::Append(message, reply) => appends.push((message, reply)),
+                WriterCommand::Change(change, reply) => {
+                    self.commit_appends(std::mem::take(&mut appends));
+                    edits.push(Edit::Change(change, reply));
+                }
+                WriterCommand::MarkRead { room, user, seq, reply } => {
+                    self.commit_appends(std::mem::take(&mut appends));
+                    edits.push(Edit::MarkRead { room, user, seq, reply });
+                }
                 WriterCommand::Barrier(room, done) => {
                     self.commit_appends(std::mem::take(&mut appends));
                     self.barrier(room, done);
@@ -155,11 +196,66 @@ impl Writer {
                 }
             }
         }
+        self.commit_edits(edits);
         if appends.is_empty() {
             self.delete_archived();
         }
         self.commit_appends(appends);
         closing
+    }
+
+    /// Applies changes to messages and read positions in one transaction; each gets
+    /// its own answer (a refused change writes nothing), all fail if the commit does.
+    fn commit_edits(&mut self, edits: Vec<Edit>) {
+        if edits.is_empty() {
+            return;
+        }
+        let done = self.apply_edits(&edits);
+        match done {
+            Ok(outcomes) => {
+                self.revisions.committed();
+                for (edit, outcome) in edits.into_iter().zip(outcomes) {
+                    match (edit, outcome) {
+                        (Edit::Change(change, reply), EditOutcome::Changed(outcome)) => {
+                            if let Ok(changed) = &outcome {
+                                self.overlaid.note(&change.room, changed.rev);
+                            }
+                            let _caller_gone = reply.send(Ok(outcome));
+                        }
+                        (Edit::MarkRead { reply, .. }, EditOutcome::Read(seq)) => {
+                            let _caller_gone = reply.send(Ok(seq));
+                        }
+                        _ => tracing::error!("a change's outcome does not match its kind"),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "changes to messages failed");
+                self.revisions.forget();
+                for edit in edits {
+                    let error = StoreError::Database(e.to_string());
+                    let _caller_gone = match edit {
+                        Edit::Change(_, reply) => reply.send(Err(error)).is_ok(),
+                        Edit::MarkRead { reply, .. } => reply.send(Err(error)).is_ok(),
+                    };
+                }
+            }
+        }
+    }
+
+    fn apply_edits(&mut self, edits: &[Edit]) -> Result<Vec<EditOutcome>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut outcomes = Vec::with_capacity(edits.len());
+        for edit in edits {
+            outcomes.push(match edit {
+                Edit::Change(change, _) => EditOutcome::Changed(self.revisions.apply(&tx, &self.tail, change)?),
+                Edit::MarkRead { room, user, seq, .. } => {
+                    EditOutcome::Read(messaging::mark_read(&tx, room, user, *seq)?)
+                }
+            });
+        }
+        tx.commit()?;
+        Ok(outcomes)
     }
 
     fn barrier(&mut self, room: RoomName, done: oneshot::Sender<()>) {
@@ -218,6 +314,7 @@ impl Writer {
                 tracing::error!(error = %e, count, "group commit failed");
                 // Nothing of the batch was stored; reload the seqs from the database.
                 self.last_seq.clear();
+                self.revisions.forget();
                 for reply in replies {
                     let _sender_gone = reply.send(Err(StoreError::Database(e.to_string())));
                 }
@@ -276,8 +373,13 @@ impl Writer {
             journaled.push(Journaled { id, room: message.room.clone(), seq: *seq, key: key_id });
             outcomes.push(appended);
             // The message moves into the event: no copy of its text per append.
-            let NewMessage { room, from, text, key, reply_to } = message;
-            committed.push(Arc::new(Message { room, seq: appended.seq, ts, from, text, key, reply_to }));
+            let NewMessage { room, from, text, key, reply_to, streaming } = message;
+            committed.push(Arc::new(Message {
+                key,
+                reply_to,
+                streaming,
+                ..Message::new(room, appended.seq, ts, from, text)
+            }));
         }
         let tx = self.conn.transaction()?;
         if self.deletable_through > 0 {
@@ -310,8 +412,15 @@ impl Writer {
             for (room, seq) in &next_seq {
                 touch.execute(params![room.as_str(), ts.millis(), *seq as i64])?;
             }
+            for message in committed.iter().filter(|m| m.reply_to.is_some() || m.streaming) {
+                self.revisions.appended(&tx, message)?;
+            }
         }
         tx.commit()?;
+        self.revisions.committed();
+        for message in committed.iter().filter(|m| m.reply_to.is_some() || m.streaming) {
+            self.overlaid.note(&message.room, 0);
+        }
         self.deletable_through = 0;
         if let Some(last) = journaled.last() {
             self.last_id.store(last.id, Ordering::Release);
@@ -347,6 +456,12 @@ impl Writer {
             Err(e) => tracing::warn!(error = %e, "cannot delete archived journal rows; will retry"),
         }
     }
+}
+
+/// What one edit did, in its transaction.
+enum EditOutcome {
+    Changed(Result<Changed, ChangeRefused>),
+    Read(u64),
 }
 
 /// A message in the journal, as the archive needs to know it.

@@ -1,0 +1,710 @@
+//! What happens to messages after they are stored: edits, deletes, streamed text,
+//! reactions, threads, read positions and the search index.
+//!
+//! Messages themselves never change in the journal or in `messages`: a message's
+//! current state is an overlay in the writer's file (`DB-log`), written by the writer
+//! thread only: `message_changes` (text, edit time, deleted, streaming, and the room's
+//! change number `rev` of its last change), `reactions`, `thread_replies` and
+//! `read_marks`. Reads apply the overlay to the messages they return ([`annotate`]),
+//! and only in rooms that have one (the writer keeps that set, [`Overlaid`], in
+//! memory), so the common read of a room no one edits costs nothing more.
+//!
+//! The search index is an FTS5 table in the main file, written by the archiver only:
+//! it indexes messages as it archives them (their current text), and re-indexes those
+//! changed since its last pass (`change_id` orders changes across rooms). A message's
+//! row id there is its room's number (`fts_rooms`) times 2^32 plus its seq, so a search
+//! is a row-id range of one room. Search sees a message once archived (within about
+//! half a second); a delete hides it at once.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use bavard_protocol::{Message, Reaction, RoomName, Timestamp, MAX_REACTIONS_PER_MESSAGE, MAX_UNREAD};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::{row_to_message, tail::Tail, COLUMNS};
+use crate::store::{ChangeMessage, ChangeRefused, Changed, MessageChange, PageQuery, StoreError};
+
+/// Version 4 of the writer's file: the overlay of changed messages, reactions, threads,
+/// read positions, and each room's change number.
+pub(super) const JOURNAL_V4: &str = "
+BEGIN;
+ALTER TABLE rooms ADD COLUMN last_rev INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE message_changes (
+    room      TEXT    NOT NULL,
+    seq       INTEGER NOT NULL,
+    user_id   TEXT    NOT NULL,
+    text      TEXT,
+    edited_at INTEGER,
+    deleted   INTEGER NOT NULL DEFAULT 0,
+    streaming INTEGER NOT NULL DEFAULT 0,
+    rev       INTEGER NOT NULL DEFAULT 0,
+    change_id INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (room, seq)
+) WITHOUT ROWID;
+CREATE INDEX message_changes_by_rev ON message_changes (room, rev);
+CREATE INDEX message_changes_by_change ON message_changes (change_id);
+CREATE TABLE reactions (
+    room    TEXT    NOT NULL,
+    seq     INTEGER NOT NULL,
+    emoji   TEXT    NOT NULL,
+    user_id TEXT    NOT NULL,
+    ts      INTEGER NOT NULL,
+    PRIMARY KEY (room, seq, emoji, user_id)
+) WITHOUT ROWID;
+CREATE TABLE thread_replies (
+    room TEXT    NOT NULL,
+    root INTEGER NOT NULL,
+    seq  INTEGER NOT NULL,
+    ts   INTEGER NOT NULL,
+    PRIMARY KEY (room, root, seq)
+) WITHOUT ROWID;
+CREATE TABLE read_marks (
+    room    TEXT    NOT NULL,
+    user_id TEXT    NOT NULL,
+    seq     INTEGER NOT NULL,
+    PRIMARY KEY (room, user_id)
+) WITHOUT ROWID;
+PRAGMA user_version = 4;
+COMMIT;
+";
+
+/// The search index in the main file (idempotent statements, applied on every start).
+pub(super) const SEARCH_SCHEMA: &str = "
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(text, tokenize = 'unicode61 remove_diacritics 2');
+CREATE TABLE IF NOT EXISTS fts_rooms (name TEXT PRIMARY KEY, no INTEGER NOT NULL UNIQUE) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fts_state (id INTEGER PRIMARY KEY CHECK (id = 1), changes_through INTEGER NOT NULL);
+";
+
+/// Seqs at or above this are not indexed (their row id would not fit).
+const INDEXED_SEQS: i64 = 1 << 32;
+
+/// Rooms with an overlay, with their change number: reads elsewhere skip the overlay.
+#[derive(Default)]
+pub(super) struct Overlaid {
+    rooms: RwLock<HashMap<RoomName, u64>>,
+}
+
+impl Overlaid {
+    /// Loads the rooms with an overlay from the writer's file.
+    pub(super) fn load(conn: &Connection) -> Result<Self, StoreError> {
+        let mut statement = conn.prepare(
+            "SELECT name, last_rev FROM rooms WHERE last_rev > 0
+             UNION SELECT DISTINCT room, 0 FROM thread_replies
+             UNION SELECT DISTINCT room, 0 FROM message_changes",
+        )?;
+        let mut rooms = HashMap::new();
+        for row in statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))? {
+            let (name, rev) = row?;
+            if let Ok(room) = RoomName::new(&name) {
+                let known = rooms.entry(room).or_insert(0);
+                *known = (*known).max(rev as u64);
+            }
+        }
+        Ok(Self { rooms: RwLock::new(rooms) })
+    }
+
+    /// The room's change number, if it has an overlay.
+    pub(super) fn rev(&self, room: &RoomName) -> Option<u64> {
+        self.rooms.read().unwrap_or_else(|p| p.into_inner()).get(room).copied()
+    }
+
+    /// Notes that the room has an overlay, with this change number (or more).
+    pub(super) fn note(&self, room: &RoomName, rev: u64) {
+        let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
+        match rooms.get_mut(room) {
+            Some(known) => *known = (*known).max(rev),
+            None => {
+                rooms.insert(room.clone(), rev);
+            }
+        }
+    }
+}
+
+/// A message's state as the overlay has it, with its author.
+struct Current {
+    author: String,
+    text: String,
+    deleted: bool,
+    streaming: bool,
+    rev: u64,
+}
+
+/// The message `seq` of `room` as the writer sees it (tail, then archive), with its
+/// overlay; None when there is no such message.
+fn current(tx: &Transaction<'_>, tail: &Tail, room: &RoomName, seq: u64) -> Result<Option<Current>, StoreError> {
+    let original = match tail.get(room, seq) {
+        Some(message) => Some((message.from.id.clone(), message.text.clone())),
+        None => tx
+            .prepare_cached("SELECT user_id, text FROM archive.messages WHERE room = ?1 AND seq = ?2")?
+            .query_row(params![room.as_str(), seq as i64], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?,
+    };
+    let Some((author, text)) = original else { return Ok(None) };
+    let overlay = tx
+        .prepare_cached("SELECT text, deleted, streaming, rev FROM message_changes WHERE room = ?1 AND seq = ?2")?
+        .query_row(params![room.as_str(), seq as i64], |row| {
+            Ok((
+                row.get::<_, Option<String>>(0)?,
+                row.get::<_, bool>(1)?,
+                row.get::<_, bool>(2)?,
+                row.get::<_, i64>(3)?,
+            ))
+        })
+        .optional()?;
+    Ok(Some(match overlay {
+        Some((changed, deleted, streaming, rev)) => {
+            Current { author, text: changed.unwrap_or(text), deleted, streaming, rev: rev as u64 }
+        }
+        None => Current { author, text, deleted: false, streaming: false, rev: 0 },
+    }))
+}
+
+/// The writer's state for changes: each room's change number, and the last change id.
+pub(super) struct Revisions {
+    revs: HashMap<RoomName, u64>,
+    /// The last change id given, committed or not.
+    last_given: i64,
+    /// The last committed change id, which the archiver reads to re-index.
+    last_change_id: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Revisions {
+    /// Reads the last change id from the writer's file; room numbers load on use.
+    pub(super) fn load(
+        conn: &Connection,
+        last_change_id: Arc<std::sync::atomic::AtomicI64>,
+    ) -> Result<Self, StoreError> {
+        let last: i64 = conn.query_row("SELECT COALESCE(MAX(change_id), 0) FROM message_changes", [], |r| r.get(0))?;
+        last_change_id.store(last, std::sync::atomic::Ordering::Release);
+        Ok(Self { revs: HashMap::new(), last_given: last, last_change_id })
+    }
+
+    fn room_rev(&mut self, tx: &Transaction<'_>, room: &RoomName) -> Result<u64, StoreError> {
+        if let Some(rev) = self.revs.get(room) {
+            return Ok(*rev);
+        }
+        let rev: Option<i64> = tx
+            .prepare_cached("SELECT last_rev FROM rooms WHERE name = ?1")?
+            .query_row([room.as_str()], |row| row.get(0))
+            .optional()?;
+        let rev = rev.unwrap_or(0) as u64;
+        self.revs.insert(room.clone(), rev);
+        Ok(rev)
+    }
+
+    /// Forgets what the failed transaction gave (the cached numbers, the change ids).
+    pub(super) fn forget(&mut self) {
+        self.revs.clear();
+        self.last_given = self.last_change_id.load(std::sync::atomic::Ordering::Acquire);
+    }
+
+    /// Publishes the change ids of the committed transaction to the archiver.
+    pub(super) fn committed(&self) {
+        self.last_change_id.store(self.last_given, std::sync::atomic::Ordering::Release);
+    }
+
+    fn next_change_id(&mut self) -> i64 {
+        self.last_given += 1;
+        self.last_given
+    }
+
+    /// Bumps the room's change number in the transaction; answers the new one.
+    fn bump(&mut self, tx: &Transaction<'_>, room: &RoomName) -> Result<u64, StoreError> {
+        let rev = self.room_rev(tx, room)? + 1;
+        tx.prepare_cached(
+            "INSERT INTO rooms (name, created_at, last_rev) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET last_rev = excluded.last_rev",
+        )?
+        .execute(params![room.as_str(), Timestamp::now().millis(), rev as i64])?;
+        self.revs.insert(room.clone(), rev);
+        Ok(rev)
+    }
+
+    /// Applies one change in `tx` after checking it; the caller commits.
+    pub(super) fn apply(
+        &mut self,
+        tx: &Transaction<'_>,
+        tail: &Tail,
+        ask: &ChangeMessage,
+    ) -> Result<Result<Changed, ChangeRefused>, StoreError> {
+        let ChangeMessage { room, seq, by, moderator, change, at } = ask;
+        let seq = *seq;
+        let Some(now) = current(tx, tail, room, seq)? else {
+            return Ok(Err(ChangeRefused::NoMessage { room: room.clone(), seq }));
+        };
+        let mine = now.author == *by;
+        let unchanged = Changed { changed: false, rev: now.rev, offset: 0, count: 0 };
+        let refusal = match change {
+            MessageChange::Edit(_) if !mine => Some(ChangeRefused::NotAuthor { what: "edit", seq }),
+            MessageChange::Delete if !mine && !moderator => Some(ChangeRefused::NotAuthor { what: "delete", seq }),
+            MessageChange::Append { .. } if !mine => Some(ChangeRefused::NotAuthor { what: "append to", seq }),
+            MessageChange::Finish if !mine => Some(ChangeRefused::NotAuthor { what: "finish", seq }),
+            MessageChange::Delete => None,
+            _ if now.deleted => Some(ChangeRefused::Deleted(seq)),
+            MessageChange::Edit(_) if now.streaming => Some(ChangeRefused::Streaming(seq)),
+            MessageChange::Append { .. } | MessageChange::Finish if !now.streaming => {
+                Some(ChangeRefused::NotStreaming(seq))
+            }
+            MessageChange::Append { text, max_chars } => {
+                let total = now.text.chars().count() + text.chars().count();
+                (total > *max_chars).then_some(ChangeRefused::TooLong(*max_chars))
+            }
+            _ => None,
+        };
+        if let Some(refusal) = refusal {
+            return Ok(Err(refusal));
+        }
+        let (text, deleted, streaming, edited_at) = match change {
+            MessageChange::Edit(text) => (Some(text.clone()), false, false, Some(at.millis())),
+            MessageChange::Delete if now.deleted => return Ok(Ok(unchanged)),
+            MessageChange::Delete => (Some(String::new()), true, false, None),
+            MessageChange::Append { text, .. } => (Some(format!("{}{text}", now.text)), false, true, None),
+            MessageChange::Finish => (None, false, false, None),
+            MessageChange::React { emoji, on } => {
+                let changed = react(tx, room, seq, emoji, by, *on, *at)?;
+                let count = reaction_count(tx, room, seq, emoji)?;
+                match changed {
+                    Reacted::Changed => {}
+                    Reacted::Same => return Ok(Ok(Changed { count, ..unchanged })),
+                    Reacted::TooMany => {
+                        return Ok(Err(ChangeRefused::TooManyReactions(MAX_REACTIONS_PER_MESSAGE)));
+                    }
+                }
+                let rev = self.bump(tx, room)?;
+                touch(tx, room, seq, &now.author, rev, self.next_change_id())?;
+                return Ok(Ok(Changed { changed: true, rev, offset: 0, count }));
+            }
+        };
+        let rev = self.bump(tx, room)?;
+        tx.prepare_cached(
+            "INSERT INTO message_changes (room, seq, user_id, text, edited_at, deleted, streaming, rev, change_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (room, seq) DO UPDATE SET
+               text = COALESCE(excluded.text, text), edited_at = COALESCE(excluded.edited_at, edited_at),
+               deleted = excluded.deleted, streaming = excluded.streaming,
+               rev = excluded.rev, change_id = excluded.change_id",
+        )?
+        .execute(params![
+            room.as_str(),
+            seq as i64,
+            now.author,
+            text,
+            edited_at,
+            deleted,
+            streaming,
+            rev as i64,
+            self.next_change_id()
+        ])?;
+        let offset = now.text.chars().count();
+        Ok(Ok(Changed { changed: true, rev, offset, count: 0 }))
+    }
+
+    /// Records, in the append's transaction, what a new message adds to the overlay: a
+    /// reply in its root's thread, a streamed message's state.
+    pub(super) fn appended(&mut self, tx: &Transaction<'_>, message: &Message) -> Result<(), StoreError> {
+        if let Some(root) = message.reply_to {
+            tx.prepare_cached("INSERT OR IGNORE INTO thread_replies (room, root, seq, ts) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![message.room.as_str(), root as i64, message.seq as i64, message.ts.millis()])?;
+        }
+        if message.streaming {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO message_changes (room, seq, user_id, text, streaming, rev, change_id)
+                 VALUES (?1, ?2, ?3, ?4, 1, 0, ?5)",
+            )?
+            .execute(params![
+                message.room.as_str(),
+                message.seq as i64,
+                message.from.id,
+                message.text,
+                self.next_change_id()
+            ])?;
+        }
+        Ok(())
+    }
+}
+
+/// Bumps a message's change number without touching its text (a reaction).
+fn touch(
+    tx: &Transaction<'_>,
+    room: &RoomName,
+    seq: u64,
+    author: &str,
+    rev: u64,
+    change_id: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO message_changes (room, seq, user_id, rev, change_id) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (room, seq) DO UPDATE SET rev = excluded.rev",
+    )?
+    .execute(params![room.as_str(), seq as i64, author, rev as i64, change_id])?;
+    Ok(())
+}
+
+enum Reacted {
+    Changed,
+    Same,
+    TooMany,
+}
+
+fn react(
+    tx: &Transaction<'_>,
+    room: &RoomName,
+    seq: u64,
+    emoji: &str,
+    user: &str,
+    on: bool,
+    at: Timestamp,
+) -> Result<Reacted, StoreError> {
+    let key = params![room.as_str(), seq as i64, emoji, user];
+    if !on {
+        let removed = tx
+            .prepare_cached("DELETE FROM reactions WHERE room = ?1 AND seq = ?2 AND emoji = ?3 AND user_id = ?4")?
+            .execute(key)?;
+        return Ok(if removed > 0 { Reacted::Changed } else { Reacted::Same });
+    }
+    let kinds: Vec<String> = tx
+        .prepare_cached("SELECT DISTINCT emoji FROM reactions WHERE room = ?1 AND seq = ?2")?
+        .query_map(params![room.as_str(), seq as i64], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    if !kinds.iter().any(|known| known == emoji) && kinds.len() >= MAX_REACTIONS_PER_MESSAGE {
+        return Ok(Reacted::TooMany);
+    }
+    let added = tx
+        .prepare_cached("INSERT OR IGNORE INTO reactions (room, seq, emoji, user_id, ts) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![room.as_str(), seq as i64, emoji, user, at.millis()])?;
+    Ok(if added > 0 { Reacted::Changed } else { Reacted::Same })
+}
+
+fn reaction_count(tx: &Transaction<'_>, room: &RoomName, seq: u64, emoji: &str) -> Result<u32, StoreError> {
+    let count: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM reactions WHERE room = ?1 AND seq = ?2 AND emoji = ?3")?
+        .query_row(params![room.as_str(), seq as i64, emoji], |row| row.get(0))?;
+    Ok(count as u32)
+}
+
+/// Moves a read position forward; answers the position now.
+pub(super) fn mark_read(tx: &Transaction<'_>, room: &RoomName, user: &str, seq: u64) -> Result<u64, StoreError> {
+    let now: i64 = tx
+        .prepare_cached(
+            "INSERT INTO read_marks (room, user_id, seq) VALUES (?1, ?2, ?3)
+             ON CONFLICT (room, user_id) DO UPDATE SET seq = MAX(seq, excluded.seq)
+             RETURNING seq",
+        )?
+        .query_row(params![room.as_str(), user, seq.min(i64::MAX as u64) as i64], |row| row.get(0))?;
+    Ok(now as u64)
+}
+
+// ---- reads (on the read pool's connections, where the writer's file is `log`) ----
+
+/// Applies the overlay to `messages` (all of `room`); `viewer` gets `me` on its
+/// reactions.
+pub(super) fn annotate(
+    conn: &Connection,
+    room: &RoomName,
+    mut messages: Vec<Message>,
+    viewer: Option<&str>,
+) -> Result<Vec<Message>, StoreError> {
+    let (Some(low), Some(high)) = (messages.iter().map(|m| m.seq).min(), messages.iter().map(|m| m.seq).max()) else {
+        return Ok(messages);
+    };
+    // A few messages far apart are read one by one rather than as one wide range.
+    let ranges: Vec<(u64, u64)> = if high - low > 4 * messages.len() as u64 {
+        messages.iter().map(|m| (m.seq, m.seq)).collect()
+    } else {
+        vec![(low, high)]
+    };
+    let mut changes = HashMap::new();
+    let mut reactions: HashMap<u64, Vec<Reaction>> = HashMap::new();
+    let mut threads = HashMap::new();
+    let name = room.as_str();
+    for (low, high) in ranges {
+        let range = params![name, low as i64, high as i64];
+        let mut statement = conn.prepare_cached(
+            "SELECT seq, text, edited_at, deleted, streaming, rev FROM log.message_changes
+             WHERE room = ?1 AND seq BETWEEN ?2 AND ?3",
+        )?;
+        for row in statement.query_map(range, |row| {
+            Ok((
+                row.get::<_, i64>(0)? as u64,
+                (
+                    row.get::<_, Option<String>>(1)?,
+                    row.get::<_, Option<i64>>(2)?,
+                    row.get::<_, bool>(3)?,
+                    row.get::<_, bool>(4)?,
+                    row.get::<_, i64>(5)? as u64,
+                ),
+            ))
+        })? {
+            let (seq, change) = row?;
+            changes.insert(seq, change);
+        }
+        let mut statement = conn.prepare_cached(
+            "SELECT seq, emoji, COUNT(*), MAX(user_id = ?4), MIN(ts) AS first FROM log.reactions
+             WHERE room = ?1 AND seq BETWEEN ?2 AND ?3 GROUP BY seq, emoji ORDER BY seq, first, emoji",
+        )?;
+        let rows = statement.query_map(params![name, low as i64, high as i64, viewer.unwrap_or("")], |row| {
+            Ok((
+                row.get::<_, i64>(0)? as u64,
+                Reaction { emoji: row.get(1)?, count: row.get::<_, i64>(2)? as u32, me: row.get::<_, bool>(3)? },
+            ))
+        })?;
+        for row in rows {
+            let (seq, mut reaction) = row?;
+            reaction.me &= viewer.is_some();
+            reactions.entry(seq).or_default().push(reaction);
+        }
+        let mut statement = conn.prepare_cached(
+            "SELECT root, COUNT(*), MAX(ts) FROM log.thread_replies WHERE room = ?1 AND root BETWEEN ?2 AND ?3
+             GROUP BY root",
+        )?;
+        for row in statement.query_map(range, |row| {
+            Ok((row.get::<_, i64>(0)? as u64, (row.get::<_, i64>(1)? as u32, row.get::<_, i64>(2)?)))
+        })? {
+            let (root, stats) = row?;
+            threads.insert(root, stats);
+        }
+    }
+    for message in &mut messages {
+        if let Some((text, edited_at, deleted, streaming, rev)) = changes.remove(&message.seq) {
+            if let Some(text) = text {
+                message.text = text;
+            }
+            message.edited_at = edited_at.map(Timestamp);
+            message.deleted = deleted;
+            message.streaming = streaming;
+            message.rev = rev;
+        }
+        if let Some((count, last)) = threads.get(&message.seq) {
+            message.reply_count = *count;
+            message.last_reply_at = Some(Timestamp(*last));
+        }
+        if message.deleted {
+            message.text.clear();
+            message.reactions.clear();
+        } else if let Some(list) = reactions.remove(&message.seq) {
+            message.reactions = list;
+        }
+    }
+    Ok(messages)
+}
+
+/// The archive's copy of one message.
+pub(super) fn stored_message(conn: &Connection, room: &RoomName, seq: u64) -> Result<Option<Message>, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM messages WHERE room = ?1 AND seq = ?2"))?
+        .query_row(params![room.as_str(), seq as i64], |row| row_to_message(room, row))
+        .optional()?)
+}
+
+/// Seqs up to `through` changed after `since_rev`, in change order (`limit + 1` at most).
+pub(super) fn changed_since(
+    conn: &Connection,
+    room: &RoomName,
+    through: u64,
+    since_rev: u64,
+    limit: u32,
+) -> Result<Vec<u64>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT seq FROM log.message_changes WHERE room = ?1 AND rev > ?2 AND seq <= ?3 ORDER BY rev LIMIT ?4",
+    )?;
+    let rows = statement.query_map(
+        params![
+            room.as_str(),
+            since_rev.min(i64::MAX as u64) as i64,
+            through.min(i64::MAX as u64) as i64,
+            i64::from(limit) + 1
+        ],
+        |row| row.get::<_, i64>(0),
+    )?;
+    Ok(rows.map(|seq| seq.map(|s| s as u64)).collect::<Result<_, _>>()?)
+}
+
+/// The replies to `root` in the query's range, oldest first (`limit + 1` at most).
+pub(super) fn thread(conn: &Connection, room: &RoomName, root: u64, query: PageQuery) -> Result<Vec<u64>, StoreError> {
+    let clamp = |seq: u64| seq.min(i64::MAX as u64) as i64;
+    let (low, high, limit, newest_first) = match query {
+        PageQuery::Before { before, limit } => (0, before.map_or(i64::MAX, clamp), limit, true),
+        PageQuery::After { after, before, limit } => (clamp(after), before.map_or(i64::MAX, clamp), limit, false),
+    };
+    let order = if newest_first { "DESC" } else { "ASC" };
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT seq FROM log.thread_replies WHERE room = ?1 AND root = ?2 AND seq > ?3 AND seq < ?4
+         ORDER BY seq {order} LIMIT ?5"
+    ))?;
+    let rows = statement
+        .query_map(params![room.as_str(), clamp(root), low, high, i64::from(limit) + 1], |row| row.get::<_, i64>(0))?;
+    let mut seqs: Vec<u64> = rows.map(|seq| seq.map(|s| s as u64)).collect::<Result<_, _>>()?;
+    if newest_first {
+        seqs.reverse();
+    }
+    Ok(seqs)
+}
+
+/// Counts the messages of others after `user`'s read position, not deleted, up to
+/// [`MAX_UNREAD`]: the tail's in memory, the archive's below the tail's first seq.
+pub(super) fn unread(conn: &Connection, tail: &Tail, room: &RoomName, user: &str) -> Result<u64, StoreError> {
+    let name = room.as_str();
+    let position: i64 = conn
+        .prepare_cached("SELECT seq FROM log.read_marks WHERE room = ?1 AND user_id = ?2")?
+        .query_row(params![name, user], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let recent = tail.slice(room, PageQuery::After { after: position as u64, before: None, limit: u32::MAX - 1 });
+    let first_recent = recent.messages.first().map_or(i64::MAX, |m| m.seq as i64);
+    let mut count = recent.messages.iter().filter(|m| m.from.id != user).count() as i64;
+    if !recent.complete && count < MAX_UNREAD as i64 {
+        let archived: i64 = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE room = ?1 AND seq > ?2 AND seq < ?3
+                 AND user_id <> ?4 LIMIT ?5)",
+            )?
+            .query_row(params![name, position, first_recent, user, MAX_UNREAD as i64 * 2], |row| row.get(0))?;
+        count += archived;
+    }
+    let deleted: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM log.message_changes WHERE room = ?1 AND seq > ?2 AND deleted = 1 AND user_id <> ?3",
+        )?
+        .query_row(params![name, position, user], |row| row.get(0))?;
+    Ok((count - deleted).clamp(0, MAX_UNREAD as i64) as u64)
+}
+
+/// The FTS5 query for the words of `q`: each a quoted term, the last also a prefix.
+pub(super) fn fts_query(q: &str) -> Option<String> {
+    let words: Vec<&str> = q.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let (last, rest) = words.split_last()?;
+    let mut query: Vec<String> = rest.iter().map(|w| format!("\"{w}\"")).collect();
+    query.push(format!("\"{last}\"*"));
+    Some(query.join(" "))
+}
+
+/// The seqs of `room` matching `q`, best first (`limit + 1` at most, from `offset`).
+pub(super) fn search(
+    conn: &Connection,
+    room: &RoomName,
+    q: &str,
+    limit: u32,
+    offset: u32,
+) -> Result<Vec<u64>, StoreError> {
+    let Some(query) = fts_query(q) else { return Ok(Vec::new()) };
+    let number: Option<i64> = conn
+        .prepare_cached("SELECT no FROM fts_rooms WHERE name = ?1")?
+        .query_row([room.as_str()], |row| row.get(0))
+        .optional()?;
+    let Some(number) = number else { return Ok(Vec::new()) };
+    let low = number << 32;
+    let mut statement = conn.prepare_cached(
+        "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3
+         ORDER BY rank LIMIT ?4 OFFSET ?5",
+    )?;
+    let rows = statement
+        .query_map(params![query, low, low + INDEXED_SEQS - 1, i64::from(limit) + 1, i64::from(offset)], |row| {
+            row.get::<_, i64>(0)
+        })?;
+    Ok(rows.map(|id| id.map(|id| (id & (INDEXED_SEQS - 1)) as u64)).collect::<Result<_, _>>()?)
+}
+
+// ---- the index (written by the archiver, on the main file's connection) ----
+
+/// Gives every room of the journal rows `(after, through]` a number in the index.
+fn number_rooms(tx: &Transaction<'_>, after: i64, through: i64) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO fts_rooms (name, no)
+         SELECT room, (SELECT COALESCE(MAX(no), 0) FROM fts_rooms) + ROW_NUMBER() OVER (ORDER BY room)
+         FROM (SELECT DISTINCT room FROM log.journal WHERE id > ?1 AND id <= ?2
+               AND room NOT IN (SELECT name FROM fts_rooms))",
+    )?
+    .execute(params![after, through])?;
+    Ok(())
+}
+
+/// Indexes the journal rows `(after, through]` with their current text, in the
+/// archiver's copy transaction.
+pub(super) fn index_copied(tx: &Transaction<'_>, after: i64, through: i64) -> Result<(), StoreError> {
+    number_rooms(tx, after, through)?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO messages_fts (rowid, text)
+         SELECT (r.no << 32) | j.seq, COALESCE(c.text, j.text)
+         FROM log.journal j JOIN fts_rooms r ON r.name = j.room
+         LEFT JOIN log.message_changes c ON c.room = j.room AND c.seq = j.seq
+         WHERE j.id > ?1 AND j.id <= ?2 AND j.seq < ?3 AND COALESCE(c.deleted, 0) = 0",
+    )?
+    .execute(params![after, through, INDEXED_SEQS])?;
+    Ok(())
+}
+
+/// Re-indexes the archived messages changed since the last pass (up to `upto`): a
+/// deleted one leaves the index, an edited or finished one is indexed with its text.
+/// Messages not archived yet are indexed when they are.
+pub(super) fn reindex_changes(conn: &mut Connection, upto: i64) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    let through: i64 = tx
+        .query_row("SELECT changes_through FROM fts_state WHERE id = 1", [], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0);
+    if through >= upto {
+        return Ok(());
+    }
+    tx.prepare_cached(
+        "DELETE FROM messages_fts WHERE rowid IN (
+           SELECT (r.no << 32) | c.seq FROM log.message_changes c JOIN fts_rooms r ON r.name = c.room
+           WHERE c.change_id > ?1 AND c.change_id <= ?2 AND c.seq < ?3
+             AND (c.deleted = 1 OR (c.text IS NOT NULL AND c.streaming = 0)))",
+    )?
+    .execute(params![through, upto, INDEXED_SEQS])?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO messages_fts (rowid, text)
+         SELECT (r.no << 32) | c.seq, c.text FROM log.message_changes c
+         JOIN fts_rooms r ON r.name = c.room
+         JOIN messages m ON m.room = c.room AND m.seq = c.seq
+         WHERE c.change_id > ?1 AND c.change_id <= ?2 AND c.seq < ?3 AND c.deleted = 0 AND c.streaming = 0
+           AND c.text IS NOT NULL",
+    )?
+    .execute(params![through, upto, INDEXED_SEQS])?;
+    tx.prepare_cached("INSERT OR REPLACE INTO fts_state (id, changes_through) VALUES (1, ?1)")?.execute([upto])?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Indexes every archived message when the index is new (a database from before
+/// search): one pass, at start.
+pub(super) fn backfill_index(conn: &mut Connection) -> Result<(), StoreError> {
+    let started: bool = conn.query_row("SELECT COUNT(*) > 0 FROM fts_state", [], |row| row.get(0))?;
+    if started {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT OR IGNORE INTO fts_rooms (name, no)
+         SELECT room, (SELECT COALESCE(MAX(no), 0) FROM fts_rooms) + ROW_NUMBER() OVER (ORDER BY room)
+         FROM (SELECT DISTINCT room FROM messages WHERE room NOT IN (SELECT name FROM fts_rooms))",
+        [],
+    )?;
+    let indexed = tx.execute(
+        "INSERT OR REPLACE INTO messages_fts (rowid, text)
+         SELECT (r.no << 32) | m.seq, m.text FROM messages m JOIN fts_rooms r ON r.name = m.room WHERE m.seq < ?1",
+        [INDEXED_SEQS],
+    )?;
+    tx.execute("INSERT INTO fts_state (id, changes_through) VALUES (1, 0)", [])?;
+    tx.commit()?;
+    if indexed > 0 {
+        tracing::info!(indexed, "indexed the stored messages for search");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fts_query;
+
+    #[test]
+    fn a_query_is_its_words_quoted_and_the_last_a_prefix() {
+        assert_eq!(fts_query("hello wor").as_deref(), Some("\"hello\" \"wor\"*"));
+        assert_eq!(fts_query("\"a\" OR b*").as_deref(), Some("\"a\" \"OR\" \"b\"*"));
+        assert_eq!(fts_query("café-crème").as_deref(), Some("\"café\" \"crème\"*"));
+        assert_eq!(fts_query(" ;; "), None);
+    }
+}
