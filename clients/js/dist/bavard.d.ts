@@ -36,6 +36,18 @@ export interface Message {
     text: string;
     key?: string;
     reply_to?: number;
+    edited_at?: string;
+    deleted?: boolean;
+    streaming?: boolean;
+    reactions?: Array<{
+        emoji: string;
+        count: number;
+        me?: boolean;
+    }>;
+    reply_count?: number;
+    last_reply_at?: string;
+    /** The room's change number of the message's last change (absent: never changed). */
+    rev?: number;
     [field: string]: unknown;
 }
 export interface Welcome {
@@ -94,6 +106,65 @@ export interface ErrorEvent {
     };
     [field: string]: unknown;
 }
+/** A change to a message (`rev`: apply it only if greater than your copy's). */
+export interface EditedEvent {
+    type: 'edited';
+    room: string;
+    seq: number;
+    text: string;
+    edited_at: string;
+    rev: number;
+    [field: string]: unknown;
+}
+export interface DeletedEvent {
+    type: 'deleted';
+    room: string;
+    seq: number;
+    rev: number;
+    [field: string]: unknown;
+}
+export interface ReactionEvent {
+    type: 'reaction';
+    room: string;
+    seq: number;
+    emoji: string;
+    user: User;
+    added: boolean;
+    count: number;
+    rev: number;
+    [field: string]: unknown;
+}
+export interface ReadEvent {
+    type: 'read';
+    room: string;
+    user: User;
+    seq: number;
+    [field: string]: unknown;
+}
+export interface AppendEvent {
+    type: 'append';
+    room: string;
+    seq: number;
+    text: string;
+    /** Characters the message had before: a copy shorter than that missed a change. */
+    offset: number;
+    rev: number;
+    [field: string]: unknown;
+}
+export interface FinishedEvent {
+    type: 'finished';
+    room: string;
+    seq: number;
+    rev: number;
+    [field: string]: unknown;
+}
+/**
+ * A message changed while this client was away (the `changed` of a rejoin with
+ * `since_rev`), in its current state: replace your copy of it.
+ */
+export interface ChangedEvent extends Message {
+    type: 'changed';
+}
 /** Any frame of the server but replies, including types this version does not know. */
 export interface ServerEvent {
     type: string;
@@ -138,6 +209,13 @@ export interface EventMap {
     closing: ClosingEvent;
     error: ErrorEvent;
     welcome: Welcome;
+    edited: EditedEvent;
+    deleted: DeletedEvent;
+    reaction: ReactionEvent;
+    read: ReadEvent;
+    append: AppendEvent;
+    finished: FinishedEvent;
+    changed: ChangedEvent;
     /** Every server event (not replies), known or not, after its own type's handlers. */
     '*': ServerEvent;
     state: StateEvent;
@@ -153,6 +231,12 @@ export interface JoinReply {
     /** The latest messages (join without `since`); empty with `since`: those come as events. */
     messages: Message[];
     recovered?: boolean;
+    /** The room's change number when the reply was made. */
+    rev?: number;
+    /** With `since_rev`: messages up to `since` changed since (also handed out as `changed` events). */
+    changed?: Message[];
+    /** Messages of others after the user's read position (signed-in users). */
+    unread?: number;
     [field: string]: unknown;
 }
 export interface SendReply {
@@ -184,6 +268,23 @@ export interface SanctionReply {
     until?: string;
     [field: string]: unknown;
 }
+export interface ChangeReply {
+    room: string;
+    seq: number;
+    rev: number;
+    [field: string]: unknown;
+}
+export interface ReadReply {
+    room: string;
+    seq: number;
+    unread: number;
+    [field: string]: unknown;
+}
+export interface SearchReply {
+    messages: Message[];
+    has_more: boolean;
+    [field: string]: unknown;
+}
 export interface RefreshReply {
     expires: string;
     [field: string]: unknown;
@@ -204,6 +305,7 @@ export interface Ops {
             room: string;
             since?: number;
             limit?: number;
+            since_rev?: number;
         };
         reply: JoinReply;
     };
@@ -219,6 +321,7 @@ export interface Ops {
             text: string;
             key?: string;
             reply_to?: number;
+            stream?: boolean;
             [field: string]: unknown;
         };
         reply: SendReply;
@@ -229,6 +332,7 @@ export interface Ops {
             before?: number;
             after?: number;
             limit?: number;
+            thread?: number;
         };
         reply: HistoryReply;
     };
@@ -314,6 +418,77 @@ export interface Ops {
             token: string;
         };
         reply: RefreshReply;
+    };
+    dm: {
+        fields: {
+            user: string;
+        };
+        reply: {
+            room: string;
+            [field: string]: unknown;
+        };
+    };
+    edit: {
+        fields: {
+            room: string;
+            seq: number;
+            text: string;
+        };
+        reply: ChangeReply;
+    };
+    delete: {
+        fields: {
+            room: string;
+            seq: number;
+        };
+        reply: ChangeReply;
+    };
+    react: {
+        fields: {
+            room: string;
+            seq: number;
+            emoji: string;
+        };
+        reply: ChangeReply;
+    };
+    unreact: {
+        fields: {
+            room: string;
+            seq: number;
+            emoji: string;
+        };
+        reply: ChangeReply;
+    };
+    read: {
+        fields: {
+            room: string;
+            seq: number;
+        };
+        reply: ReadReply;
+    };
+    search: {
+        fields: {
+            room: string;
+            q: string;
+            limit?: number;
+            offset?: number;
+        };
+        reply: SearchReply;
+    };
+    append: {
+        fields: {
+            room: string;
+            seq: number;
+            text: string;
+        };
+        reply: ChangeReply;
+    };
+    finish: {
+        fields: {
+            room: string;
+            seq: number;
+        };
+        reply: ChangeReply;
     };
 }
 /** What the client needs of a WebSocket: the standard browser API (Node's `ws` package has it too). */
@@ -452,6 +627,7 @@ export declare class Client {
     send(room: string, text: string, options?: {
         key?: string;
         reply_to?: number;
+        stream?: boolean;
         [field: string]: unknown;
     }): Promise<SendReply>;
     private settle;
@@ -466,12 +642,13 @@ export declare class Client {
     request<K extends keyof Ops>(op: K, fields: Ops[K]['fields']): Promise<Ops[K]['reply']>;
     request(op: string, fields?: Record<string, unknown>): Promise<Record<string, unknown>>;
     /** Like {@link request}, retried after a reconnect (for reads, which may be repeated). */
-    private read;
+    private retried;
     /** A page of stored messages, oldest first (`before`: page backward; `after`: forward). */
     history(room: string, options?: {
         before?: number;
         after?: number;
         limit?: number;
+        thread?: number;
     }): Promise<HistoryReply>;
     /** A page of the users online in `room` (pass the reply's `cursor` for the next). */
     members(room: string, options?: {
@@ -508,6 +685,28 @@ export declare class Client {
     }): Promise<Empty>;
     /** Moves this connection's expiry to a fresh token's (the same user's). */
     refresh(token: string): Promise<RefreshReply>;
+    /** The direct room of this (signed-in) user and `user`; join it like any room. */
+    dm(user: string): Promise<{
+        room: string;
+        [field: string]: unknown;
+    }>;
+    /** Replaces the text of one's message. */
+    edit(room: string, seq: number, text: string): Promise<ChangeReply>;
+    /** Deletes a message (one's own; moderators any). */
+    delete(room: string, seq: number): Promise<ChangeReply>;
+    react(room: string, seq: number, emoji: string): Promise<ChangeReply>;
+    unreact(room: string, seq: number, emoji: string): Promise<ChangeReply>;
+    /** Moves the user's read position in `room` forward to `seq`. */
+    read(room: string, seq: number): Promise<ReadReply>;
+    /** Messages of `room` matching the words of `q`, best first. */
+    search(room: string, q: string, options?: {
+        limit?: number;
+        offset?: number;
+    }): Promise<SearchReply>;
+    /** Adds text to one's streamed message (sent with `send(room, text, {stream: true})`). */
+    append(room: string, seq: number, text: string): Promise<ChangeReply>;
+    /** Ends one's streamed message. */
+    finish(room: string, seq: number): Promise<ChangeReply>;
     /** Checks that the server answers. */
     ping(): Promise<void>;
 }

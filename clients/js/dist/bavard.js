@@ -345,6 +345,12 @@ export class Client {
                 break;
             }
             default:
+                if (typeof frame.rev === 'number' && typeof frame.room === 'string') {
+                    // A change to a message (edited, deleted, reaction...): remembered for `since_rev`.
+                    const room = this.rooms.get(frame.room);
+                    if (room)
+                        room.rev = Math.max(room.rev ?? 0, frame.rev);
+                }
                 break;
         }
         this.emitServer(frame);
@@ -420,6 +426,8 @@ export class Client {
         const rejoin = room.synced;
         const since = room.synced ? room.lastSeq : undefined;
         const fields = since === undefined ? { room: room.name, limit: room.limit } : { room: room.name, since };
+        if (since !== undefined && room.rev !== null)
+            fields.since_rev = room.rev;
         let reply;
         try {
             reply = (await this.call('join', fields));
@@ -443,6 +451,9 @@ export class Client {
         if (connection !== this.connection || this.rooms.get(room.name) !== room)
             return;
         const messages = reply.messages ?? [];
+        const changed = reply.changed ?? [];
+        // The room's change number now (absent: 0); what changes after it comes as events.
+        room.rev = Math.max(room.rev ?? 0, typeof reply.rev === 'number' ? reply.rev : 0);
         if (since === undefined) {
             room.lastSeq = reply.seq;
             room.synced = true;
@@ -458,6 +469,8 @@ export class Client {
             this.emit('rejoined', { room: room.name, reply });
         for (const waiter of room.waiters.splice(0))
             waiter.resolve(reply);
+        for (const message of changed)
+            this.emitServer({ ...message, type: 'changed' });
         if (since !== undefined) {
             for (const message of messages)
                 this.deliver(room, message, reply.seq);
@@ -589,6 +602,7 @@ export class Client {
                 lastSeq: options.since ?? 0,
                 synced: options.since !== undefined,
                 limit: options.limit ?? 50,
+                rev: null,
                 joined: false,
                 joining: false,
                 recovering: false,
@@ -697,7 +711,7 @@ export class Client {
         return this.call(op, fields);
     }
     /** Like {@link request}, retried after a reconnect (for reads, which may be repeated). */
-    async read(op, fields) {
+    async retried(op, fields) {
         for (;;) {
             try {
                 return (await this.request(op, fields));
@@ -710,11 +724,11 @@ export class Client {
     }
     /** A page of stored messages, oldest first (`before`: page backward; `after`: forward). */
     history(room, options = {}) {
-        return this.read('history', { ...options, room });
+        return this.retried('history', { ...options, room });
     }
     /** A page of the users online in `room` (pass the reply's `cursor` for the next). */
     members(room, options = {}) {
-        return this.read('members', { ...options, room });
+        return this.retried('members', { ...options, room });
     }
     /** Tells the room's other users that this one is typing (the server sends at most one event per 2 s). */
     async typing(room) {
@@ -751,6 +765,40 @@ export class Client {
     /** Moves this connection's expiry to a fresh token's (the same user's). */
     refresh(token) {
         return this.request('refresh', { token });
+    }
+    /** The direct room of this (signed-in) user and `user`; join it like any room. */
+    dm(user) {
+        return this.request('dm', { user });
+    }
+    /** Replaces the text of one's message. */
+    edit(room, seq, text) {
+        return this.request('edit', { room, seq, text });
+    }
+    /** Deletes a message (one's own; moderators any). */
+    delete(room, seq) {
+        return this.request('delete', { room, seq });
+    }
+    react(room, seq, emoji) {
+        return this.request('react', { room, seq, emoji });
+    }
+    unreact(room, seq, emoji) {
+        return this.request('unreact', { room, seq, emoji });
+    }
+    /** Moves the user's read position in `room` forward to `seq`. */
+    read(room, seq) {
+        return this.request('read', { room, seq });
+    }
+    /** Messages of `room` matching the words of `q`, best first. */
+    search(room, q, options = {}) {
+        return this.request('search', { ...options, room, q });
+    }
+    /** Adds text to one's streamed message (sent with `send(room, text, {stream: true})`). */
+    append(room, seq, text) {
+        return this.request('append', { room, seq, text });
+    }
+    /** Ends one's streamed message. */
+    finish(room, seq) {
+        return this.request('finish', { room, seq });
     }
     /** Checks that the server answers. */
     async ping() {

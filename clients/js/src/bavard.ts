@@ -68,6 +68,14 @@ export interface Message {
   text: string;
   key?: string;
   reply_to?: number;
+  edited_at?: string;
+  deleted?: boolean;
+  streaming?: boolean;
+  reactions?: Array<{ emoji: string; count: number; me?: boolean }>;
+  reply_count?: number;
+  last_reply_at?: string;
+  /** The room's change number of the message's last change (absent: never changed). */
+  rev?: number;
   [field: string]: unknown;
 }
 
@@ -122,6 +130,66 @@ export interface ErrorEvent {
   error: { code: string; message: string };
   [field: string]: unknown;
 }
+/** A change to a message (`rev`: apply it only if greater than your copy's). */
+export interface EditedEvent {
+  type: 'edited';
+  room: string;
+  seq: number;
+  text: string;
+  edited_at: string;
+  rev: number;
+  [field: string]: unknown;
+}
+export interface DeletedEvent {
+  type: 'deleted';
+  room: string;
+  seq: number;
+  rev: number;
+  [field: string]: unknown;
+}
+export interface ReactionEvent {
+  type: 'reaction';
+  room: string;
+  seq: number;
+  emoji: string;
+  user: User;
+  added: boolean;
+  count: number;
+  rev: number;
+  [field: string]: unknown;
+}
+export interface ReadEvent {
+  type: 'read';
+  room: string;
+  user: User;
+  seq: number;
+  [field: string]: unknown;
+}
+export interface AppendEvent {
+  type: 'append';
+  room: string;
+  seq: number;
+  text: string;
+  /** Characters the message had before: a copy shorter than that missed a change. */
+  offset: number;
+  rev: number;
+  [field: string]: unknown;
+}
+export interface FinishedEvent {
+  type: 'finished';
+  room: string;
+  seq: number;
+  rev: number;
+  [field: string]: unknown;
+}
+/**
+ * A message changed while this client was away (the `changed` of a rejoin with
+ * `since_rev`), in its current state: replace your copy of it.
+ */
+export interface ChangedEvent extends Message {
+  type: 'changed';
+}
+
 /** Any frame of the server but replies, including types this version does not know. */
 export interface ServerEvent {
   type: string;
@@ -165,6 +233,13 @@ export interface EventMap {
   closing: ClosingEvent;
   error: ErrorEvent;
   welcome: Welcome;
+  edited: EditedEvent;
+  deleted: DeletedEvent;
+  reaction: ReactionEvent;
+  read: ReadEvent;
+  append: AppendEvent;
+  finished: FinishedEvent;
+  changed: ChangedEvent;
   /** Every server event (not replies), known or not, after its own type's handlers. */
   '*': ServerEvent;
   state: StateEvent;
@@ -181,6 +256,12 @@ export interface JoinReply {
   /** The latest messages (join without `since`); empty with `since`: those come as events. */
   messages: Message[];
   recovered?: boolean;
+  /** The room's change number when the reply was made. */
+  rev?: number;
+  /** With `since_rev`: messages up to `since` changed since (also handed out as `changed` events). */
+  changed?: Message[];
+  /** Messages of others after the user's read position (signed-in users). */
+  unread?: number;
   [field: string]: unknown;
 }
 export interface SendReply {
@@ -212,6 +293,23 @@ export interface SanctionReply {
   until?: string;
   [field: string]: unknown;
 }
+export interface ChangeReply {
+  room: string;
+  seq: number;
+  rev: number;
+  [field: string]: unknown;
+}
+export interface ReadReply {
+  room: string;
+  seq: number;
+  unread: number;
+  [field: string]: unknown;
+}
+export interface SearchReply {
+  messages: Message[];
+  has_more: boolean;
+  [field: string]: unknown;
+}
 export interface RefreshReply {
   expires: string;
   [field: string]: unknown;
@@ -229,10 +327,13 @@ interface Sanction {
 
 /** Each op of the protocol: its fields (without `op` and `id`) and its reply's fields. */
 export interface Ops {
-  join: { fields: { room: string; since?: number; limit?: number }; reply: JoinReply };
+  join: { fields: { room: string; since?: number; limit?: number; since_rev?: number }; reply: JoinReply };
   leave: { fields: { room: string }; reply: Empty };
-  send: { fields: { room: string; text: string; key?: string; reply_to?: number; [field: string]: unknown }; reply: SendReply };
-  history: { fields: { room: string; before?: number; after?: number; limit?: number }; reply: HistoryReply };
+  send: {
+    fields: { room: string; text: string; key?: string; reply_to?: number; stream?: boolean; [field: string]: unknown };
+    reply: SendReply;
+  };
+  history: { fields: { room: string; before?: number; after?: number; limit?: number; thread?: number }; reply: HistoryReply };
   members: { fields: { room: string; cursor?: string; limit?: number }; reply: MembersReply };
   typing: { fields: { room: string }; reply: Empty };
   ping: { fields: Record<string, never>; reply: Empty };
@@ -246,6 +347,15 @@ export interface Ops {
   mute: { fields: Sanction; reply: SanctionReply };
   unmute: { fields: { room: string; user: string; reason?: string }; reply: Empty };
   refresh: { fields: { token: string }; reply: RefreshReply };
+  dm: { fields: { user: string }; reply: { room: string; [field: string]: unknown } };
+  edit: { fields: { room: string; seq: number; text: string }; reply: ChangeReply };
+  delete: { fields: { room: string; seq: number }; reply: ChangeReply };
+  react: { fields: { room: string; seq: number; emoji: string }; reply: ChangeReply };
+  unreact: { fields: { room: string; seq: number; emoji: string }; reply: ChangeReply };
+  read: { fields: { room: string; seq: number }; reply: ReadReply };
+  search: { fields: { room: string; q: string; limit?: number; offset?: number }; reply: SearchReply };
+  append: { fields: { room: string; seq: number; text: string }; reply: ChangeReply };
+  finish: { fields: { room: string; seq: number }; reply: ChangeReply };
 }
 
 /** What the client needs of a WebSocket: the standard browser API (Node's `ws` package has it too). */
@@ -296,6 +406,8 @@ interface Room {
   synced: boolean;
   /** The first join's `limit`. */
   limit: number;
+  /** The highest change number seen, passed as `since_rev` on rejoin; null before the first join. */
+  rev: number | null;
   /** Joined on the current connection, and caught up. */
   joined: boolean;
   /** A join is under way on the current connection. */
@@ -643,6 +755,11 @@ export class Client {
         break;
       }
       default:
+        if (typeof frame.rev === 'number' && typeof frame.room === 'string') {
+          // A change to a message (edited, deleted, reaction...): remembered for `since_rev`.
+          const room = this.rooms.get(frame.room);
+          if (room) room.rev = Math.max(room.rev ?? 0, frame.rev);
+        }
         break;
     }
     this.emitServer(frame);
@@ -713,7 +830,9 @@ export class Client {
     room.buffer = [];
     const rejoin = room.synced;
     const since = room.synced ? room.lastSeq : undefined;
-    const fields: Ops['join']['fields'] = since === undefined ? { room: room.name, limit: room.limit } : { room: room.name, since };
+    const fields: Ops['join']['fields'] =
+      since === undefined ? { room: room.name, limit: room.limit } : { room: room.name, since };
+    if (since !== undefined && room.rev !== null) fields.since_rev = room.rev;
     let reply: JoinReply;
     try {
       reply = (await this.call('join', fields)) as JoinReply;
@@ -733,6 +852,9 @@ export class Client {
     }
     if (connection !== this.connection || this.rooms.get(room.name) !== room) return;
     const messages = reply.messages ?? [];
+    const changed = reply.changed ?? [];
+    // The room's change number now (absent: 0); what changes after it comes as events.
+    room.rev = Math.max(room.rev ?? 0, typeof reply.rev === 'number' ? reply.rev : 0);
     if (since === undefined) {
       room.lastSeq = reply.seq;
       room.synced = true;
@@ -745,6 +867,7 @@ export class Client {
     }
     if (rejoin) this.emit('rejoined', { room: room.name, reply });
     for (const waiter of room.waiters.splice(0)) waiter.resolve(reply);
+    for (const message of changed) this.emitServer({ ...message, type: 'changed' });
     if (since !== undefined) {
       for (const message of messages) this.deliver(room, message, reply.seq);
       if (reply.recovered === false && room.lastSeq < reply.seq) {
@@ -860,6 +983,7 @@ export class Client {
         lastSeq: options.since ?? 0,
         synced: options.since !== undefined,
         limit: options.limit ?? 50,
+        rev: null,
         joined: false,
         joining: false,
         recovering: false,
@@ -903,7 +1027,7 @@ export class Client {
   send(
     room: string,
     text: string,
-    options: { key?: string; reply_to?: number; [field: string]: unknown } = {},
+    options: { key?: string; reply_to?: number; stream?: boolean; [field: string]: unknown } = {},
   ): Promise<SendReply> {
     if (this.closed) return Promise.reject(new BavardError('closed', 'the client is closed'));
     this.keyCounter += 1;
@@ -977,7 +1101,7 @@ export class Client {
   }
 
   /** Like {@link request}, retried after a reconnect (for reads, which may be repeated). */
-  private async read<K extends keyof Ops>(op: K, fields: Ops[K]['fields']): Promise<Ops[K]['reply']> {
+  private async retried<K extends keyof Ops>(op: K, fields: Ops[K]['fields']): Promise<Ops[K]['reply']> {
     for (;;) {
       try {
         return (await this.request(op, fields)) as Ops[K]['reply'];
@@ -988,13 +1112,16 @@ export class Client {
   }
 
   /** A page of stored messages, oldest first (`before`: page backward; `after`: forward). */
-  history(room: string, options: { before?: number; after?: number; limit?: number } = {}): Promise<HistoryReply> {
-    return this.read('history', { ...options, room });
+  history(
+    room: string,
+    options: { before?: number; after?: number; limit?: number; thread?: number } = {},
+  ): Promise<HistoryReply> {
+    return this.retried('history', { ...options, room });
   }
 
   /** A page of the users online in `room` (pass the reply's `cursor` for the next). */
   members(room: string, options: { cursor?: string; limit?: number } = {}): Promise<MembersReply> {
-    return this.read('members', { ...options, room });
+    return this.retried('members', { ...options, room });
   }
 
   /** Tells the room's other users that this one is typing (the server sends at most one event per 2 s). */
@@ -1042,6 +1169,49 @@ export class Client {
   /** Moves this connection's expiry to a fresh token's (the same user's). */
   refresh(token: string): Promise<RefreshReply> {
     return this.request('refresh', { token });
+  }
+
+  /** The direct room of this (signed-in) user and `user`; join it like any room. */
+  dm(user: string): Promise<{ room: string; [field: string]: unknown }> {
+    return this.request('dm', { user });
+  }
+
+  /** Replaces the text of one's message. */
+  edit(room: string, seq: number, text: string): Promise<ChangeReply> {
+    return this.request('edit', { room, seq, text });
+  }
+
+  /** Deletes a message (one's own; moderators any). */
+  delete(room: string, seq: number): Promise<ChangeReply> {
+    return this.request('delete', { room, seq });
+  }
+
+  react(room: string, seq: number, emoji: string): Promise<ChangeReply> {
+    return this.request('react', { room, seq, emoji });
+  }
+
+  unreact(room: string, seq: number, emoji: string): Promise<ChangeReply> {
+    return this.request('unreact', { room, seq, emoji });
+  }
+
+  /** Moves the user's read position in `room` forward to `seq`. */
+  read(room: string, seq: number): Promise<ReadReply> {
+    return this.request('read', { room, seq });
+  }
+
+  /** Messages of `room` matching the words of `q`, best first. */
+  search(room: string, q: string, options: { limit?: number; offset?: number } = {}): Promise<SearchReply> {
+    return this.request('search', { ...options, room, q });
+  }
+
+  /** Adds text to one's streamed message (sent with `send(room, text, {stream: true})`). */
+  append(room: string, seq: number, text: string): Promise<ChangeReply> {
+    return this.request('append', { room, seq, text });
+  }
+
+  /** Ends one's streamed message. */
+  finish(room: string, seq: number): Promise<ChangeReply> {
+    return this.request('finish', { room, seq });
   }
 
   /** Checks that the server answers. */

@@ -16,7 +16,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut connection = Connection::connect(&url).await?;
     let mut after = 0;
     loop {
-        let request = HistoryRequest { room: room.clone(), before: None, after: Some(after), limit: Some(200) };
+        let request =
+            HistoryRequest { room: room.clone(), before: None, after: Some(after), limit: Some(200), thread: None };
         let page = connection.history(request).await?;
         for m in &page.messages {
             println!("#{} {} {}: {}", m.seq, m.ts, m.from.name, m.text);

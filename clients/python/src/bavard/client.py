@@ -66,6 +66,8 @@ class _Room:
     last_seq: int
     synced: bool
     limit: int
+    #: The highest change number seen, passed as ``since_rev`` on rejoin; None before the first join.
+    rev: Optional[int] = None
     joined: bool = False
     joining: bool = False
     recovering: bool = False
@@ -431,6 +433,11 @@ class Client:
             room = self._rooms.get(str(frame.get("room")))
             if room is not None:
                 self._forget_room(room, BavardError("forbidden", f"removed from room {room.name} ({frame.get('action')})"))
+        elif isinstance(frame.get("rev"), int):
+            # A change to a message (edited, deleted, reaction...): remembered for since_rev.
+            room = self._rooms.get(str(frame.get("room")))
+            if room is not None:
+                room.rev = max(room.rev or 0, frame["rev"])
         self._emit_server(frame)
 
     async def _call(self, op: str, fields: Dict[str, Any]) -> Event:
@@ -468,6 +475,8 @@ class Client:
             fields["limit"] = room.limit
         else:
             fields["since"] = since
+            if room.rev is not None:
+                fields["since_rev"] = room.rev
         try:
             reply = await self._call("join", fields)
         except BavardError as e:
@@ -484,6 +493,9 @@ class Client:
         if connection != self._connection or self._rooms.get(room.name) is not room:
             return
         messages = reply.get("messages") or []
+        changed = reply.get("changed") or []
+        # The room's change number now (absent: 0); what changes after it comes as events.
+        room.rev = max(room.rev or 0, reply["rev"] if isinstance(reply.get("rev"), int) else 0)
         if since is None:
             room.last_seq = int(reply["seq"])
             room.synced = True
@@ -498,6 +510,8 @@ class Client:
             if not waiter.done():
                 waiter.set_result(reply)
         room.waiters.clear()
+        for message in changed:
+            self._emit_server({**message, "type": "changed"})
         if since is not None:
             for message in messages:
                 self._deliver(room, message, reply["seq"])
@@ -717,9 +731,9 @@ class Client:
                     raise
 
     async def history(self, room: str, *, before: Optional[int] = None, after: Optional[int] = None,
-                      limit: Optional[int] = None) -> Event:
-        """A page of stored messages, oldest first: ``{"messages", "has_more"}``."""
-        return await self._read("history", room=room, before=before, after=after, limit=limit)
+                      limit: Optional[int] = None, thread: Optional[int] = None) -> Event:
+        """A page of stored messages, oldest first: ``{"messages", "has_more"}`` (``thread``: the replies to that seq)."""
+        return await self._read("history", room=room, before=before, after=after, limit=limit, thread=thread)
 
     async def members(self, room: str, *, cursor: Optional[str] = None, limit: Optional[int] = None) -> Event:
         """A page of the users online in ``room``: ``{"room", "member_count", "members", "cursor"?}``."""
@@ -761,6 +775,40 @@ class Client:
 
     async def unmute(self, room: str, user: str, *, reason: Optional[str] = None) -> Event:
         return await self.request("unmute", room=room, user=user, reason=reason)
+
+    async def dm(self, user: str) -> Event:
+        """The direct room of this (signed-in) user and ``user``: ``{"room"}``; join it like any room."""
+        return await self.request("dm", user=user)
+
+    async def edit(self, room: str, seq: int, text: str) -> Event:
+        """Replaces the text of one's message: ``{"room", "seq", "rev"}``."""
+        return await self.request("edit", room=room, seq=seq, text=text)
+
+    async def delete(self, room: str, seq: int) -> Event:
+        """Deletes a message (one's own; moderators any)."""
+        return await self.request("delete", room=room, seq=seq)
+
+    async def react(self, room: str, seq: int, emoji: str) -> Event:
+        return await self.request("react", room=room, seq=seq, emoji=emoji)
+
+    async def unreact(self, room: str, seq: int, emoji: str) -> Event:
+        return await self.request("unreact", room=room, seq=seq, emoji=emoji)
+
+    async def read(self, room: str, seq: int) -> Event:
+        """Moves the user's read position forward: ``{"room", "seq", "unread"}``."""
+        return await self.request("read", room=room, seq=seq)
+
+    async def search(self, room: str, q: str, *, limit: Optional[int] = None, offset: Optional[int] = None) -> Event:
+        """Messages matching the words of ``q``, best first: ``{"messages", "has_more"}``."""
+        return await self.request("search", room=room, q=q, limit=limit, offset=offset)
+
+    async def append(self, room: str, seq: int, text: str) -> Event:
+        """Adds text to one's streamed message (sent with ``send(..., stream=True)``)."""
+        return await self.request("append", room=room, seq=seq, text=text)
+
+    async def finish(self, room: str, seq: int) -> Event:
+        """Ends one's streamed message."""
+        return await self.request("finish", room=room, seq=seq)
 
     async def refresh(self, token: str) -> Event:
         """Moves this connection's expiry to a fresh token's (the same user's)."""
