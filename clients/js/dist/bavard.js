@@ -581,6 +581,10 @@ export class Client {
         this.rooms.delete(room.name);
         for (const waiter of room.waiters.splice(0))
             waiter.reject(error);
+        // Sends that waited for the room go out now, and get the server's answer.
+        for (const send of this.outbox)
+            if (send.fields.room === room.name)
+                this.trySend(send);
     }
     // ------------------------------------------------------------------ the API
     /**
@@ -622,12 +626,12 @@ export class Client {
     /** Leaves `room`: its events stop, and it is not rejoined. */
     async leave(room) {
         const state = this.rooms.get(room);
-        if (state)
-            this.forgetRoom(state, new BavardError('not_found', `room ${room} was left`));
-        for (const send of this.outbox.filter((s) => s.fields.room === room)) {
+        for (const send of this.outbox.filter((s) => s.fields.room === room && !s.inFlight)) {
             this.settle(send);
             send.reject(new BavardError('not_found', `room ${room} was left before the message was sent`));
         }
+        if (state)
+            this.forgetRoom(state, new BavardError('not_found', `room ${room} was left`));
         if (!this.online || !state)
             return;
         try {

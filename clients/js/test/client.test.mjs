@@ -121,6 +121,22 @@ describe('against one server', () => {
     await assert.rejects(dave.create('secret', { kind: 'private' }), (e) => e.code === 'forbidden');
     await assert.rejects(dave.request('add_member', { room: 'made-by-dave', user: 'u_x' }), (e) => e.code === 'forbidden');
     await assert.rejects(dave.refresh('abc'), (e) => e.code === 'bad_request');
+
+    // A send that waited for a join the server refuses fails with the refusal too.
+    const created = await within(
+      fetch(`${server.url}/api/rooms`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'private-room', kind: 'private' }),
+      }),
+      'create a private room',
+    );
+    assert.equal(created.status, 201);
+    const joining = dave.join('private-room');
+    const sending = dave.send('private-room', 'let me in');
+    await assert.rejects(within(joining, 'the join'), (e) => e.code === 'forbidden');
+    await assert.rejects(within(sending, 'the send'), (e) => e.code === 'forbidden');
+    assert.equal(dave.unacknowledged, 0);
   });
 
   test('a refused connection fails connect() with the HTTP status, and is not retried', async () => {

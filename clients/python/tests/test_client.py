@@ -120,6 +120,16 @@ def test_errors_carry_the_protocol_code_and_other_ops_go_through_request(start_s
             with pytest.raises(BavardError) as refused:
                 await within(call, code)
             assert refused.value.code == code
+        # A send that waited for a join the server refuses fails with the refusal too.
+        async with Rest(server.url) as api:
+            await api.create_room("private-room", kind="private")
+        joining = asyncio.ensure_future(dave.join("private-room"))
+        sending = asyncio.ensure_future(dave.send("private-room", "let me in"))
+        for waiting in (joining, sending):
+            with pytest.raises(BavardError) as refused:
+                await within(waiting, "the refusal")
+            assert refused.value.code == "forbidden"
+        assert dave.unacknowledged == 0
         await dave.close()
         with pytest.raises(BavardError) as closed:
             await dave.send("errors", "late")

@@ -603,6 +603,10 @@ class Client:
         for waiter in room.waiters:
             self._fail(waiter, error)
         room.waiters.clear()
+        # Sends that waited for the room go out now, and get the server's answer.
+        for send in list(self._outbox):
+            if send.fields["room"] == room.name:
+                self._try_send(send)
 
     # ------------------------------------------------------------------ sending
 
@@ -677,11 +681,11 @@ class Client:
     async def leave(self, room: str) -> None:
         """Leaves ``room``: its events stop, and it is not rejoined."""
         state = self._rooms.get(room)
-        if state is not None:
-            self._forget_room(state, BavardError("not_found", f"room {room} was left"))
-        for send in [s for s in self._outbox if s.fields["room"] == room]:
+        for send in [s for s in self._outbox if s.fields["room"] == room and not s.in_flight]:
             self._settle(send)
             self._fail(send.future, BavardError("not_found", f"room {room} was left before the message was sent"))
+        if state is not None:
+            self._forget_room(state, BavardError("not_found", f"room {room} was left"))
         if not self._online or state is None:
             return
         try:
