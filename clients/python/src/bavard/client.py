@@ -332,7 +332,7 @@ class Client:
             token = self._token() if callable(self._token) else self._token
             if inspect.isawaitable(token):
                 token = await token
-            url = endpoint(self.url, self.name, token)  # type: ignore[arg-type]
+            url = endpoint(self.url, self.name, token)
             ws = await ws_connect(url, ssl=self._ssl, open_timeout=self.request_timeout, max_size=None,
                                   ping_interval=self.ping_every, ping_timeout=self.request_timeout)
         except websockets.exceptions.InvalidStatus as e:

@@ -4,7 +4,7 @@ from a backend, members, moderation and the audit log. Every error is a
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, cast
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
@@ -76,6 +76,10 @@ class Rest:
             code, message = "internal", response.text.strip() or response.reason_phrase
         raise BavardError(str(code), f"{method} {path}: {message}", status=response.status_code)
 
+    async def _object(self, method: str, path: str, **options: Any) -> Json:
+        """A call whose answer is a JSON object."""
+        return cast(Json, await self._call(method, path, **options))
+
     # ------------------------------------------------------------------ rooms
 
     async def rooms(self, *, limit: Optional[int] = None) -> Any:
@@ -84,15 +88,15 @@ class Rest:
 
     async def create_room(self, room: str, *, topic: Optional[str] = None, kind: Optional[str] = None) -> Json:
         """Creates a room (409 ``conflict`` if the name is taken)."""
-        return await self._call("POST", "/api/rooms", json={"name": room, "topic": topic, "kind": kind})
+        return await self._object("POST", "/api/rooms", json={"name": room, "topic": topic, "kind": kind})
 
     async def room(self, room: str) -> Json:
-        return await self._call("GET", _path("rooms", room))
+        return await self._object("GET", _path("rooms", room))
 
     async def update_room(self, room: str, *, topic: Optional[str] = None, kind: Optional[str] = None,
                           slow_mode_secs: Optional[int] = None, frozen: Optional[bool] = None) -> Json:
         """Changes a room's settings (at least one of them)."""
-        return await self._call("PATCH", _path("rooms", room),
+        return await self._object("PATCH", _path("rooms", room),
                                 json={"topic": topic, "kind": kind, "slow_mode_secs": slow_mode_secs, "frozen": frozen})
 
     # ------------------------------------------------------------------ messages
@@ -100,7 +104,7 @@ class Rest:
     async def messages(self, room: str, *, before: Optional[int] = None, after: Optional[int] = None,
                        limit: Optional[int] = None) -> Json:
         """A page of history, oldest first: ``{"messages", "has_more"}`` (the ``history`` op's paging)."""
-        return await self._call("GET", _path("rooms", room, "messages"),
+        return await self._object("GET", _path("rooms", room, "messages"),
                                 params={"before": before, "after": after, "limit": limit})
 
     async def publish(self, room: str, text: str, *, from_name: Optional[str] = None,
@@ -113,23 +117,23 @@ class Rest:
         body: Json = {"text": text, "reply_to": reply_to}
         if from_name is not None:
             body["from"] = {"name": from_name}
-        return await self._call("POST", _path("rooms", room, "messages"), json=body, headers=headers)
+        return await self._object("POST", _path("rooms", room, "messages"), json=body, headers=headers)
 
     # ------------------------------------------------------------------ members and moderation
 
     async def members(self, room: str, *, cursor: Optional[str] = None, limit: Optional[int] = None) -> Json:
         """Who is online: the ``members`` op's reply."""
-        return await self._call("GET", _path("rooms", room, "members"), params={"cursor": cursor, "limit": limit})
+        return await self._object("GET", _path("rooms", room, "members"), params={"cursor": cursor, "limit": limit})
 
     async def add_member(self, room: str, user: str, role: Optional[str] = None) -> Json:
-        return await self._call("PUT", _path("rooms", room, "members", user), json={"role": role})
+        return await self._object("PUT", _path("rooms", room, "members", user), json={"role": role})
 
     async def remove_member(self, room: str, user: str) -> None:
         await self._call("DELETE", _path("rooms", room, "members", user))
 
     async def _sanction(self, kind: str, room: str, user: str, duration_secs: Optional[int],
                         reason: Optional[str]) -> Json:
-        return await self._call("POST", _path("rooms", room, kind),
+        return await self._object("POST", _path("rooms", room, kind),
                                 json={"user": user, "duration_secs": duration_secs, "reason": reason})
 
     async def ban(self, room: str, user: str, *, duration_secs: Optional[int] = None,
@@ -152,7 +156,7 @@ class Rest:
 
     async def audit(self, room: str, *, before: Optional[int] = None, limit: Optional[int] = None) -> Json:
         """The room's audit log, newest first: ``{"entries", "has_more"}``."""
-        return await self._call("GET", _path("rooms", room, "audit"), params={"before": before, "limit": limit})
+        return await self._object("GET", _path("rooms", room, "audit"), params={"before": before, "limit": limit})
 
     async def all_messages(self, room: str) -> List[Json]:
         """Every stored message of ``room``, oldest first (pages of 200)."""
