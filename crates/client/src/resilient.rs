@@ -215,6 +215,27 @@ impl Resilient {
         }
     }
 
+    /// Any other request (moderation, the chat features, ops of newer servers) on the
+    /// current connection, connecting first if needed: its typed result (a reply struct
+    /// of `bavard_protocol`, or `serde_json::Value`) or the server's error. Events that
+    /// arrive meanwhile wait for [`Resilient::next_event`]. Not retried: when the
+    /// connection is lost before the answer, the error says so, the request may or may
+    /// not have been done, and the next call reconnects.
+    pub async fn call<T: serde::de::DeserializeOwned>(&mut self, request: Request) -> Result<T, ClientError> {
+        let connection = self.connected().await?;
+        match connection.call(request).await {
+            Err(e) if is_connection_lost(&e) => {
+                let said = e.to_string();
+                self.lost(e)?;
+                Err(ClientError::Closed {
+                    code: 1006,
+                    reason: format!("lost before the answer came ({said}): the request may or may not have been done"),
+                })
+            }
+            other => other,
+        }
+    }
+
     /// The next event: messages of joined rooms (each once, in seq order per room), the
     /// server's other events, and this client's own news (connection lost, rooms
     /// rejoined). Reconnects as needed; after a silence it pings the server, and a
