@@ -491,18 +491,16 @@ export interface Ops {
         reply: ChangeReply;
     };
 }
-/** What the client needs of a WebSocket: the standard browser API (Node's `ws` package has it too). */
+/**
+ * What the client needs of a WebSocket: the standard browser API (Node's `ws` package has
+ * it too). The handlers take `any` so that both implementations' own event types fit.
+ */
 export interface WebSocketLike {
     readonly readyState: number;
-    onopen: ((event: unknown) => void) | null;
-    onmessage: ((event: {
-        data: unknown;
-    }) => void) | null;
-    onclose: ((event: {
-        code: number;
-        reason: string;
-    }) => void) | null;
-    onerror: ((event: unknown) => void) | null;
+    onopen: ((event: any) => void) | null;
+    onmessage: ((event: any) => void) | null;
+    onclose: ((event: any) => void) | null;
+    onerror: ((event: any) => void) | null;
     send(data: string): void;
     close(code?: number, reason?: string): void;
 }

@@ -358,13 +358,18 @@ export interface Ops {
   finish: { fields: { room: string; seq: number }; reply: ChangeReply };
 }
 
-/** What the client needs of a WebSocket: the standard browser API (Node's `ws` package has it too). */
+/**
+ * What the client needs of a WebSocket: the standard browser API (Node's `ws` package has
+ * it too). The handlers take `any` so that both implementations' own event types fit.
+ */
 export interface WebSocketLike {
   readonly readyState: number;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason: string }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
+  /* eslint-disable @typescript-eslint/no-explicit-any */
+  onopen: ((event: any) => void) | null;
+  onmessage: ((event: any) => void) | null;
+  onclose: ((event: any) => void) | null;
+  onerror: ((event: any) => void) | null;
+  /* eslint-enable @typescript-eslint/no-explicit-any */
   send(data: string): void;
   close(code?: number, reason?: string): void;
 }
@@ -604,7 +609,7 @@ export class Client {
         if (ws === this.ws && !this.online) this.drop('no welcome from the server');
       }, this.options.requestTimeoutMs);
     };
-    ws.onmessage = (event) => {
+    ws.onmessage = (event: { data: unknown }) => {
       if (ws !== this.ws) return;
       let frame: unknown;
       try {
@@ -616,12 +621,12 @@ export class Client {
         this.handleFrame(frame as ServerEvent, connection);
       }
     };
-    ws.onerror = (event) => {
+    ws.onerror = (event: unknown) => {
       // Node's ws tells why (e.g. "Unexpected server response: 401"); browsers never do.
       const message = (event as { message?: unknown } | null)?.message;
       if (typeof message === 'string' && message) this.lastError = message;
     };
-    ws.onclose = (event) => {
+    ws.onclose = (event: { code: number; reason: string }) => {
       if (ws !== this.ws) return;
       this.lost(event.code, event.reason);
     };
