@@ -50,6 +50,7 @@ describe('the web client', () => {
     const expect = {
       '/': 'text/html',
       '/assets/app.js': 'text/javascript',
+      '/assets/bavard.js': 'text/javascript', // the JavaScript SDK (clients/js/dist), which app.js imports
       '/assets/style.css': 'text/css',
     };
     for (const [file, type] of Object.entries(expect)) {

@@ -6,9 +6,12 @@
 //! `since`, drops what it has already seen, and resends unacknowledged messages with
 //! the same `key`, so a flaky network neither loses nor duplicates messages.
 //! [`endpoint`] turns what a user types (`http://host:8000`) into the URL to connect to.
+//! `wss://` URLs use rustls ([`TlsConfig`]: the Mozilla roots, plus a caller's own root
+//! for a self-signed server).
 
 mod endpoint;
 mod resilient;
+mod tls;
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -23,6 +26,12 @@ use tokio_tungstenite::{tungstenite, MaybeTlsStream, WebSocketStream};
 pub use bavard_protocol as protocol;
 pub use endpoint::{endpoint, InvalidUrl};
 pub use resilient::{Event, Resilient};
+pub use tls::{TlsConfig, TlsError};
+
+/// The README's example, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
 pub use tungstenite::Message as WsMessage;
 
 /// What can go wrong talking to the server.
@@ -57,6 +66,9 @@ pub enum ClientError {
     /// No answer within the time allowed.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// TLS cannot be set up (a certificate file that cannot be used).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 impl ClientError {
@@ -100,9 +112,19 @@ pub struct Connection {
 impl Connection {
     /// Connects to a `ws://host:port/ws?name=...` URL (see [`endpoint`]) and reads the
     /// `welcome` frame. A server that refuses the upgrade gives [`ClientError::Refused`].
+    /// A `wss://` URL trusts the Mozilla roots; see [`Connection::connect_with`] for others.
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        let tls = TlsConfig::default_for(url)?;
+        Self::connect_with(url, tls.as_ref()).await
+    }
+
+    /// Like [`Connection::connect`], with `wss://` trusting whom `tls` trusts (e.g.
+    /// [`TlsConfig::with_ca_file`] for a self-signed server). `tls` is unused for `ws://`.
+    pub async fn connect_with(url: &str, tls: Option<&TlsConfig>) -> Result<Self, ClientError> {
         let timeout = Duration::from_secs(10);
-        let (socket, _) = tokio::time::timeout(timeout, tokio_tungstenite::connect_async_with_config(url, None, true))
+        let connector = tls.map(TlsConfig::connector);
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector);
+        let (socket, _) = tokio::time::timeout(timeout, connecting)
             .await
             .map_err(|_| ClientError::Timeout(timeout))?
             .map_err(connect_error)?;

@@ -13,7 +13,7 @@ use bavard_protocol::{
     ErrorCode, HistoryRequest, JoinReply, JoinRequest, Message, Request, RoomName, SendReply, ServerFrame, Welcome,
 };
 
-use crate::{ClientError, Connection};
+use crate::{ClientError, Connection, TlsConfig};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -51,6 +51,8 @@ pub enum Event {
 /// A reconnecting client; see the module docs.
 pub struct Resilient {
     url: String,
+    /// Whom `wss://` trusts; `None`: the Mozilla roots.
+    tls: Option<TlsConfig>,
     connection: Option<Connection>,
     /// Joined rooms and the last seq handed out for each (the room's last seq when joined).
     rooms: BTreeMap<RoomName, u64>,
@@ -83,6 +85,7 @@ fn is_transient(error: &ClientError) -> bool {
         ClientError::Server(body) => {
             matches!(body.code, ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::RateLimited)
         }
+        ClientError::Tls(_) => false,
     }
 }
 
@@ -97,6 +100,7 @@ impl Resilient {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            tls: None,
             connection: None,
             rooms: BTreeMap::new(),
             inbox: VecDeque::new(),
@@ -107,6 +111,12 @@ impl Resilient {
             backoff: MIN_BACKOFF,
             pinged: false,
         }
+    }
+
+    /// Makes `wss://` connections trust whom `tls` trusts (e.g. [`TlsConfig::with_ca_file`]
+    /// for a server with a self-signed certificate) instead of the Mozilla roots only.
+    pub fn set_tls(&mut self, tls: TlsConfig) {
+        self.tls = Some(tls);
     }
 
     /// Sets how many failed attempts in a row (connections, or sends refused for now)
@@ -202,6 +212,27 @@ impl Resilient {
                 tokio::time::sleep(jittered(wait)).await;
                 wait = (wait * 2).min(MAX_BACKOFF);
             }
+        }
+    }
+
+    /// Any other request (moderation, the chat features, ops of newer servers) on the
+    /// current connection, connecting first if needed: its typed result (a reply struct
+    /// of `bavard_protocol`, or `serde_json::Value`) or the server's error. Events that
+    /// arrive meanwhile wait for [`Resilient::next_event`]. Not retried: when the
+    /// connection is lost before the answer, the error says so, the request may or may
+    /// not have been done, and the next call reconnects.
+    pub async fn call<T: serde::de::DeserializeOwned>(&mut self, request: Request) -> Result<T, ClientError> {
+        let connection = self.connected().await?;
+        match connection.call(request).await {
+            Err(e) if is_connection_lost(&e) => {
+                let said = e.to_string();
+                self.lost(e)?;
+                Err(ClientError::Closed {
+                    code: 1006,
+                    reason: format!("lost before the answer came ({said}): the request may or may not have been done"),
+                })
+            }
+            other => other,
         }
     }
 
@@ -339,7 +370,10 @@ impl Resilient {
     /// Connects and joins every room again from its last seq. Nothing changes until all
     /// of it succeeded, so a failed or dropped attempt leaves the client as it was.
     async fn open(&mut self) -> Result<(), ClientError> {
-        let mut connection = Connection::connect(&self.url).await?;
+        let mut connection = match &self.tls {
+            Some(tls) => Connection::connect_with(&self.url, Some(tls)).await?,
+            None => Connection::connect(&self.url).await?,
+        };
         let mut recovered = Vec::with_capacity(self.rooms.len());
         for (room, &last) in &self.rooms {
             recovered.push((room.clone(), recover(&mut connection, room, last).await?));

@@ -21,7 +21,7 @@ use bavard::config::ChatArgs;
 use bavard_client::{
     endpoint,
     protocol::{Message, RoomName, ServerFrame},
-    ClientError, Event, Resilient,
+    ClientError, Event, Resilient, TlsConfig,
 };
 use tokio::{sync::mpsc, time::Instant};
 
@@ -134,7 +134,10 @@ impl<W: Write> Chat<W> {
             bail!("--name must not be empty");
         }
         let url = endpoint(&args.url, name)?;
-        let client = Resilient::new(url.clone());
+        let mut client = Resilient::new(url.clone());
+        if let Some(path) = &args.ca_cert {
+            client.set_tls(TlsConfig::with_ca_file(path).context("--ca-cert")?);
+        }
         Ok(Self { client, url, room, out, max_text_chars: usize::MAX, highest_acked: 0, failed: 0 })
     }
 

@@ -53,6 +53,11 @@ pub struct ChatArgs {
     /// How many earlier messages of the room to print after joining (at most 200).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=200))]
     pub history: u32,
+
+    /// A PEM file of certificates to trust for `wss://` (`https://`) besides the usual
+    /// public roots: a server's self-signed certificate, or a private authority's.
+    #[arg(long, env = "BAVARD_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 /// How log lines are written.

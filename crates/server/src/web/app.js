@@ -1,13 +1,15 @@
 // Bavard web client: plain JavaScript, no framework, no build step.
 //
-// It speaks the JSON protocol v1 on /ws of the page's own origin and survives the
-// network: it shows the connection state, reconnects with exponential backoff, rejoins
-// each room with `since` = the last seq it has seen (pages the rest with `history` when
-// the server says the recovery was partial), keeps messages by room+seq so nothing is
-// shown twice, and resends unacknowledged messages with the same idempotency `key`.
+// The connection is the Bavard JavaScript SDK (clients/js, served at
+// /assets/bavard.js): it reconnects with jittered backoff, rejoins each room with
+// `since` = the last seq it handed out (paging the rest with `history` when the server
+// recovers only part of the gap), hands out each message once and in order, and resends
+// unacknowledged messages with the same idempotency `key`. This file is the page: it
+// shows the connection state, keeps messages by room+seq, and keeps what the user wrote
+// until it is stored (across reloads too).
 //
 // Everything users type is put on the page with textContent, never as HTML.
-'use strict';
+import { Client } from './bavard.js';
 
 (() => {
   const STORAGE = {
@@ -19,14 +21,10 @@
   const ROOM_NAME = /^[A-Za-z0-9._-]{1,64}$/;
   const MAX_NAME_CHARS = 32;
   const PAGE = 50;
-  const GAP_PAGE = 200;
   const TYPING_SEND_EVERY_MS = 2100; // the server lets one through every 2 s
   const TYPING_SHOWN_MS = 4000;
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 15000;
-  const PING_EVERY_MS = 25000;
-  const REQUEST_TIMEOUT_MS = 15000;
-  const RETRY_SEND_MS = 1500;
   const NEAR_TOP_PX = 80;
   const NEAR_BOTTOM_PX = 60;
 
@@ -68,16 +66,11 @@
     rooms: new Map(), // name -> room (see newRoom)
     order: [], // room names in sidebar order
     current: null, // the room in view
-    ws: null,
+    client: null, // the SDK's Client while signed in
     online: false,
-    attempt: 0, // failed connection attempts in a row
-    retryTimer: null,
+    wasOnline: false, // the last connection got as far as `welcome`
     retryAt: 0,
     countdownTimer: null,
-    pingTimer: null,
-    nextId: 1,
-    generation: 0, // counts connections, so late answers of an old one are ignored
-    requests: new Map(), // id -> {resolve, reject, timer}
     keyPrefix: randomHex(8),
     keyCounter: 0,
     lastTypingSent: new Map(), // room -> time
@@ -90,17 +83,14 @@
       name,
       messages: new Map(), // seq -> message
       oldest: Infinity, // smallest seq held
-      lastSeq: 0, // every seq from the join point up to this one is held
-      synced: false, // lastSeq is meaningful (a join succeeded once)
+      synced: false, // the first join succeeded (its messages are held)
       joined: false, // joined on the current connection
-      joining: false,
-      gapFilling: false,
       loadingOlder: false,
       members: new Map(), // user id -> user: the join reply's list (at most 100), kept by presence
       memberCount: 0, // users online: from the join reply, presence and occupancy events
       typing: new Map(), // user id -> {name, timer}
       unread: 0,
-      pending: [], // {key, text, status: 'queued'|'sent'|'failed', error, ackedSeq}
+      pending: [], // {key, text, status: 'sending'|'failed', error, ackedSeq}
       error: '',
       li: null, // its entry in the room list
     };
@@ -142,41 +132,50 @@
     status.dataset.state = kind;
     if (status.textContent !== text) status.textContent = text;
     $('retry-now').hidden = kind !== 'offline' || !state.name;
-    if (kind !== 'offline') $('conn-retry').textContent = '';
+    if (kind !== 'offline') {
+      $('conn-retry').textContent = '';
+      clearInterval(state.countdownTimer);
+    }
   }
 
+  /// Opens the SDK's client for `state.name`; it reconnects by itself from then on.
   function connect() {
-    clearTimeout(state.retryTimer);
-    clearInterval(state.countdownTimer);
-    state.retryTimer = null;
-    if (!state.name || state.ws) return;
-    setConn('connecting', state.attempt > 0 ? `Reconnecting (attempt ${state.attempt + 1})…` : 'Connecting…');
-    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const url = `${scheme}//${location.host}/ws?name=${encodeURIComponent(state.name)}`;
-    let ws;
-    try {
-      ws = new WebSocket(url);
-    } catch (e) {
-      scheduleReconnect(`Cannot open a connection: ${e.message || e}`);
-      return;
+    const client = new Client({
+      url: location.origin,
+      name: state.name,
+      minBackoffMs: BACKOFF_MIN_MS,
+      maxBackoffMs: BACKOFF_MAX_MS,
+    });
+    state.client = client;
+    client.on('state', (event) => {
+      if (client === state.client) connectionChanged(event);
+    });
+    client.on('message', (message) => {
+      const room = state.rooms.get(message.room);
+      if (room) addMessages(room, [message], true);
+    });
+    client.on('rejoined', ({ room, reply }) => joined(state.rooms.get(room), reply));
+    client.on('history_restarted', ({ room }) => resetRoom(state.rooms.get(room)));
+    client.on('presence', presence);
+    client.on('typing', typing);
+    client.on('occupancy', occupancy);
+    client.on('removed', removed);
+    client.on('closing', () => setConn('connecting', 'The server is restarting…'));
+    for (const name of state.order) joinRoom(state.rooms.get(name));
+    for (const name of state.order) {
+      const room = state.rooms.get(name);
+      for (const p of room.pending) if (p.status !== 'failed') sendPending(room, p);
     }
-    state.ws = ws;
-    ws.onmessage = (event) => {
-      if (ws !== state.ws) return;
-      let frame;
-      try {
-        frame = JSON.parse(event.data);
-      } catch {
-        return;
-      }
-      handleFrame(frame);
-    };
-    ws.onclose = (event) => {
-      if (ws !== state.ws) return;
-      disconnected(closeReason(event.code));
-    };
-    // `error` is always followed by `close`, which does the work.
-    ws.onerror = () => {};
+  }
+
+  function connectionChanged(event) {
+    if (event.state === 'connecting') {
+      setConn('connecting', event.attempt > 0 ? `Reconnecting (attempt ${event.attempt + 1})…` : 'Connecting…');
+    } else if (event.state === 'online') {
+      welcomed(event.welcome);
+    } else if (event.state === 'offline') {
+      disconnected(closeReason(event.closeCode), event.retryAt);
+    }
   }
 
   function closeReason(code) {
@@ -186,252 +185,102 @@
       case 1009: return 'A message was too large for the server';
       case 4008: return 'The connection fell behind';
       case 4029: return 'Too many messages too fast';
-      default: return state.online ? 'Connection lost' : 'Cannot reach the server';
+      default: return state.wasOnline ? 'Connection lost' : 'Cannot reach the server';
     }
   }
 
-  /// Forgets the current socket (if any) and plans the next attempt.
-  function disconnected(reason) {
-    const ws = state.ws;
-    state.ws = null;
-    if (ws) {
-      ws.onmessage = null;
-      ws.onclose = null;
-      try { ws.close(); } catch { /* already closed */ }
-    }
+  /// The connection is down: say so, and when the SDK tries again (`retryAt`; null: it
+  /// does not by itself, the user may).
+  function disconnected(reason, retryAt) {
     state.online = false;
-    clearInterval(state.pingTimer);
-    for (const [id, request] of state.requests) {
-      clearTimeout(request.timer);
-      request.reject(connectionError(reason));
-      state.requests.delete(id);
-    }
+    state.wasOnline = false;
     for (const room of state.rooms.values()) {
       room.joined = false;
-      room.joining = false;
-      for (const p of room.pending) if (p.status === 'sent') p.status = 'queued';
       for (const t of room.typing.values()) clearTimeout(t.timer);
       room.typing.clear();
     }
     renderPending();
     renderTyping();
     renderMembers();
-    if (state.name) scheduleReconnect(reason);
-    else setConn('offline', 'Not connected');
-  }
-
-  function scheduleReconnect(reason) {
-    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** state.attempt);
-    const delay = Math.round(base * (0.75 + Math.random() * 0.5));
-    state.attempt += 1;
-    state.retryAt = Date.now() + delay;
-    clearTimeout(state.retryTimer);
-    state.retryTimer = setTimeout(connect, delay);
-    setConn('offline', `${reason}. Reconnecting…`);
+    if (!state.name) {
+      setConn('offline', 'Not connected');
+      return;
+    }
+    setConn('offline', retryAt === null ? `${reason}.` : `${reason}. Reconnecting…`);
+    clearInterval(state.countdownTimer);
+    if (retryAt === null) return;
+    state.retryAt = retryAt;
     const show = () => {
       const secs = Math.max(0, Math.ceil((state.retryAt - Date.now()) / 1000));
       $('conn-retry').textContent = `Next try in ${secs} s`;
     };
     show();
-    clearInterval(state.countdownTimer);
     state.countdownTimer = setInterval(show, 1000);
   }
 
   function reconnectNow() {
-    if (state.ws || !state.name) return;
-    state.attempt = 0;
-    connect();
+    if (state.client) state.client.reconnectNow();
   }
 
-  function connectionError(message) {
-    const error = new Error(message);
-    error.connection = true;
-    return error;
-  }
-
-  function serverError(body) {
-    const error = new Error((body && body.message) || 'the server refused the request');
-    error.code = (body && body.code) || 'internal';
-    return error;
-  }
-
-  /// Sends a request and resolves with its reply (rejects with the server's error).
-  function request(frame, timeoutMs = REQUEST_TIMEOUT_MS) {
-    return new Promise((resolve, reject) => {
-      const ws = state.ws;
-      if (!ws || ws.readyState !== WebSocket.OPEN || !state.online) {
-        reject(connectionError('not connected'));
-        return;
-      }
-      const id = state.nextId++;
-      const timer = setTimeout(() => {
-        state.requests.delete(id);
-        reject(connectionError('no answer from the server'));
-        // A request without an answer means the connection is dead: start over.
-        if (ws === state.ws) disconnected('No answer from the server');
-      }, timeoutMs);
-      state.requests.set(id, { resolve, reject, timer });
-      try {
-        ws.send(JSON.stringify({ ...frame, id }));
-      } catch (e) {
-        clearTimeout(timer);
-        state.requests.delete(id);
-        reject(connectionError(String(e)));
-      }
-    });
-  }
-
-  /// A frame that needs no reply (typing).
-  function notify(frame) {
-    const ws = state.ws;
-    if (ws && ws.readyState === WebSocket.OPEN && state.online) {
-      try { ws.send(JSON.stringify(frame)); } catch { /* the close handler reconnects */ }
-    }
-  }
-
-  function handleFrame(frame) {
-    switch (frame.type) {
-      case 'welcome': welcomed(frame); break;
-      case 'reply': replied(frame); break;
-      case 'message': received(frame); break;
-      case 'presence': presence(frame); break;
-      case 'typing': typing(frame); break;
-      case 'occupancy': occupancy(frame); break;
-      case 'removed': removed(frame); break;
-      case 'closing': setConn('connecting', 'The server is restarting…'); break;
-      case 'error': break; // failed frames without id: typing in a room just left, say
-      default: break; // newer servers may add event types
-    }
-  }
-
-  function replied(frame) {
-    const request = state.requests.get(frame.id);
-    if (!request) return;
-    state.requests.delete(frame.id);
-    clearTimeout(request.timer);
-    if (frame.ok) request.resolve(frame);
-    else request.reject(serverError(frame.error));
-  }
-
-  function welcomed(frame) {
-    state.generation += 1;
-    state.me = frame.user;
-    if (frame.limits && frame.limits.max_text_chars) state.maxTextChars = frame.limits.max_text_chars;
+  function welcomed(welcome) {
+    state.me = welcome.user;
+    if (welcome.limits && welcome.limits.max_text_chars) state.maxTextChars = welcome.limits.max_text_chars;
     state.online = true;
-    state.attempt = 0;
-    clearInterval(state.countdownTimer);
+    state.wasOnline = true;
     setConn('online', 'Connected');
-    $('me-name').textContent = frame.user.name;
-    clearInterval(state.pingTimer);
-    state.pingTimer = setInterval(() => {
-      request({ op: 'ping' }).catch(() => {});
-    }, PING_EVERY_MS);
-    for (const name of state.order) joinRoom(state.rooms.get(name));
+    $('me-name').textContent = welcome.user.name;
     loadDirectory();
     renderPending();
   }
 
   // ---------------------------------------------------------------- rooms
 
+  /// Joins `room` for this page (the SDK rejoins it after each reconnect).
   async function joinRoom(room) {
-    if (!room || room.joined || room.joining || !state.online) return;
-    room.joining = true;
-    const generation = state.generation;
-    const since = room.synced ? room.lastSeq : undefined;
-    const frame = { op: 'join', room: room.name };
-    if (since === undefined) frame.limit = PAGE;
-    else frame.since = since;
+    if (!room || !state.client) return;
+    const client = state.client;
     let reply;
     try {
-      reply = await request(frame);
+      reply = await client.join(room.name, { limit: PAGE });
     } catch (e) {
-      room.joining = false;
-      if (!e.connection) {
-        room.error = `Cannot join #${room.name}: ${e.message}`;
-        if (room.name === state.current) renderHistoryStatus();
-      }
+      if (client !== state.client || state.rooms.get(room.name) !== room || e.code === 'closed') return;
+      room.error = `Cannot join #${room.name}: ${e.message}`;
+      if (room.name === state.current) renderHistoryStatus();
       return;
     }
-    if (!state.rooms.has(room.name) || generation !== state.generation) return; // left, or reconnected
+    if (client !== state.client || state.rooms.get(room.name) !== room) return; // left meanwhile
+    addMessages(room, reply.messages, false);
+    room.synced = true;
+    joined(room, reply);
+  }
+
+  /// A join reply (the first one, or a rejoin after a reconnect): who is online.
+  function joined(room, reply) {
+    if (!room) return;
     room.error = '';
-    if (since !== undefined && reply.seq < since) {
-      // The server's history is older than ours (a new database): start afresh.
-      resetRoom(room);
-      room.joining = false;
-      joinRoom(room);
-      return;
-    }
+    room.joined = true;
     room.members = new Map(reply.members.map((u) => [u.id, u]));
     // Older servers sent every member and no count.
     room.memberCount = typeof reply.member_count === 'number' ? reply.member_count : room.members.size;
-    addMessages(room, reply.messages, since !== undefined);
-    let complete = true;
-    if (since !== undefined && reply.recovered === false) {
-      const newest = reply.messages.length ? reply.messages[reply.messages.length - 1].seq : since;
-      complete = await fillGap(room, newest, reply.seq + 1, true);
-    }
-    if (generation !== state.generation) return; // the new connection rejoins
-    if (!state.online) {
-      room.joining = false;
-      return;
-    }
-    if (complete) room.lastSeq = Math.max(room.lastSeq, reply.seq);
-    room.synced = true;
-    room.joined = true;
-    room.joining = false;
-    advance(room);
     if (room.name === state.current) {
       renderMembers();
       renderHistoryStatus();
       fillViewport();
     }
-    for (const p of room.pending) if (p.status === 'queued') sendPending(room, p);
   }
 
-  function resetRoom(room) {
+  /// The server's history restarted below what we hold (a new database): start afresh
+  /// with its latest messages.
+  async function resetRoom(room) {
+    if (!room) return;
     room.messages.clear();
     room.oldest = Infinity;
-    room.lastSeq = 0;
-    room.synced = false;
     if (room.name === state.current) renderMessages();
-  }
-
-  /// Pages messages with after < seq < before into the room; true when all arrived.
-  async function fillGap(room, after, before, fresh) {
-    let from = after;
-    for (;;) {
-      if (before - from <= 1) return true;
-      let page;
-      try {
-        page = await request({ op: 'history', room: room.name, after: from, before, limit: GAP_PAGE });
-      } catch {
-        return false;
-      }
-      addMessages(room, page.messages, fresh);
-      if (!page.has_more || page.messages.length === 0) return true;
-      from = page.messages[page.messages.length - 1].seq;
-    }
-  }
-
-  /// Moves lastSeq over every message now held right after it.
-  function advance(room) {
-    while (room.messages.has(room.lastSeq + 1)) room.lastSeq += 1;
-  }
-
-  /// A live `message` event (or one page of recovered ones).
-  function received(message) {
-    const room = state.rooms.get(message.room);
-    if (!room) return;
-    addMessages(room, [message], true);
-    if (!room.synced || room.joining || room.gapFilling) return;
-    advance(room);
-    if (message.seq > room.lastSeq + 1 && state.online) {
-      // Something is missing between what we hold and this message: fetch it.
-      room.gapFilling = true;
-      fillGap(room, room.lastSeq, message.seq, true).then(() => {
-        room.gapFilling = false;
-        advance(room);
-      });
+    try {
+      const page = await state.client.history(room.name, { limit: PAGE });
+      addMessages(room, page.messages, false);
+    } catch {
+      // Scrolling up loads them later.
     }
   }
 
@@ -468,10 +317,10 @@
     room.loadingOlder = true;
     renderHistoryStatus();
     try {
-      const page = await request({ op: 'history', room: room.name, before: room.oldest, limit: PAGE });
+      const page = await state.client.history(room.name, { before: room.oldest, limit: PAGE });
       addMessages(room, page.messages, false);
     } catch (e) {
-      if (!e.connection) room.error = `Cannot load earlier messages: ${e.message}`;
+      if (e.fromServer) room.error = `Cannot load earlier messages: ${e.message}`;
     } finally {
       room.loadingOlder = false;
       if (room.name === state.current) {
@@ -498,7 +347,7 @@
   function leaveRoom(name) {
     const room = state.rooms.get(name);
     if (!room) return;
-    if (room.joined) request({ op: 'leave', room: name }).catch(() => {});
+    if (state.client) state.client.leave(name).catch(() => {});
     for (const t of room.typing.values()) clearTimeout(t.timer);
     if (room.li) room.li.remove();
     state.rooms.delete(name);
@@ -566,7 +415,7 @@
       return;
     }
     showComposerError('');
-    const pending = { key: newKey(), text, status: 'queued', error: '', ackedSeq: 0 };
+    const pending = { key: newKey(), text, status: 'sending', error: '', ackedSeq: 0 };
     room.pending.push(pending);
     savePending();
     box.value = '';
@@ -581,28 +430,28 @@
     hint.classList.toggle('error', Boolean(text));
   }
 
+  /// Hands a message to the SDK, which sends it (again after each reconnect, with the
+  /// same key) until the server stores it; shown as pending until its `message` event.
   async function sendPending(room, p) {
-    if (p.status !== 'queued' || !room.joined) return;
-    p.status = 'sent';
+    const client = state.client;
+    if (!client) return;
+    p.status = 'sending';
     renderPending();
     try {
-      const reply = await request({ op: 'send', room: room.name, text: p.text, key: p.key });
+      const reply = await client.send(room.name, p.text, { key: p.key });
       // Shown until its `message` event arrives, unless it is already here (or is an
       // old one: a resend of a message stored before a reload, say).
-      if (room.messages.has(reply.seq) || reply.seq <= room.lastSeq) settlePending(room, (q) => q === p);
-      else p.ackedSeq = reply.seq;
-    } catch (e) {
-      if (e.connection) return; // resent with the same key after the rejoin
-      if (e.code === 'rate_limited' || e.code === 'internal') {
-        p.status = 'queued';
-        setTimeout(() => sendPending(room, p), RETRY_SEND_MS);
-      } else if (e.code === 'forbidden' && !room.joined) {
-        p.status = 'queued';
+      const handedOut = client.lastSeq(room.name);
+      if (room.messages.has(reply.seq) || (handedOut !== undefined && reply.seq <= handedOut)) {
+        settlePending(room, (q) => q === p);
       } else {
-        p.status = 'failed';
-        p.error = e.message;
-        savePending();
+        p.ackedSeq = reply.seq;
       }
+    } catch (e) {
+      if (e.code === 'closed' || client !== state.client || !room.pending.includes(p)) return; // signed out, or left
+      p.status = 'failed';
+      p.error = e.message;
+      savePending();
       renderPending();
     }
   }
@@ -624,7 +473,7 @@
       return;
     }
     state.lastTypingSent.set(room.name, Date.now());
-    notify({ op: 'typing', room: room.name });
+    if (state.client && state.online) state.client.typing(room.name).catch(() => {});
   }
 
   // ---------------------------------------------------------------- presence, typing
@@ -828,7 +677,7 @@
         const retry = el('button', 'small', 'Try again');
         retry.type = 'button';
         retry.addEventListener('click', () => {
-          p.status = 'queued';
+          p.status = 'sending';
           p.error = '';
           savePending();
           renderPending();
@@ -972,7 +821,7 @@
       for (const p of pending) {
         const room = p && state.rooms.get(p.room);
         if (room && typeof p.key === 'string' && typeof p.text === 'string') {
-          room.pending.push({ key: p.key, text: p.text, status: 'queued', error: '', ackedSeq: 0 });
+          room.pending.push({ key: p.key, text: p.text, status: 'sending', error: '', ackedSeq: 0 });
         }
       }
     }
@@ -988,9 +837,10 @@
     forget(STORAGE.name);
     forget(STORAGE.pending);
     for (const room of state.rooms.values()) room.pending = [];
-    clearTimeout(state.retryTimer);
+    if (state.client) state.client.close();
+    state.client = null;
     clearInterval(state.countdownTimer);
-    disconnected('Signed out');
+    disconnected('Signed out', null);
     state.me = null;
     showLogin();
   }
@@ -1055,7 +905,7 @@
 
     window.addEventListener('online', reconnectNow);
     window.addEventListener('offline', () => {
-      if (state.ws) disconnected('The network is down');
+      if (state.client) state.client.drop('The network is down');
     });
     document.addEventListener('visibilitychange', () => {
       if (document.visibilityState === 'visible') reconnectNow();

@@ -1,9 +1,10 @@
 //! The browser client, embedded in the binary: no CDN, no build step.
 //!
-//! Three files compiled in with `include_str!`: the page at `/`, its script at
-//! `/assets/app.js` and its style sheet at `/assets/style.css`. The page speaks the
-//! JSON protocol on `/ws` of the same origin; everything it knows about the protocol
-//! lives in `app.js`.
+//! Four files compiled in with `include_str!`: the page at `/`, its script at
+//! `/assets/app.js`, its style sheet at `/assets/style.css`, and the JavaScript SDK at
+//! `/assets/bavard.js` (the compiled module committed in `clients/js/dist`, so building
+//! the server needs no Node). The page speaks the JSON protocol on `/ws` of the same
+//! origin through the SDK, which owns the connection, reconnects and recovery.
 
 use axum::{
     http::{header, HeaderValue},
@@ -15,10 +16,15 @@ use axum::{
 const INDEX_HTML: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
 const STYLE_CSS: &str = include_str!("style.css");
+const SDK_JS: &str = include_str!("../../../../clients/js/dist/bavard.js");
 
 /// Routes serving the web client (merged into the API router).
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new().route("/", get(index)).route("/assets/app.js", get(app_js)).route("/assets/style.css", get(style_css))
+    Router::new()
+        .route("/", get(index))
+        .route("/assets/app.js", get(app_js))
+        .route("/assets/bavard.js", get(sdk_js))
+        .route("/assets/style.css", get(style_css))
 }
 
 /// An embedded file with its content type. `no-cache` makes browsers revalidate, so a
@@ -51,6 +57,12 @@ async fn index() -> Response {
 /// `GET /assets/app.js`: the page's script.
 async fn app_js() -> Response {
     asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+/// `GET /assets/bavard.js`: the JavaScript SDK, an ES module (`import { Client } from
+/// '/assets/bavard.js'`), for this page and any other.
+async fn sdk_js() -> Response {
+    asset("text/javascript; charset=utf-8", SDK_JS)
 }
 
 /// `GET /assets/style.css`: the page's style sheet.

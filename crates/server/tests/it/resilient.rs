@@ -277,3 +277,34 @@ async fn a_gap_in_live_messages_is_recovered_before_anything_after_it() {
     let (since, _second) = within(script).await.unwrap();
     assert_eq!(since, Some(2));
 }
+
+#[tokio::test]
+async fn other_ops_go_through_call_and_their_events_come_out_of_next_event() {
+    use bavard_protocol::{MessageRef, TextChange};
+
+    let server = spawn().await;
+    let general = room("calls");
+    let mut client = Resilient::new(server.ws("/ws?name=caller"));
+    within(client.join(&general)).await.unwrap();
+    assert_eq!(within(client.send(&general, "helo")).await.unwrap().seq, 1);
+    let edit = TextChange { room: general.clone(), seq: 1, text: "hello".into() };
+    let edited: serde_json::Value = within(client.call(Request::Edit(edit))).await.unwrap();
+    assert_eq!((edited["seq"].as_u64(), edited["rev"].as_u64().is_some()), (Some(1), true), "{edited}");
+    let refused =
+        within(client.call::<serde_json::Value>(Request::Delete(MessageRef { room: general.clone(), seq: 9 })))
+            .await
+            .unwrap_err();
+    assert!(matches!(&refused, ClientError::Server(body) if body.code.as_str() == "not_found"), "{refused}");
+    // The message, then the edit, in the order they happened.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match next(&mut client).await {
+            Event::Message(message) => seen.push(format!("message {}", message.text)),
+            Event::Server(ServerFrame::Edited(edit)) => seen.push(format!("edited {}", edit.text)),
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["message helo", "edited hello"]);
+    client.close().await;
+    server.stop().await;
+}

@@ -200,3 +200,78 @@ async fn the_binary_reports_https_and_serves_it() {
     let (status, body) = pki.get(server.addr, "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok"));
 }
+
+/// `bavard chat ARGS` with `input` on standard input: (exit status, stdout, stderr).
+async fn chat_over(args: Vec<String>, input: &'static str) -> (std::process::ExitStatus, String, String) {
+    use std::{io::Write, process::Stdio};
+    let mut child = bavard_command()
+        .arg("chat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let output = within(tokio::task::spawn_blocking(move || child.wait_with_output())).await.unwrap().unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+    (output.status, text(output.stdout), text(output.stderr))
+}
+
+#[tokio::test]
+async fn the_rust_sdk_and_bavard_chat_connect_over_wss_trusting_a_given_root() {
+    use bavard_client::{protocol::RoomName, ClientError, Connection, Event, Resilient, TlsConfig};
+
+    let pki = Pki::new();
+    let server = spawn_with(|c| pki.configure(c)).await;
+    let url = |name: &str| format!("wss://localhost:{}/ws?name={name}", server.addr.port());
+
+    // The usual roots do not include a self-signed certificate: refused, and said why.
+    let error = within(Connection::connect(&url("alice"))).await.err().expect("an unknown certificate is refused");
+    let said = error.to_string();
+    assert!(matches!(error, ClientError::WebSocket(_)) && said.contains("certificate"), "{said}");
+
+    // Trusting it: the SDK's connection, and the reconnecting client.
+    let tls = TlsConfig::with_ca_file(&pki.cert).unwrap();
+    let mut alice = within(Connection::connect_with(&url("alice"), Some(&tls))).await.unwrap();
+    assert_eq!(alice.welcome().user.name, "alice");
+    let room = RoomName::new("secure").unwrap();
+    within(alice.join(&room, None)).await.unwrap();
+    let mut bob = Resilient::new(url("bob"));
+    bob.set_tls(tls.clone());
+    within(bob.join(&room)).await.unwrap();
+    assert_eq!(within(alice.send(&room, "over wss", Some("k-1"))).await.unwrap().seq, 1);
+    let seen = loop {
+        match within(bob.next_event()).await.unwrap() {
+            Event::Message(message) => break message,
+            _ => continue,
+        }
+    };
+    assert_eq!((seen.seq, seen.text.as_str()), (1, "over wss"));
+
+    // `bavard chat` with --ca-cert sends over wss; without it, it says what is wrong.
+    let https = format!("https://localhost:{}", server.addr.port());
+    let cert = pki.cert.display().to_string();
+    let args = |extra: &[&str]| {
+        let mut args = vec![https.clone(), "--room".into(), "secure".into(), "--name".into(), "carol".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let (status, out, err) = chat_over(args(&["--ca-cert", &cert]), "from the terminal\n").await;
+    assert!(status.success(), "exit {status}; stdout {out}; stderr {err}");
+    assert!(out.contains("[secure #2] carol: from the terminal"), "stdout {out}; stderr {err}");
+    let (status, out, err) = chat_over(args(&[]), "never sent\n").await;
+    assert!(!status.success(), "stdout {out}");
+    assert!(err.contains("certificate") && !err.contains("not compiled in"), "{err}");
+
+    // A file that is not a certificate is refused with its name.
+    let garbage = write(pki.dir.path(), "garbage.pem", "this is not PEM\n");
+    let problem = TlsConfig::with_ca_file(&garbage).unwrap_err().to_string();
+    assert!(problem.contains("garbage.pem") && problem.contains("no certificate"), "{problem}");
+    let (status, _, err) = chat_over(args(&["--ca-cert", &garbage.display().to_string()]), "x\n").await;
+    assert!(!status.success() && err.contains("--ca-cert") && err.contains("garbage.pem"), "{err}");
+
+    bob.close().await;
+    alice.close().await;
+    server.stop().await;
+}
