@@ -16,8 +16,9 @@ mod tls;
 use std::{collections::VecDeque, time::Duration};
 
 use bavard_protocol::{
-    ClientFrame, ErrorBody, HistoryReply, HistoryRequest, JoinReply, JoinRequest, MembersReply, MembersRequest,
-    ReplyFrame, Request, RequestId, RoomName, SendReply, SendRequest, ServerFrame, Welcome,
+    ChangeReply, ClientFrame, ErrorBody, HistoryReply, HistoryRequest, JoinReply, JoinRequest, MembersReply,
+    MembersRequest, MessageRef, ReactRequest, ReplyFrame, Request, RequestId, RoomName, SendReply, SendRequest,
+    ServerFrame, TextChange, Welcome,
 };
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -205,6 +206,67 @@ impl Connection {
     /// Reads a page of history.
     pub async fn history(&mut self, request: HistoryRequest) -> Result<HistoryReply, ClientError> {
         self.call(Request::History(request)).await
+    }
+
+    /// Opens (or finds) the direct room shared with `user` (signed-in users only).
+    pub async fn dm(&mut self, user: &str) -> Result<bavard_protocol::DmReply, ClientError> {
+        self.call(Request::Dm(bavard_protocol::DmRequest { user: user.into() })).await
+    }
+
+    /// Replaces the text of one's message `seq` in `room`.
+    pub async fn edit(&mut self, room: &RoomName, seq: u64, text: &str) -> Result<ChangeReply, ClientError> {
+        self.call(Request::Edit(TextChange { room: room.clone(), seq, text: text.into() })).await
+    }
+
+    /// Deletes message `seq` of `room` (one's own, or any as a moderator).
+    pub async fn delete(&mut self, room: &RoomName, seq: u64) -> Result<ChangeReply, ClientError> {
+        self.call(Request::Delete(MessageRef { room: room.clone(), seq })).await
+    }
+
+    /// Reacts to message `seq` of `room` with `emoji` (`on`), or takes the reaction back.
+    pub async fn react(
+        &mut self,
+        room: &RoomName,
+        seq: u64,
+        emoji: &str,
+        on: bool,
+    ) -> Result<ChangeReply, ClientError> {
+        let request = ReactRequest { room: room.clone(), seq, emoji: emoji.into() };
+        self.call(if on { Request::React(request) } else { Request::Unreact(request) }).await
+    }
+
+    /// Moves one's read position in `room` to `seq`; answers the unread count.
+    pub async fn read(&mut self, room: &RoomName, seq: u64) -> Result<bavard_protocol::ReadReply, ClientError> {
+        self.call(Request::Read(bavard_protocol::ReadRequest { room: room.clone(), seq })).await
+    }
+
+    /// Searches `room` for the words of `q`, best first (`limit` from `offset`).
+    pub async fn search(
+        &mut self,
+        room: &RoomName,
+        q: &str,
+        limit: Option<u32>,
+        offset: Option<u32>,
+    ) -> Result<bavard_protocol::SearchReply, ClientError> {
+        self.call(Request::Search(bavard_protocol::SearchRequest { room: room.clone(), q: q.into(), limit, offset }))
+            .await
+    }
+
+    /// Starts a streamed message in `room` (complete it with [`Connection::append`] and
+    /// [`Connection::finish`]).
+    pub async fn send_stream(&mut self, room: &RoomName, text: &str) -> Result<SendReply, ClientError> {
+        let request = SendRequest { room: room.clone(), text: text.into(), key: None, reply_to: None, stream: true };
+        self.call(Request::Send(request)).await
+    }
+
+    /// Adds `text` to one's streamed message `seq`.
+    pub async fn append(&mut self, room: &RoomName, seq: u64, text: &str) -> Result<ChangeReply, ClientError> {
+        self.call(Request::Append(TextChange { room: room.clone(), seq, text: text.into() })).await
+    }
+
+    /// Ends one's streamed message `seq`.
+    pub async fn finish(&mut self, room: &RoomName, seq: u64) -> Result<ChangeReply, ClientError> {
+        self.call(Request::Finish(MessageRef { room: room.clone(), seq })).await
     }
 
     /// Reads a page of the users online in a room (start without a cursor, then pass the

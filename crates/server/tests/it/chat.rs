@@ -521,3 +521,51 @@ async fn the_room_rules_apply_to_every_new_op() {
     assert_eq!(bob.refused(json!({"op": "react", "room": "ruled", "seq": hers, "emoji": "🎉"})).await, "forbidden");
     olivia.ok(json!({"op": "edit", "room": "ruled", "seq": hers, "text": "the owner's, edited"})).await;
 }
+
+#[tokio::test]
+async fn the_rust_sdk_speaks_every_chat_op() {
+    use bavard_client::{protocol::ServerFrame, Connection};
+    let server = spawn_with(with_secret).await;
+    let url = |user: &str| format!("{}?token={}", server.ws("/ws"), token(user));
+    let mut alice = within(Connection::connect(&url("alice"))).await.unwrap();
+    let mut bob = within(Connection::connect(&url("bob"))).await.unwrap();
+    let dm = within(alice.dm("bob")).await.unwrap().room;
+    assert_eq!(within(bob.dm("alice")).await.unwrap().room, dm);
+    within(alice.join(&dm, None)).await.unwrap();
+    within(bob.join(&dm, None)).await.unwrap();
+    let sent = within(alice.send(&dm, "hi bob", None)).await.unwrap();
+    within(alice.edit(&dm, sent.seq, "hi, bob")).await.unwrap();
+    within(bob.react(&dm, sent.seq, "👋", true)).await.unwrap();
+    let stream = within(alice.send_stream(&dm, "Let me")).await.unwrap();
+    within(alice.append(&dm, stream.seq, " think")).await.unwrap();
+    within(alice.finish(&dm, stream.seq)).await.unwrap();
+    let read = within(bob.read(&dm, sent.seq)).await.unwrap();
+    assert_eq!(read.unread, 1);
+    let deleted = within(alice.delete(&dm, stream.seq)).await.unwrap();
+    assert!(deleted.rev > 0);
+    let mut seen = Vec::new();
+    while !seen.contains(&"deleted") {
+        let event = within(bob.next_event()).await.unwrap();
+        seen.push(event.type_name());
+        if let ServerFrame::Edited(edited) = event {
+            assert_eq!(edited.text, "hi, bob");
+        }
+    }
+    assert_eq!(
+        seen.iter().filter(|t| ["edited", "reaction", "append", "finished", "deleted"].contains(t)).count(),
+        5,
+        "{seen:?}"
+    );
+    let found = within(async {
+        loop {
+            let found = bob.search(&dm, "bob", None, None).await.unwrap();
+            if !found.messages.is_empty() {
+                break found;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!((found.messages[0].seq, found.messages[0].text.as_str()), (sent.seq, "hi, bob"));
+    assert_eq!(found.messages[0].reactions[0].emoji, "👋");
+}
