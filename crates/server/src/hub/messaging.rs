@@ -191,11 +191,13 @@ impl Hub {
         self.check_read(who, room).await?;
         let record = self.store.room(room.clone()).await?;
         let last = record.ok_or_else(|| HubError::UnknownRoom(room.clone()))?.last_seq;
-        let position = self.store.mark_read(room.clone(), user.id.clone(), seq.min(last)).await?;
+        let (position, moved) = self.store.mark_read(room.clone(), user.id.clone(), seq.min(last)).await?;
         let unread = self.store.unread(room.clone(), user.id.clone()).await?;
-        let everyone = self.online_count(room) <= self.settings.read_receipts_max_members;
-        let event = ServerFrame::Read(ReadEvent { room: room.clone(), user: user.clone(), seq: position });
-        self.tell_room(event, (!everyone).then(|| user.id.clone()));
+        if moved {
+            let everyone = self.online_count(room) <= self.settings.read_receipts_max_members;
+            let event = ServerFrame::Read(ReadEvent { room: room.clone(), user: user.clone(), seq: position });
+            self.tell_room(event, (!everyone).then(|| user.id.clone()));
+        }
         Ok(ReadReply { room: room.clone(), seq: position, unread })
     }
 

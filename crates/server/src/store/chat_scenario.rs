@@ -223,12 +223,12 @@ pub(crate) async fn exercise(store: &dyn MessageStore) -> State {
     assert_eq!(search(store, "chat", " ;; ", 10, 0).await, (vec![], false));
 
     // Read positions only move forward; unread counts others' messages not deleted.
-    assert_eq!(store.mark_read(chat(), "bob".into(), 3).await.unwrap(), 3);
-    assert_eq!(store.mark_read(chat(), "bob".into(), 2).await.unwrap(), 3);
+    assert_eq!(store.mark_read(chat(), "bob".into(), 3).await.unwrap(), (3, true));
+    assert_eq!(store.mark_read(chat(), "bob".into(), 2).await.unwrap(), (3, false), "a position never moves back");
     assert_eq!(store.unread(chat(), "bob".into()).await.unwrap(), 3, "5, 6 and 8");
     assert_eq!(store.unread(chat(), "carol".into()).await.unwrap(), 6, "all but 2 (deleted) and her 5");
     assert_eq!(store.unread(chat(), "alice".into()).await.unwrap(), 3, "4, 5 and 7 (2 is deleted)");
-    assert_eq!(store.mark_read(chat(), "alice".into(), 5).await.unwrap(), 5);
+    assert_eq!(store.mark_read(chat(), "alice".into(), 5).await.unwrap(), (5, true));
     assert_eq!(store.unread(chat(), "alice".into()).await.unwrap(), 1, "7");
     assert_eq!(store.unread(room("other"), "bob".into()).await.unwrap(), 1);
 

@@ -295,8 +295,8 @@ impl MessageStore for MemoryStore {
         Box::pin(async { Ok((Vec::new(), false)) })
     }
 
-    fn mark_read(&self, _: RoomName, _: String, seq: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move { Ok(seq) })
+    fn mark_read(&self, _: RoomName, _: String, seq: u64) -> BoxFuture<'_, Result<(u64, bool), StoreError>> {
+        Box::pin(async move { Ok((seq, true)) })
     }
 
     fn unread(&self, _: RoomName, _: String) -> BoxFuture<'_, Result<u64, StoreError>> {

@@ -475,8 +475,8 @@ pub trait MessageStore: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(Vec<u64>, bool), StoreError>>;
 
     /// Moves `user`'s read position in `room` to `seq` if that is further; answers the
-    /// position now.
-    fn mark_read(&self, room: RoomName, user: String, seq: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// position now and whether it moved.
+    fn mark_read(&self, room: RoomName, user: String, seq: u64) -> BoxFuture<'_, Result<(u64, bool), StoreError>>;
 
     /// How many messages of others, not deleted, follow `user`'s read position in
     /// `room` (at most [`bavard_protocol::MAX_UNREAD`]).

@@ -189,6 +189,8 @@ async fn unread_counts_follow_the_read_position_across_two_devices_of_one_user()
     // Past the end counts as the end.
     let end = tablet.ok(json!({"op": "read", "room": "reads", "seq": 1000})).await;
     assert_eq!((&end["seq"], &end["unread"]), (&json!(last + 1), &json!(0)), "{end}");
+    // A read that moved nothing told nobody: bob's next read event is the move.
+    assert_eq!(bob.next_event_of("read").await["seq"], last + 1);
     // Deleted messages of others are not unread.
     let fresh = seq_of(&bob.ok(send("reads", "oops")).await);
     bob.ok(json!({"op": "delete", "room": "reads", "seq": fresh})).await;

@@ -403,16 +403,28 @@ pub(super) async fn search(
 }
 
 /// Moves `user`'s read position forward; answers the position now.
-pub(super) async fn mark_read(client: &Client, room: &RoomName, user: &str, seq: u64) -> Result<u64, StoreError> {
-    let row = client
-        .query_one(
+pub(super) async fn mark_read(
+    client: &Client,
+    room: &RoomName,
+    user: &str,
+    seq: u64,
+) -> Result<(u64, bool), StoreError> {
+    // A row comes back only when the position moved (or was new).
+    let moved = client
+        .query_opt(
             "INSERT INTO read_marks (room, user_id, seq) VALUES ($1, $2, $3)
-             ON CONFLICT (room, user_id) DO UPDATE SET seq = GREATEST(read_marks.seq, EXCLUDED.seq)
+             ON CONFLICT (room, user_id) DO UPDATE SET seq = EXCLUDED.seq WHERE read_marks.seq < EXCLUDED.seq
              RETURNING seq",
             &[&room.as_str(), &user, &db_seq(seq)],
         )
         .await?;
-    Ok(row.try_get::<_, i64>(0)? as u64)
+    if let Some(row) = moved {
+        return Ok((row.try_get::<_, i64>(0)? as u64, true));
+    }
+    let row = client
+        .query_one("SELECT seq FROM read_marks WHERE room = $1 AND user_id = $2", &[&room.as_str(), &user])
+        .await?;
+    Ok((row.try_get::<_, i64>(0)? as u64, false))
 }
 
 /// How many messages of others, not deleted, follow `user`'s read position (at most

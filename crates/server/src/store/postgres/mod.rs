@@ -489,7 +489,7 @@ impl MessageStore for PgStore {
         )
     }
 
-    fn mark_read(&self, room: RoomName, user: String, seq: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+    fn mark_read(&self, room: RoomName, user: String, seq: u64) -> BoxFuture<'_, Result<(u64, bool), StoreError>> {
         Box::pin(
             self.pool.run(move |client| Box::pin(async move { messaging::mark_read(client, &room, &user, seq).await })),
         )

@@ -385,16 +385,24 @@ fn reaction_count(tx: &Transaction<'_>, room: &RoomName, seq: u64, emoji: &str) 
     Ok(count as u32)
 }
 
-/// Moves a read position forward; answers the position now.
-pub(super) fn mark_read(tx: &Transaction<'_>, room: &RoomName, user: &str, seq: u64) -> Result<u64, StoreError> {
-    let now: i64 = tx
-        .prepare_cached(
-            "INSERT INTO read_marks (room, user_id, seq) VALUES (?1, ?2, ?3)
-             ON CONFLICT (room, user_id) DO UPDATE SET seq = MAX(seq, excluded.seq)
-             RETURNING seq",
-        )?
-        .query_row(params![room.as_str(), user, seq.min(i64::MAX as u64) as i64], |row| row.get(0))?;
-    Ok(now as u64)
+/// Moves a read position forward; answers the position now and whether it moved.
+pub(super) fn mark_read(
+    tx: &Transaction<'_>,
+    room: &RoomName,
+    user: &str,
+    seq: u64,
+) -> Result<(u64, bool), StoreError> {
+    let before: Option<i64> = tx
+        .prepare_cached("SELECT seq FROM read_marks WHERE room = ?1 AND user_id = ?2")?
+        .query_row(params![room.as_str(), user], |row| row.get(0))
+        .optional()?;
+    let seq = seq.min(i64::MAX as u64) as i64;
+    if before.is_some_and(|before| before >= seq) {
+        return Ok((before.unwrap_or(seq) as u64, false));
+    }
+    tx.prepare_cached("INSERT OR REPLACE INTO read_marks (room, user_id, seq) VALUES (?1, ?2, ?3)")?
+        .execute(params![room.as_str(), user, seq])?;
+    Ok((seq as u64, true))
 }
 
 // ---- reads (on the read pool's connections, where the writer's file is `log`) ----

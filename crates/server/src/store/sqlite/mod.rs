@@ -608,7 +608,7 @@ impl MessageStore for SqliteStore {
         })
     }
 
-    fn mark_read(&self, room: RoomName, user: String, seq: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+    fn mark_read(&self, room: RoomName, user: String, seq: u64) -> BoxFuture<'_, Result<(u64, bool), StoreError>> {
         Box::pin(self.ask_writer(move |reply| WriterCommand::MarkRead { room, user, seq, reply }))
     }
 

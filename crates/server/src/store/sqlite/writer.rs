@@ -65,7 +65,7 @@ pub(super) enum WriterCommand {
         room: RoomName,
         user: String,
         seq: u64,
-        reply: oneshot::Sender<Result<u64, StoreError>>,
+        reply: oneshot::Sender<Result<(u64, bool), StoreError>>,
     },
     /// The archiver copied every journal row up to this id into `messages`.
     Archived(i64),
@@ -102,7 +102,7 @@ pub(super) struct Writer {
 /// A change to a message or a read position, waiting for its transaction.
 enum Edit {
     Change(ChangeMessage, oneshot::Sender<Result<Result<Changed, ChangeRefused>, StoreError>>),
-    MarkRead { room: RoomName, user: String, seq: u64, reply: oneshot::Sender<Result<u64, StoreError>> },
+    MarkRead { room: RoomName, user: String, seq: u64, reply: oneshot::Sender<Result<(u64, bool), StoreError>> },
 }
 
 impl Writer {
@@ -222,8 +222,8 @@ impl Writer {
                             }
                             let _caller_gone = reply.send(Ok(outcome));
                         }
-                        (Edit::MarkRead { reply, .. }, EditOutcome::Read(seq)) => {
-                            let _caller_gone = reply.send(Ok(seq));
+                        (Edit::MarkRead { reply, .. }, EditOutcome::Read(read)) => {
+                            let _caller_gone = reply.send(Ok(read));
                         }
                         _ => tracing::error!("a change's outcome does not match its kind"),
                     }
@@ -461,7 +461,7 @@ impl Writer {
 /// What one edit did, in its transaction.
 enum EditOutcome {
     Changed(Result<Changed, ChangeRefused>),
-    Read(u64),
+    Read((u64, bool)),
 }
 
 /// A message in the journal, as the archive needs to know it.
