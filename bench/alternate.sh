@@ -29,14 +29,8 @@ bench="$root/target/release/bavard-bench"
 mkdir -p "$root/bench/results"
 csv="$root/bench/results/alternate-$scenario.csv"
 
-limits_off() { # BIN
-  local help flags="--rate-per-second 0"
-  help=$("$1" --help 2>/dev/null)
-  [[ $help != *--api-rate-per-second* ]] || flags+=" --api-rate-per-second 0"
-  [[ $help != *--user-rate-per-second* ]] || flags+=" --user-rate-per-second 0"
-  [[ $help != *--max-connections-per-ip* ]] || flags+=" --max-connections-per-ip 0"
-  echo "$flags"
-}
+# shellcheck source=limits_off.sh
+source "$here/limits_off.sh"
 
 for ((run = 1; run <= runs; run++)); do
   for entry in "${bins[@]}"; do

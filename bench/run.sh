@@ -414,14 +414,8 @@ PY
 
 # The flags that turn off every limit BIN has (rates per connection, per user and for
 # REST writes, connections per address): a baseline build may predate some of them.
-limits_off() { # BIN
-  local help flags="--rate-per-second 0"
-  help=$("$1" --help 2>/dev/null)
-  [[ $help != *--api-rate-per-second* ]] || flags+=" --api-rate-per-second 0"
-  [[ $help != *--user-rate-per-second* ]] || flags+=" --user-rate-per-second 0"
-  [[ $help != *--max-connections-per-ip* ]] || flags+=" --max-connections-per-ip 0"
-  echo "$flags"
-}
+# shellcheck source=limits_off.sh
+source "$here/limits_off.sh"
 
 server_pid=
 server_port=

@@ -232,20 +232,14 @@ mod tests {
     #[test]
     fn events_survive_the_wire_format() {
         let message = Message {
-            room: RoomName::new("r").unwrap(),
-            seq: 7,
-            ts: Timestamp(1_000),
-            from: User { id: "u".into(), name: "U".into() },
-            text: "hé".into(),
             key: Some("k".into()),
-            reply_to: None,
-            edited_at: None,
-            deleted: false,
-            streaming: false,
-            reactions: Vec::new(),
-            reply_count: 0,
-            last_reply_at: None,
-            rev: 0,
+            ..Message::new(
+                RoomName::new("r").unwrap(),
+                7,
+                Timestamp(1_000),
+                User { id: "u".into(), name: "U".into() },
+                "hé".into(),
+            )
         };
         for body in [
             ClusterBody::Messages { messages: vec![Arc::new(message)] },

@@ -651,22 +651,8 @@ mod tests {
             // Drop the presence events: only the message matters here.
             let _ = subscriber.outbox.take(&mut VecDeque::new());
         }
-        let message = Message {
-            room: RoomName::new("r").unwrap(),
-            seq: 1,
-            ts: Timestamp(0),
-            from: members[0].user.clone(),
-            text: "hello".into(),
-            key: None,
-            reply_to: None,
-            edited_at: None,
-            deleted: false,
-            streaming: false,
-            reactions: Vec::new(),
-            reply_count: 0,
-            last_reply_at: None,
-            rev: 0,
-        };
+        let message =
+            Message::new(RoomName::new("r").unwrap(), 1, Timestamp(0), members[0].user.clone(), "hello".into());
         let message = Arc::new(message);
         let delivered = room.deliver(&[&message]);
         assert_eq!((delivered.frames, delivered.messages.len()), (4, 1), "one frame per member");
@@ -686,22 +672,13 @@ mod tests {
     }
 
     fn message(seq: u64) -> Arc<Message> {
-        Arc::new(Message {
-            room: RoomName::new("r").unwrap(),
+        Arc::new(Message::new(
+            RoomName::new("r").unwrap(),
             seq,
-            ts: Timestamp(0),
-            from: User { id: "u".into(), name: "u".into() },
-            text: format!("m{seq}"),
-            key: None,
-            reply_to: None,
-            edited_at: None,
-            deleted: false,
-            streaming: false,
-            reactions: Vec::new(),
-            reply_count: 0,
-            last_reply_at: None,
-            rev: 0,
-        })
+            Timestamp(0),
+            User { id: "u".into(), name: "u".into() },
+            format!("m{seq}"),
+        ))
     }
 
     fn seqs(delivered: &Delivered) -> Vec<u64> {

@@ -57,24 +57,8 @@ fn post(room: &RoomName, text: &str) -> Post {
 /// The `(seq, text)` of every `message` event in the member's outbox, waiting until
 /// there are `count` of them.
 async fn messages(member: &Subscriber, count: usize) -> Vec<(u64, String)> {
-    let mut seen = Vec::new();
-    within(async {
-        while seen.len() < count {
-            let mut frames = VecDeque::new();
-            if let Taken::Frames = member.outbox.take(&mut frames) {
-                for frame in frames {
-                    let event: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
-                    if event["type"] == "message" {
-                        seen.push((event["seq"].as_u64().unwrap(), event["text"].as_str().unwrap().to_owned()));
-                    }
-                }
-            } else {
-                member.outbox.changed().await;
-            }
-        }
-    })
-    .await;
-    seen
+    let events = events_of(member, "message", count).await;
+    events.iter().map(|event| (event["seq"].as_u64().unwrap(), event["text"].as_str().unwrap().to_owned())).collect()
 }
 
 #[tokio::test]

@@ -74,22 +74,13 @@ impl MessageStore for MemoryStore {
                 return Ok(Box::pin(async move { Ok(duplicate) }) as PendingAppend);
             }
             let messages = state.rooms.entry(new.room.clone()).or_default();
-            let NewMessage { room, from, text, key: message_key, reply_to, streaming: _ } = new;
+            let NewMessage { room, from, text, key: message_key, reply_to, streaming } = new;
+            let seq = messages.len() as u64 + 1;
             let message = Message {
-                room,
-                seq: messages.len() as u64 + 1,
-                ts: Timestamp::now(),
-                from,
-                text,
                 key: message_key,
                 reply_to,
-                edited_at: None,
-                deleted: false,
-                streaming: false,
-                reactions: Vec::new(),
-                reply_count: 0,
-                last_reply_at: None,
-                rev: 0,
+                streaming,
+                ..Message::new(room, seq, Timestamp::now(), from, text)
             };
             let appended = Appended { seq: message.seq, ts: message.ts, duplicate: false };
             messages.push(message.clone());

@@ -303,6 +303,47 @@ pub enum MessageChange {
     },
 }
 
+impl MessageChange {
+    /// Why `by` may not make this change to message `seq` as it stands (`now`), if it
+    /// may not: the rules every store applies, in the transaction that makes the change.
+    /// Anyone may delete their own message, and moderators anyone's; only the author
+    /// edits, appends and finishes; a deleted message takes nothing more but a delete;
+    /// a streamed one takes appends and its finish, not edits, up to its limit.
+    pub fn refusal(&self, seq: u64, now: &MessageState, by: &str, moderator: bool) -> Option<ChangeRefused> {
+        let mine = now.author == by;
+        match self {
+            Self::Edit(_) if !mine => Some(ChangeRefused::NotAuthor { what: "edit", seq }),
+            Self::Delete if !mine && !moderator => Some(ChangeRefused::NotAuthor { what: "delete", seq }),
+            Self::Append { .. } if !mine => Some(ChangeRefused::NotAuthor { what: "append to", seq }),
+            Self::Finish if !mine => Some(ChangeRefused::NotAuthor { what: "finish", seq }),
+            Self::Delete => None,
+            _ if now.deleted => Some(ChangeRefused::Deleted(seq)),
+            Self::Edit(_) if now.streaming => Some(ChangeRefused::Streaming(seq)),
+            Self::Append { .. } | Self::Finish if !now.streaming => Some(ChangeRefused::NotStreaming(seq)),
+            Self::Append { text, max_chars } => {
+                let total = now.text.chars().count() + text.chars().count();
+                (total > *max_chars).then_some(ChangeRefused::TooLong(*max_chars))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A stored message's state, as a change is checked against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageState {
+    /// Its author's user id.
+    pub author: String,
+    /// Its current text.
+    pub text: String,
+    /// Whether it was deleted.
+    pub deleted: bool,
+    /// Whether it is still streamed.
+    pub streaming: bool,
+    /// The room's change number of its last change (0: never changed).
+    pub rev: u64,
+}
+
 /// A change asked of the store: the store checks it against the message (its author,
 /// its state) and applies it in one step.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use bavard_protocol::{Message, Reaction, RoomName, Timestamp, MAX_REACTIONS_PER_
 use tokio_postgres::{Client, Transaction};
 
 use super::{row_to_message, COLUMNS};
-use crate::store::{ChangeMessage, ChangeRefused, Changed, MessageChange, PageQuery, StoreError};
+use crate::store::{ChangeMessage, ChangeRefused, Changed, MessageChange, MessageState, PageQuery, StoreError};
 
 /// A seq as PostgreSQL's bigint (seqs past i64::MAX do not exist).
 fn db_seq(seq: u64) -> i64 {
@@ -25,14 +25,6 @@ fn db_seq(seq: u64) -> i64 {
 }
 
 /// A message's state, with its author, as its change reads it.
-struct Current {
-    author: String,
-    text: String,
-    deleted: bool,
-    streaming: bool,
-    rev: u64,
-}
-
 /// Checks `ask` against the message and applies it, in one transaction.
 pub(super) async fn change_message(
     client: &mut Client,
@@ -72,33 +64,15 @@ async fn apply(tx: &Transaction<'_>, ask: &ChangeMessage) -> Result<Result<Chang
         )
         .await?;
     let Some(row) = row else { return no_message() };
-    let now = Current {
+    let now = MessageState {
         author: row.try_get(0)?,
         text: row.try_get(1)?,
         deleted: row.try_get(2)?,
         streaming: row.try_get(3)?,
         rev: row.try_get::<_, i64>(4)? as u64,
     };
-    let mine = now.author == *by;
     let unchanged = Changed { changed: false, rev: now.rev, offset: 0, count: 0 };
-    let refusal = match change {
-        MessageChange::Edit(_) if !mine => Some(ChangeRefused::NotAuthor { what: "edit", seq }),
-        MessageChange::Delete if !mine && !moderator => Some(ChangeRefused::NotAuthor { what: "delete", seq }),
-        MessageChange::Append { .. } if !mine => Some(ChangeRefused::NotAuthor { what: "append to", seq }),
-        MessageChange::Finish if !mine => Some(ChangeRefused::NotAuthor { what: "finish", seq }),
-        MessageChange::Delete => None,
-        _ if now.deleted => Some(ChangeRefused::Deleted(seq)),
-        MessageChange::Edit(_) if now.streaming => Some(ChangeRefused::Streaming(seq)),
-        MessageChange::Append { .. } | MessageChange::Finish if !now.streaming => {
-            Some(ChangeRefused::NotStreaming(seq))
-        }
-        MessageChange::Append { text, max_chars } => {
-            let total = now.text.chars().count() + text.chars().count();
-            (total > *max_chars).then_some(ChangeRefused::TooLong(*max_chars))
-        }
-        _ => None,
-    };
-    if let Some(refusal) = refusal {
+    if let Some(refusal) = change.refusal(seq, &now, by, *moderator) {
         return Ok(Err(refusal));
     }
     let offset = now.text.chars().count();

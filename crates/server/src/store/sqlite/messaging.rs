@@ -25,7 +25,7 @@ use bavard_protocol::{Message, Reaction, RoomName, Timestamp, MAX_REACTIONS_PER_
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::{row_to_message, tail::Tail, COLUMNS};
-use crate::store::{ChangeMessage, ChangeRefused, Changed, MessageChange, PageQuery, StoreError};
+use crate::store::{ChangeMessage, ChangeRefused, Changed, MessageChange, MessageState, PageQuery, StoreError};
 
 /// Version 4 of the writer's file: the overlay of changed messages, reactions, threads,
 /// read positions, and each room's change number.
@@ -124,17 +124,9 @@ impl Overlaid {
 }
 
 /// A message's state as the overlay has it, with its author.
-struct Current {
-    author: String,
-    text: String,
-    deleted: bool,
-    streaming: bool,
-    rev: u64,
-}
-
 /// The message `seq` of `room` as the writer sees it (tail, then archive), with its
 /// overlay; None when there is no such message.
-fn current(tx: &Transaction<'_>, tail: &Tail, room: &RoomName, seq: u64) -> Result<Option<Current>, StoreError> {
+fn current(tx: &Transaction<'_>, tail: &Tail, room: &RoomName, seq: u64) -> Result<Option<MessageState>, StoreError> {
     let original = match tail.get(room, seq) {
         Some(message) => Some((message.from.id.clone(), message.text.clone())),
         None => tx
@@ -156,9 +148,9 @@ fn current(tx: &Transaction<'_>, tail: &Tail, room: &RoomName, seq: u64) -> Resu
         .optional()?;
     Ok(Some(match overlay {
         Some((changed, deleted, streaming, rev)) => {
-            Current { author, text: changed.unwrap_or(text), deleted, streaming, rev: rev as u64 }
+            MessageState { author, text: changed.unwrap_or(text), deleted, streaming, rev: rev as u64 }
         }
-        None => Current { author, text, deleted: false, streaming: false, rev: 0 },
+        None => MessageState { author, text, deleted: false, streaming: false, rev: 0 },
     }))
 }
 
@@ -235,26 +227,8 @@ impl Revisions {
         let Some(now) = current(tx, tail, room, seq)? else {
             return Ok(Err(ChangeRefused::NoMessage { room: room.clone(), seq }));
         };
-        let mine = now.author == *by;
         let unchanged = Changed { changed: false, rev: now.rev, offset: 0, count: 0 };
-        let refusal = match change {
-            MessageChange::Edit(_) if !mine => Some(ChangeRefused::NotAuthor { what: "edit", seq }),
-            MessageChange::Delete if !mine && !moderator => Some(ChangeRefused::NotAuthor { what: "delete", seq }),
-            MessageChange::Append { .. } if !mine => Some(ChangeRefused::NotAuthor { what: "append to", seq }),
-            MessageChange::Finish if !mine => Some(ChangeRefused::NotAuthor { what: "finish", seq }),
-            MessageChange::Delete => None,
-            _ if now.deleted => Some(ChangeRefused::Deleted(seq)),
-            MessageChange::Edit(_) if now.streaming => Some(ChangeRefused::Streaming(seq)),
-            MessageChange::Append { .. } | MessageChange::Finish if !now.streaming => {
-                Some(ChangeRefused::NotStreaming(seq))
-            }
-            MessageChange::Append { text, max_chars } => {
-                let total = now.text.chars().count() + text.chars().count();
-                (total > *max_chars).then_some(ChangeRefused::TooLong(*max_chars))
-            }
-            _ => None,
-        };
-        if let Some(refusal) = refusal {
+        if let Some(refusal) = change.refusal(seq, &now, by, *moderator) {
             return Ok(Err(refusal));
         }
         let (text, deleted, streaming, edited_at) = match change {
