@@ -322,6 +322,53 @@ describe('the web client: chat features', () => {
     assert.equal(await late.locator('#messages .msg-streaming').count(), 0);
   });
 
+  test('changes missed while offline come back on reconnect; a stale change is skipped (rev)', async () => {
+    const { page: lily } = await newPage();
+    let cut = false;
+    const live = [];
+    await lily.routeWebSocket(/\/ws\?/, (ws) => {
+      if (cut) {
+        ws.close({ code: 4000, reason: 'network down (test)' });
+        return;
+      }
+      live.push({ ws, server: ws.connectToServer() });
+    });
+    await login(lily, 'lily');
+    await joinRoom(lily, 'revs');
+    const { page: bot } = await newPage();
+    await rawClient(bot, 'editor', 'revs');
+    const { seq } = await call(bot, { op: 'send', room: 'revs', text: 'version one' });
+    const item = lily.locator(`#messages > li[data-seq="${seq}"]`);
+    await item.locator('.msg-text', { hasText: /^version one$/ }).waitFor();
+
+    cut = true;
+    for (const { ws, server: upstream } of live.splice(0)) {
+      await upstream.close().catch(() => {});
+      await ws.close({ code: 4000, reason: 'network down (test)' }).catch(() => {});
+    }
+    await lily.locator('#conn-status[data-state="offline"]').waitFor();
+    const edited = await call(bot, { op: 'edit', room: 'revs', seq, text: 'version two' });
+    await call(bot, { op: 'react', room: 'revs', seq, emoji: '🎉' });
+    cut = false;
+    await lily.getByRole('button', { name: 'Reconnect now' }).click();
+    await waitOnline(lily);
+    // The rejoin's `changed` brings the message in its current state.
+    await item.locator('.msg-text', { hasText: /^version two$/ }).waitFor();
+    await item.locator('.msg-edited').waitFor();
+    await item.locator('button.reaction', { hasText: '🎉 1' }).waitFor();
+
+    // An event older than the copy (a late duplicate) changes nothing.
+    await within(
+      live[live.length - 1].ws.send(
+        JSON.stringify({ type: 'edited', room: 'revs', seq, text: 'stale text', edited_at: new Date().toISOString(), rev: edited.rev }),
+      ),
+      'the stale event to be sent',
+    );
+    await call(bot, { op: 'send', room: 'revs', text: 'after the stale event' });
+    await waitForMessage(lily, 'after the stale event');
+    assert.equal(await item.locator('.msg-text').textContent(), 'version two');
+  });
+
   test('a direct message between two signed-in pages; guests are told why they cannot', async () => {
     const { page: jade } = await newPage();
     await loginWithToken(jade, token('jade', 'Jade'));
