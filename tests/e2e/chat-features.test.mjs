@@ -395,6 +395,23 @@ describe('the web client: chat features', () => {
     await kurt.locator('#composer-text').press('Enter');
     await waitForMessage(jade, 'hi jade');
 
+    // A DM opened with someone who has not opened it: listed on their page with its
+    // unread count, named after the writer, once they sign in.
+    await jade.getByLabel('Message a user').fill('liam');
+    await jade.getByRole('button', { name: 'Open', exact: true }).click();
+    await jade.locator('#room-title', { hasText: '@liam' }).waitFor();
+    await jade.locator('#history-status', { hasNotText: 'Loading messages' }).waitFor();
+    await jade.locator('#composer-text').fill('are you there, liam?');
+    await jade.locator('#composer-text').press('Enter');
+    await waitForMessage(jade, 'are you there, liam?');
+    const { page: liam } = await newPage();
+    await loginWithToken(liam, token('liam', 'Liam'));
+    const fromJade = liam.locator('#room-list button', { hasText: '@jade' });
+    await fromJade.locator('.badge', { hasText: '1' }).waitFor();
+    await fromJade.click();
+    await waitForMessage(liam, 'are you there, liam?');
+    await fromJade.locator('.badge').waitFor({ state: 'detached' });
+
     // The DM is not offered to others in the directory.
     const { page: guest } = await newPage();
     await login(guest, 'nosy');

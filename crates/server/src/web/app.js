@@ -27,6 +27,7 @@ import { Client } from './bavard.js';
   const READ_DELAY_MS = 300;
   const SEARCH_LIMIT = 20;
   const HIGHLIGHT_MS = 2500;
+  const DIRECTORY_EVERY_MS = 30000;
   const ROOM_NAME = /^[A-Za-z0-9._-]{1,64}$/;
   const MAX_NAME_CHARS = 32;
   const PAGE = 50;
@@ -351,6 +352,7 @@ import { Client } from './bavard.js';
       if (m.seq < room.oldest) room.oldest = m.seq;
       added.push(m);
       const mine = state.me && m.from && m.from.id === state.me.id;
+      if (!mine && m.from && room.name.startsWith('dm-') && !state.peers[room.name]) learnPeer(room, m.from.id);
       if (mine) settlePending(room, (p) => p.key === m.key || p.ackedSeq === m.seq);
       else stopTyping(room, m.from && m.from.id);
       if (fresh && !mine && m.seq > room.countedUpTo && !viewing(room)) room.unread += 1;
@@ -714,6 +716,14 @@ import { Client } from './bavard.js';
     }
   }
 
+  /// The other user of a direct room, learnt from a message of theirs.
+  function learnPeer(room, userId) {
+    state.peers[room.name] = userId;
+    save(STORAGE.peers, state.peers);
+    renderRoomList();
+    if (room.name === state.current) renderTitle();
+  }
+
   /// How a room is called on the page: `#general`, or `@bob` for a direct room.
   function roomLabel(name) {
     if (!name.startsWith('dm-')) return `#${name}`;
@@ -742,6 +752,15 @@ import { Client } from './bavard.js';
         fillViewport();
       }
     }
+  }
+
+  /// Adds `name` to the room list and joins it, without switching to it.
+  function listRoom(name) {
+    const room = newRoom(name);
+    state.rooms.set(name, room);
+    state.order.push(name);
+    saveRooms();
+    joinRoom(room);
   }
 
   function addRoom(name, { focus } = { focus: true }) {
@@ -778,17 +797,12 @@ import { Client } from './bavard.js';
     state.current = name && state.rooms.has(name) ? name : null;
     saveRooms();
     const room = currentRoom();
-    const label = room ? roomLabel(room.name) : '';
-    const title = $('room-title');
-    title.textContent = room ? label : 'No room yet';
+    renderTitle();
     $('leave-room').hidden = !room;
-    $('composer-label').textContent = room ? `Message ${label}` : 'Message';
     $('composer-text').disabled = !room;
     $('send-button').disabled = !room;
-    $('people-room').textContent = room ? label : 'this room';
     $('search-form').hidden = !room;
     $('search-q').value = '';
-    $('search-q').setAttribute('aria-label', room ? `Search ${label}` : 'Search');
     $('search-results').hidden = true;
     if (state.thread && state.thread.room !== state.current) state.thread = null;
     state.editing = null;
@@ -802,6 +816,16 @@ import { Client } from './bavard.js';
     scrollToBottom();
     fillViewport();
     scheduleRead();
+  }
+
+  /// The room's name wherever the page shows it.
+  function renderTitle() {
+    const room = currentRoom();
+    const label = room ? roomLabel(room.name) : '';
+    $('room-title').textContent = room ? label : 'No room yet';
+    $('composer-label').textContent = room ? `Message ${label}` : 'Message';
+    $('people-room').textContent = room ? label : 'this room';
+    $('search-q').setAttribute('aria-label', room ? `Search ${label}` : 'Search');
   }
 
   function currentRoom() {
@@ -822,7 +846,10 @@ import { Client } from './bavard.js';
         .map((r) => (typeof r === 'string' ? r : r && (r.room || r.name)))
         .filter((r) => typeof r === 'string' && ROOM_NAME.test(r) && !r.startsWith('dm-'));
       for (const r of rooms) {
-        const room = r && typeof r.unread === 'number' && state.rooms.get(r.room);
+        if (!r || typeof r.unread !== 'number') continue;
+        // A direct room someone opened with me, with news in it: listed with the rooms.
+        if (state.token && r.unread > 0 && /^dm-[0-9a-f]{32}$/.test(r.room) && !state.rooms.has(r.room)) listRoom(r.room);
+        const room = state.rooms.get(r.room);
         if (room && !room.synced) room.unread = r.unread;
       }
       renderRoomList();
@@ -1526,8 +1553,13 @@ import { Client } from './bavard.js';
       if (document.visibilityState === 'visible') {
         reconnectNow();
         scheduleRead();
+        if (state.online && state.token) loadDirectory();
       }
     });
+    // Signed-in users learn of direct rooms opened with them from the directory.
+    setInterval(() => {
+      if (state.online && state.token && document.visibilityState === 'visible') loadDirectory();
+    }, DIRECTORY_EVERY_MS);
   }
 
   /// A token handed over in the address (`/#token=JWT`, for applications that link to
