@@ -270,6 +270,7 @@ import { Client } from './bavard.js';
   }
 
   function welcomed(welcome) {
+    const changedUser = !state.me || state.me.id !== welcome.user.id;
     state.me = welcome.user;
     if (welcome.limits && welcome.limits.max_text_chars) state.maxTextChars = welcome.limits.max_text_chars;
     state.online = true;
@@ -279,8 +280,10 @@ import { Client } from './bavard.js';
     loadDirectory();
     renderPending();
     renderDmBox();
-    renderMessages(); // which messages are mine is known now
-    renderThread();
+    if (changedUser) {
+      renderMessages(); // which messages are mine is known now
+      renderThread();
+    }
   }
 
   // ---------------------------------------------------------------- rooms
