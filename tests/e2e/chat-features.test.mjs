@@ -369,6 +369,21 @@ describe('the web client: chat features', () => {
     assert.equal(await item.locator('.msg-text').textContent(), 'version two');
   });
 
+  test('a token in the address signs the page in; a bad token is refused with the reason', async () => {
+    const { page } = await newPage();
+    await page.goto(`${server.url}/?from=app#token=${token('mona', 'Mona')}`);
+    await waitOnline(page);
+    assert.equal(await page.locator('#me-name').textContent(), 'Mona');
+    assert.equal(new URL(page.url()).hash, '', 'the token is taken out of the address');
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByLabel('Nickname').waitFor();
+
+    const forged = `${token('mona').slice(0, -4)}AAAA`;
+    await page.goto(`${server.url}/?from=elsewhere#token=${forged}`);
+    await page.locator('#conn-status', { hasText: /The server refused the token \(.*signature.*\)/ }).waitFor();
+    assert.equal(await page.locator('#conn-status').getAttribute('data-state'), 'offline');
+  });
+
   test('a direct message between two signed-in pages; guests are told why they cannot', async () => {
     const { page: jade } = await newPage();
     await loginWithToken(jade, token('jade', 'Jade'));

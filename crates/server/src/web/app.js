@@ -215,14 +215,29 @@ import { Client } from './bavard.js';
       welcomed(event.welcome);
     } else if (event.state === 'offline') {
       const refused = event.error && event.error.code === 'refused';
-      disconnected(refused ? refusedReason() : closeReason(event.closeCode), event.retryAt);
+      const neverWelcomed = !state.wasOnline;
+      disconnected(refused ? 'The server refused the connection' : closeReason(event.closeCode), event.retryAt);
+      if (state.token && neverWelcomed) checkToken(state.client);
     }
   }
 
-  function refusedReason() {
-    return state.token
-      ? 'The server refused the token (expired, or not signed for this server): sign out and sign in again'
-      : 'The server refused the connection';
+  /// Browsers do not tell why a WebSocket upgrade failed: when a connection with a token
+  /// fails before its welcome, ask the REST API whether the token is the reason (401),
+  /// and if so stop trying and say why.
+  async function checkToken(client) {
+    let message;
+    try {
+      const response = await fetch('/api/rooms?limit=1', { headers: { authorization: `Bearer ${state.token}` } });
+      if (response.status !== 401) return;
+      const body = await response.json().catch(() => ({}));
+      message = (body && body.error && body.error.message) || 'the token is not valid';
+    } catch {
+      return; // the server is not reachable: the SDK keeps trying
+    }
+    if (client !== state.client || state.online) return;
+    client.close();
+    state.client = null;
+    disconnected(`The server refused the token (${message}). Sign out and sign in with a fresh one`, null);
   }
 
   function closeReason(code) {
@@ -267,6 +282,7 @@ import { Client } from './bavard.js';
 
   function reconnectNow() {
     if (state.client) state.client.reconnectNow();
+    else if (signedIn() && !$('chat-view').hidden) connect(); // after a refused token
   }
 
   function welcomed(welcome) {
