@@ -906,12 +906,14 @@ impl Hub {
 
     /// The stored rooms (created, or written to) `who` may see, most recently active
     /// first, with how many users are online in each: private rooms are listed only to
-    /// their members and to admins. `who` None is an anonymous caller.
+    /// their members and to admins, direct rooms only to their two users. `who` None is
+    /// an anonymous caller.
     pub async fn directory(&self, who: Option<Who<'_>>, limit: u32) -> Result<Vec<RoomListing>, HubError> {
         let rooms = self.store.rooms(limit).await?;
         let mut listed = Vec::with_capacity(rooms.len());
         for record in rooms {
-            if record.kind == RoomKind::Private && !self.may_see(who, &record.room).await? {
+            let closed = matches!(record.kind, RoomKind::Private | RoomKind::Direct);
+            if closed && !self.may_see(who, &record.room).await? {
                 continue;
             }
             listed.push(self.listing(record));

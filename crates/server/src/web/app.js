@@ -6,7 +6,10 @@
 // recovers only part of the gap), hands out each message once and in order, and resends
 // unacknowledged messages with the same idempotency `key`. This file is the page: it
 // shows the connection state, keeps messages by room+seq, and keeps what the user wrote
-// until it is stored (across reloads too).
+// until it is stored (across reloads too). It also shows what changes messages after
+// they are sent (edits, deletes, reactions, streamed text: applied by the rev rule of
+// docs/protocol.md section 4.6), reply threads in a side panel, unread counts, search,
+// and direct rooms for users signed in with a token.
 //
 // Everything users type is put on the page with textContent, never as HTML.
 import { Client } from './bavard.js';
@@ -17,7 +20,14 @@ import { Client } from './bavard.js';
     rooms: 'bavard.rooms',
     current: 'bavard.current',
     pending: 'bavard.pending',
+    token: 'bavard.token',
+    peers: 'bavard.peers', // direct room -> the other user's id
   };
+  const QUICK_EMOJI = ['👍', '❤️', '😂', '🎉', '👀'];
+  const READ_DELAY_MS = 300;
+  const SEARCH_LIMIT = 20;
+  const HIGHLIGHT_MS = 2500;
+  const DIRECTORY_EVERY_MS = 30000;
   const ROOM_NAME = /^[A-Za-z0-9._-]{1,64}$/;
   const MAX_NAME_CHARS = 32;
   const PAGE = 50;
@@ -60,7 +70,9 @@ import { Client } from './bavard.js';
   // ---------------------------------------------------------------- state
 
   const state = {
-    name: null, // the nickname the user picked
+    name: null, // the nickname the user picked (guests)
+    token: null, // the JWT the page signs in with, if any
+    peers: {}, // direct room -> the other user's id
     me: null, // {id, name} from `welcome`
     maxTextChars: 4000,
     rooms: new Map(), // name -> room (see newRoom)
@@ -76,6 +88,10 @@ import { Client } from './bavard.js';
     lastTypingSent: new Map(), // room -> time
     typingTimer: null,
     directory: [], // room names from GET /api/rooms, when the server has it
+    editing: null, // {room, seq, text}: the message being edited
+    confirming: null, // {room, seq}: the message whose delete awaits a confirmation
+    thread: null, // {room, root, replies: Map seq -> message, loading, error}
+    readTimer: null,
   };
 
   function newRoom(name) {
@@ -90,6 +106,8 @@ import { Client } from './bavard.js';
       memberCount: 0, // users online: from the join reply, presence and occupancy events
       typing: new Map(), // user id -> {name, timer}
       unread: 0,
+      countedUpTo: 0, // messages up to this seq are counted in `unread` by the server
+      readSeq: 0, // the read position sent (or learnt from my other devices)
       pending: [], // {key, text, status: 'sending'|'failed', error, ackedSeq}
       error: '',
       li: null, // its entry in the room list
@@ -131,18 +149,23 @@ import { Client } from './bavard.js';
     const status = $('conn-status');
     status.dataset.state = kind;
     if (status.textContent !== text) status.textContent = text;
-    $('retry-now').hidden = kind !== 'offline' || !state.name;
+    $('retry-now').hidden = kind !== 'offline' || !signedIn();
     if (kind !== 'offline') {
       $('conn-retry').textContent = '';
       clearInterval(state.countdownTimer);
     }
   }
 
-  /// Opens the SDK's client for `state.name`; it reconnects by itself from then on.
+  function signedIn() {
+    return Boolean(state.name || state.token);
+  }
+
+  /// Opens the SDK's client for `state.token` or `state.name`; it reconnects by itself
+  /// from then on.
   function connect() {
     const client = new Client({
       url: location.origin,
-      name: state.name,
+      ...(state.token ? { token: state.token } : { name: state.name }),
       minBackoffMs: BACKOFF_MIN_MS,
       maxBackoffMs: BACKOFF_MAX_MS,
     });
@@ -155,6 +178,23 @@ import { Client } from './bavard.js';
       if (room) addMessages(room, [message], true);
     });
     client.on('rejoined', ({ room, reply }) => joined(state.rooms.get(room), reply));
+    client.on('edited', (e) => change(e, (m) => {
+      m.text = e.text;
+      m.edited_at = e.edited_at;
+    }));
+    client.on('deleted', (e) => change(e, (m) => {
+      m.text = '';
+      m.deleted = true;
+      delete m.streaming;
+      delete m.reactions;
+    }));
+    client.on('reaction', (e) => change(e, (m) => reacted(m, e)));
+    client.on('append', (e) => change(e, (m, room) => appended(room, m, e)));
+    client.on('finished', (e) => change(e, (m) => {
+      delete m.streaming;
+    }));
+    client.on('changed', replaced);
+    client.on('read', readMoved);
     client.on('history_restarted', ({ room }) => resetRoom(state.rooms.get(room)));
     client.on('presence', presence);
     client.on('typing', typing);
@@ -174,8 +214,30 @@ import { Client } from './bavard.js';
     } else if (event.state === 'online') {
       welcomed(event.welcome);
     } else if (event.state === 'offline') {
-      disconnected(closeReason(event.closeCode), event.retryAt);
+      const refused = event.error && event.error.code === 'refused';
+      const neverWelcomed = !state.wasOnline;
+      disconnected(refused ? 'The server refused the connection' : closeReason(event.closeCode), event.retryAt);
+      if (state.token && neverWelcomed) checkToken(state.client);
     }
+  }
+
+  /// Browsers do not tell why a WebSocket upgrade failed: when a connection with a token
+  /// fails before its welcome, ask the REST API whether the token is the reason (401),
+  /// and if so stop trying and say why.
+  async function checkToken(client) {
+    let message;
+    try {
+      const response = await fetch('/api/rooms?limit=1', { headers: { authorization: `Bearer ${state.token}` } });
+      if (response.status !== 401) return;
+      const body = await response.json().catch(() => ({}));
+      message = (body && body.error && body.error.message) || 'the token is not valid';
+    } catch {
+      return; // the server is not reachable: the SDK keeps trying
+    }
+    if (client !== state.client || state.online) return;
+    client.close();
+    state.client = null;
+    disconnected(`The server refused the token (${message}). Sign out and sign in with a fresh one`, null);
   }
 
   function closeReason(code) {
@@ -202,7 +264,7 @@ import { Client } from './bavard.js';
     renderPending();
     renderTyping();
     renderMembers();
-    if (!state.name) {
+    if (!signedIn()) {
       setConn('offline', 'Not connected');
       return;
     }
@@ -220,9 +282,11 @@ import { Client } from './bavard.js';
 
   function reconnectNow() {
     if (state.client) state.client.reconnectNow();
+    else if (signedIn() && !$('chat-view').hidden) connect(); // after a refused token
   }
 
   function welcomed(welcome) {
+    const changedUser = !state.me || state.me.id !== welcome.user.id;
     state.me = welcome.user;
     if (welcome.limits && welcome.limits.max_text_chars) state.maxTextChars = welcome.limits.max_text_chars;
     state.online = true;
@@ -231,6 +295,11 @@ import { Client } from './bavard.js';
     $('me-name').textContent = welcome.user.name;
     loadDirectory();
     renderPending();
+    renderDmBox();
+    if (changedUser) {
+      renderMessages(); // which messages are mine is known now
+      renderThread();
+    }
   }
 
   // ---------------------------------------------------------------- rooms
@@ -262,7 +331,15 @@ import { Client } from './bavard.js';
     room.members = new Map(reply.members.map((u) => [u.id, u]));
     // Older servers sent every member and no count.
     room.memberCount = typeof reply.member_count === 'number' ? reply.member_count : room.members.size;
+    if (typeof reply.unread === 'number') {
+      // Signed-in users: the server counts what follows the read position, up to the
+      // reply's seq; the messages handed out after the reply count on top.
+      room.unread = reply.unread;
+      room.countedUpTo = reply.seq;
+      renderRoomList();
+    }
     if (room.name === state.current) {
+      scheduleRead();
       renderMembers();
       renderHistoryStatus();
       fillViewport();
@@ -294,13 +371,16 @@ import { Client } from './bavard.js';
       if (m.seq < room.oldest) room.oldest = m.seq;
       added.push(m);
       const mine = state.me && m.from && m.from.id === state.me.id;
+      if (!mine && m.from && room.name.startsWith('dm-') && !state.peers[room.name]) learnPeer(room, m.from.id);
       if (mine) settlePending(room, (p) => p.key === m.key || p.ackedSeq === m.seq);
       else stopTyping(room, m.from && m.from.id);
-      if (fresh && !mine && room.name !== state.current) room.unread += 1;
+      if (fresh && !mine && m.seq > room.countedUpTo && !viewing(room)) room.unread += 1;
+      if (typeof m.reply_to === 'number' && fresh) threadGrew(room, m);
     }
     if (added.length === 0) return;
     if (room.name === state.current) insertMessages(added);
     renderRoomList();
+    if (room.name === state.current) scheduleRead();
   }
 
   function settlePending(room, matches) {
@@ -310,6 +390,369 @@ import { Client } from './bavard.js';
       savePending();
       if (room.name === state.current) renderPending();
     }
+  }
+
+  // ---------------------------------------------------------------- changes to messages
+
+  /// The copy of message `seq` of `room` the page holds (timeline or open thread).
+  function heldMessage(room, seq) {
+    const m = room.messages.get(seq);
+    if (m) return m;
+    const t = state.thread;
+    return t && t.room === room.name ? (t.replies.get(seq) || (t.rootMessage && t.rootMessage.seq === seq ? t.rootMessage : null)) : null;
+  }
+
+  /// A change event (edited, deleted, reaction, append, finished): applied to the copy
+  /// only if its `rev` is newer than the copy's (docs/protocol.md, section 4.6).
+  function change(event, apply) {
+    const room = state.rooms.get(event.room);
+    if (!room || typeof event.seq !== 'number' || typeof event.rev !== 'number') return;
+    const m = heldMessage(room, event.seq);
+    if (!m || event.rev <= (m.rev || 0)) return;
+    apply(m, room);
+    m.rev = event.rev;
+    if (event.type === 'deleted') {
+      if (state.editing && state.editing.room === room.name && state.editing.seq === m.seq) state.editing = null;
+      if (m.from && state.me && m.from.id !== state.me.id && m.seq > (room.readSeq || 0) && room.unread > 0 && !viewing(room)) {
+        room.unread -= 1; // deleted messages are not unread
+        renderRoomList();
+      }
+    }
+    redraw(room, m);
+  }
+
+  function reacted(m, e) {
+    const reactions = Array.isArray(m.reactions) ? m.reactions : [];
+    let entry = reactions.find((r) => r.emoji === e.emoji);
+    if (!entry) {
+      entry = { emoji: e.emoji, count: 0 };
+      reactions.push(entry);
+    }
+    entry.count = e.count;
+    if (state.me && e.user && e.user.id === state.me.id) entry.me = e.added;
+    m.reactions = reactions.filter((r) => r.count > 0);
+    if (m.reactions.length === 0) delete m.reactions;
+  }
+
+  /// Streamed text: `offset` is how many characters the copy should have; a copy that
+  /// missed a change is read again.
+  function appended(room, m, e) {
+    const chars = Array.from(m.text || '');
+    if (typeof e.offset === 'number' && chars.length < e.offset) {
+      refetch(room, m.seq);
+      return;
+    }
+    m.text = (typeof e.offset === 'number' ? chars.slice(0, e.offset).join('') : m.text) + e.text;
+  }
+
+  /// Reads message `seq` again (its copy missed a change) and puts it in place.
+  async function refetch(room, seq) {
+    try {
+      const page = await state.client.history(room.name, { after: seq - 1, before: seq + 1, limit: 1 });
+      const fresh = page.messages.find((m) => m.seq === seq);
+      if (fresh) replaced({ ...fresh, type: 'changed' });
+    } catch {
+      // The next change or reconnect brings it.
+    }
+  }
+
+  const CHANGEABLE = ['text', 'edited_at', 'deleted', 'streaming', 'reactions', 'reply_count', 'last_reply_at', 'rev'];
+
+  /// A message in its current state (the SDK's `changed` after a reconnect, or read
+  /// again): replaces the copy unless the copy is newer.
+  function replaced(event) {
+    const room = state.rooms.get(event.room);
+    if (!room) return;
+    const m = heldMessage(room, event.seq);
+    if (!m || (event.rev || 0) < (m.rev || 0)) return;
+    for (const field of CHANGEABLE) {
+      if (event[field] === undefined) delete m[field];
+      else m[field] = event[field];
+    }
+    redraw(room, m);
+  }
+
+  /// A reply arrived: its root shows one more reply, and an open thread shows it.
+  function threadGrew(room, reply) {
+    const root = heldMessage(room, reply.reply_to);
+    if (root) {
+      root.reply_count = (root.reply_count || 0) + 1;
+      root.last_reply_at = reply.ts;
+      redraw(room, root);
+    }
+    const t = state.thread;
+    if (t && t.room === room.name && t.root === reply.reply_to && !t.replies.has(reply.seq)) {
+      t.replies.set(reply.seq, reply);
+      renderThread();
+    }
+  }
+
+  /// Someone's read position moved; mine (another device of mine): fewer unread.
+  function readMoved(event) {
+    const room = state.rooms.get(event.room);
+    if (!room || !state.me || !event.user || event.user.id !== state.me.id || typeof event.seq !== 'number') return;
+    if (event.seq <= room.readSeq) return;
+    room.readSeq = event.seq;
+    if (room.oldest <= event.seq + 1) {
+      let unread = 0;
+      for (const m of room.messages.values()) {
+        if (m.seq > event.seq && !m.deleted && !(m.from && m.from.id === state.me.id)) unread += 1;
+      }
+      room.unread = unread;
+      renderRoomList();
+    }
+  }
+
+  /// Whether the user sees the latest messages of `room` now.
+  function viewing(room) {
+    return room.name === state.current && document.visibilityState === 'visible' && nearBottom();
+  }
+
+  /// Sends `read` for the latest message of the room in view, once the user sees it.
+  function scheduleRead() {
+    clearTimeout(state.readTimer);
+    state.readTimer = setTimeout(sendRead, READ_DELAY_MS);
+  }
+
+  function sendRead() {
+    const room = currentRoom();
+    if (!room || !room.joined || !state.online || !viewing(room)) return;
+    room.unread = 0;
+    renderRoomList();
+    let latest = 0;
+    for (const seq of room.messages.keys()) if (seq > latest) latest = seq;
+    if (latest <= room.readSeq) return;
+    room.readSeq = latest;
+    state.client.read(room.name, latest).catch(() => {
+      if (room.readSeq === latest) room.readSeq = 0; // tried again on the next view
+    });
+  }
+
+  /// Redraws message `m` wherever it is shown.
+  function redraw(room, m) {
+    if (room.name !== state.current) return;
+    for (const list of [$('messages'), $('thread-messages')]) {
+      const old = list.querySelector(`li[data-seq="${m.seq}"]`);
+      if (!old) continue;
+      const focused = old.contains(document.activeElement) ? document.activeElement.dataset.action : null;
+      const stick = list === $('messages') && nearBottom();
+      const item = messageItem(m, list === $('thread-messages'));
+      old.replaceWith(item);
+      if (focused) {
+        const again = item.querySelector(`[data-action="${CSS.escape(focused)}"]`);
+        if (again) again.focus();
+      }
+      if (stick) scrollToBottom();
+    }
+  }
+
+  // ---------------------------------------------------------------- actions on messages
+
+  async function act(what, room, run) {
+    try {
+      await run();
+    } catch (e) {
+      if (e.code !== 'closed') showComposerError(`Cannot ${what}: ${e.message}`);
+    }
+  }
+
+  function toggleReaction(room, m, emoji) {
+    const mine = (m.reactions || []).some((r) => r.emoji === emoji && r.me);
+    act(mine ? 'take the reaction back' : 'react', room, () =>
+      mine ? state.client.unreact(room.name, m.seq, emoji) : state.client.react(room.name, m.seq, emoji));
+  }
+
+  function startEdit(room, m) {
+    state.editing = { room: room.name, seq: m.seq, text: m.text };
+    state.confirming = null;
+    redraw(room, m);
+    const box = document.querySelector(`li[data-seq="${m.seq}"] .msg-edit textarea`);
+    if (box) {
+      box.focus();
+      box.setSelectionRange(box.value.length, box.value.length);
+    }
+  }
+
+  function stopEdit(room, m) {
+    state.editing = null;
+    redraw(room, m);
+  }
+
+  async function saveEdit(room, m, text) {
+    const trimmed = text.replace(/\s+$/, '');
+    if (!trimmed.trim() || trimmed === m.text) {
+      stopEdit(room, m);
+      return;
+    }
+    state.editing = null;
+    redraw(room, m);
+    await act('edit the message', room, () => state.client.edit(room.name, m.seq, trimmed));
+  }
+
+  function askDelete(room, m, asking) {
+    state.confirming = asking ? { room: room.name, seq: m.seq } : null;
+    redraw(room, m);
+    const target = document.querySelector(`li[data-seq="${m.seq}"] [data-action="${asking ? 'confirm-delete' : 'delete'}"]`);
+    if (target) target.focus();
+  }
+
+  async function deleteMessage(room, m) {
+    state.confirming = null;
+    redraw(room, m);
+    await act('delete the message', room, () => state.client.delete(room.name, m.seq));
+  }
+
+  // ---------------------------------------------------------------- threads
+
+  function threadRoot(m) {
+    return typeof m.reply_to === 'number' ? m.reply_to : m.seq;
+  }
+
+  /// Opens the thread of message `root` in the side panel and reads its replies.
+  async function openThread(room, root) {
+    const t = { room: room.name, root, rootMessage: null, replies: new Map(), loading: true, error: '' };
+    state.thread = t;
+    renderThread();
+    $('thread-text').focus();
+    try {
+      t.rootMessage = room.messages.get(root) || null;
+      if (!t.rootMessage) {
+        const page = await state.client.history(room.name, { after: root - 1, before: root + 1, limit: 1 });
+        t.rootMessage = page.messages.find((m) => m.seq === root) || null;
+      }
+      let after = 0;
+      for (let pages = 0; pages < 20; pages += 1) {
+        const page = await state.client.history(room.name, { thread: root, after, limit: 200 });
+        for (const m of page.messages) {
+          if (!t.replies.has(m.seq)) t.replies.set(m.seq, room.messages.get(m.seq) || m);
+          after = Math.max(after, m.seq);
+        }
+        if (!page.has_more || page.messages.length === 0) break;
+      }
+    } catch (e) {
+      t.error = `Cannot read the thread: ${e.message}`;
+    } finally {
+      t.loading = false;
+      if (state.thread === t) renderThread();
+    }
+  }
+
+  function closeThread() {
+    state.thread = null;
+    renderThread();
+  }
+
+  async function sendThreadReply() {
+    const t = state.thread;
+    const room = t && state.rooms.get(t.room);
+    const box = $('thread-text');
+    if (!room) return;
+    const text = box.value.replace(/\s+$/, '');
+    if (!text.trim()) return;
+    $('thread-error').textContent = '';
+    box.value = '';
+    try {
+      await state.client.send(room.name, text, { reply_to: t.root });
+    } catch (e) {
+      if (e.code === 'closed') return;
+      box.value = text;
+      $('thread-error').textContent = `Not sent: ${e.message}`;
+    }
+  }
+
+  // ---------------------------------------------------------------- search
+
+  async function search(q) {
+    const room = currentRoom();
+    const box = $('search-results');
+    if (!room || !q.trim()) {
+      box.hidden = true;
+      return;
+    }
+    box.hidden = false;
+    box.replaceChildren(el('p', 'hint', `Searching #${room.name}…`));
+    let reply;
+    try {
+      reply = await state.client.search(room.name, q, { limit: SEARCH_LIMIT });
+    } catch (e) {
+      box.replaceChildren(el('p', 'error', `Cannot search: ${e.message}`));
+      return;
+    }
+    if (currentRoom() !== room) return;
+    const head = el('div', 'search-head');
+    const count = reply.messages.length;
+    head.append(el('span', '', count === 0 ? `No messages match “${q}”.` : `${count}${reply.has_more ? '+' : ''} found for “${q}”`));
+    const close = el('button', 'small', 'Close');
+    close.type = 'button';
+    close.addEventListener('click', () => {
+      box.hidden = true;
+      $('search-q').focus();
+    });
+    head.append(close);
+    const list = el('ol', 'search-list');
+    for (const m of reply.messages) {
+      const li = el('li');
+      const button = el('button', 'search-hit');
+      button.type = 'button';
+      button.dataset.seq = String(m.seq);
+      button.append(el('span', 'msg-from', (m.from && m.from.name) || 'someone'), el('span', 'msg-time', formatTime(m.ts)),
+        el('span', 'search-text', m.text));
+      button.addEventListener('click', () => showMessage(room, m.seq));
+      li.append(button);
+      list.append(li);
+    }
+    box.replaceChildren(head, list);
+  }
+
+  /// Scrolls to message `seq` (reading older pages until it is held) and highlights it.
+  async function showMessage(room, seq) {
+    for (let pages = 0; pages < 40 && !room.messages.has(seq) && room.oldest > seq && room.oldest !== Infinity; pages += 1) {
+      await loadOlder(room);
+      if (currentRoom() !== room) return;
+    }
+    const li = $('messages').querySelector(`li[data-seq="${seq}"]`);
+    if (!li) return;
+    li.scrollIntoView({ block: 'center' });
+    li.classList.add('highlight');
+    setTimeout(() => li.classList.remove('highlight'), HIGHLIGHT_MS);
+  }
+
+  // ---------------------------------------------------------------- direct rooms
+
+  async function openDm(userId) {
+    const error = $('dm-error');
+    error.textContent = '';
+    try {
+      const reply = await state.client.dm(userId);
+      state.peers[reply.room] = userId;
+      save(STORAGE.peers, state.peers);
+      $('dm-user').value = '';
+      const known = state.rooms.has(reply.room);
+      addRoom(reply.room);
+      if (known) renderRoomList();
+    } catch (e) {
+      error.textContent = `Cannot open a conversation with ${userId}: ${e.message}`;
+    }
+  }
+
+  /// The other user of a direct room, learnt from a message of theirs.
+  function learnPeer(room, userId) {
+    state.peers[room.name] = userId;
+    save(STORAGE.peers, state.peers);
+    renderRoomList();
+    if (room.name === state.current) renderTitle();
+  }
+
+  /// How a room is called on the page: `#general`, or `@bob` for a direct room.
+  function roomLabel(name) {
+    if (!name.startsWith('dm-')) return `#${name}`;
+    return state.peers[name] ? `@${state.peers[name]}` : 'Direct conversation';
+  }
+
+  function renderDmBox() {
+    const guest = !state.token;
+    $('dm-form').hidden = guest;
+    $('dm-guest').hidden = !guest;
   }
 
   async function loadOlder(room) {
@@ -328,6 +771,15 @@ import { Client } from './bavard.js';
         fillViewport();
       }
     }
+  }
+
+  /// Adds `name` to the room list and joins it, without switching to it.
+  function listRoom(name) {
+    const room = newRoom(name);
+    state.rooms.set(name, room);
+    state.order.push(name);
+    saveRooms();
+    joinRoom(room);
   }
 
   function addRoom(name, { focus } = { focus: true }) {
@@ -364,14 +816,17 @@ import { Client } from './bavard.js';
     state.current = name && state.rooms.has(name) ? name : null;
     saveRooms();
     const room = currentRoom();
-    if (room) room.unread = 0;
-    const title = $('room-title');
-    title.textContent = room ? `#${room.name}` : 'No room yet';
+    renderTitle();
     $('leave-room').hidden = !room;
-    $('composer-label').textContent = room ? `Message #${room.name}` : 'Message';
     $('composer-text').disabled = !room;
     $('send-button').disabled = !room;
-    $('people-room').textContent = room ? `#${room.name}` : 'this room';
+    $('search-form').hidden = !room;
+    $('search-q').value = '';
+    $('search-results').hidden = true;
+    if (state.thread && state.thread.room !== state.current) state.thread = null;
+    state.editing = null;
+    state.confirming = null;
+    renderThread();
     renderRoomList();
     renderMessages();
     renderPending();
@@ -379,22 +834,44 @@ import { Client } from './bavard.js';
     renderTyping();
     scrollToBottom();
     fillViewport();
+    scheduleRead();
+  }
+
+  /// The room's name wherever the page shows it.
+  function renderTitle() {
+    const room = currentRoom();
+    const label = room ? roomLabel(room.name) : '';
+    $('room-title').textContent = room ? label : 'No room yet';
+    $('composer-label').textContent = room ? `Message ${label}` : 'Message';
+    $('people-room').textContent = room ? label : 'this room';
+    $('search-q').setAttribute('aria-label', room ? `Search ${label}` : 'Search');
   }
 
   function currentRoom() {
     return state.current ? state.rooms.get(state.current) : null;
   }
 
-  /// GET /api/rooms, when the server has it; its absence is fine.
+  /// GET /api/rooms, when the server has it; its absence is fine. With a token, it also
+  /// tells the unread count of rooms not joined yet on this connection.
   async function loadDirectory() {
     try {
-      const response = await fetch('/api/rooms', { headers: { accept: 'application/json' } });
+      const headers = { accept: 'application/json' };
+      if (state.token) headers.authorization = `Bearer ${state.token}`;
+      const response = await fetch('/api/rooms', { headers });
       if (!response.ok) return;
       const body = await response.json();
       const rooms = Array.isArray(body) ? body : body && Array.isArray(body.rooms) ? body.rooms : [];
       state.directory = rooms
         .map((r) => (typeof r === 'string' ? r : r && (r.room || r.name)))
-        .filter((r) => typeof r === 'string' && ROOM_NAME.test(r));
+        .filter((r) => typeof r === 'string' && ROOM_NAME.test(r) && !r.startsWith('dm-'));
+      for (const r of rooms) {
+        if (!r || typeof r.unread !== 'number') continue;
+        // A direct room someone opened with me, with news in it: listed with the rooms.
+        if (state.token && r.unread > 0 && /^dm-[0-9a-f]{32}$/.test(r.room) && !state.rooms.has(r.room)) listRoom(r.room);
+        const room = state.rooms.get(r.room);
+        if (room && !room.synced) room.unread = r.unread;
+      }
+      renderRoomList();
       renderDirectory();
     } catch {
       // No directory on this server (yet).
@@ -546,18 +1023,143 @@ import { Client } from './bavard.js';
     return sameDay ? time : `${date.toLocaleDateString()} ${time}`;
   }
 
-  function messageItem(m) {
+  function button(className, text, action, onClick, label) {
+    const b = el('button', className, text);
+    b.type = 'button';
+    b.dataset.action = action;
+    if (label) b.setAttribute('aria-label', label);
+    b.addEventListener('click', onClick);
+    return b;
+  }
+
+  /// One message: its head, its text (or editor, or tombstone), its reactions, its
+  /// thread, and the actions on it (shown on hover and focus). `inThread`: in the
+  /// thread panel, where "reply" answers the thread.
+  function messageItem(m, inThread = false) {
+    const room = currentRoom();
     const li = el('li', 'msg');
     li.dataset.seq = String(m.seq);
-    if (state.me && m.from && m.from.id === state.me.id) li.classList.add('mine');
+    const mine = Boolean(state.me && m.from && m.from.id === state.me.id);
+    if (mine) li.classList.add('mine');
+    if (m.deleted) li.classList.add('deleted');
+    if (m.streaming) li.classList.add('streaming');
     const head = el('div', 'msg-head');
     head.append(el('span', 'msg-from', (m.from && m.from.name) || 'someone'));
     const time = el('time', 'msg-time', formatTime(m.ts));
     time.dateTime = m.ts;
     time.title = m.ts;
     head.append(time);
-    li.append(head, el('p', 'msg-text', m.text));
+    if (m.edited_at && !m.deleted) {
+      const edited = el('span', 'msg-note msg-edited', '(edited)');
+      edited.title = `Edited ${m.edited_at}`;
+      head.append(edited);
+    }
+    li.append(head);
+    if (typeof m.reply_to === 'number' && !inThread && room) {
+      const root = room.messages.get(m.reply_to);
+      const what = root ? `${(root.from && root.from.name) || 'someone'}: ${root.deleted ? 'message deleted' : root.text}` : `message ${m.reply_to}`;
+      li.append(button('msg-quote', `↪ ${what}`, 'quote', () => openThread(room, m.reply_to), `In reply to ${what}. Open the thread`));
+    }
+    const editing = state.editing && room && state.editing.room === room.name && state.editing.seq === m.seq;
+    if (m.deleted) {
+      li.append(el('p', 'msg-text msg-tombstone', 'message deleted'));
+    } else if (editing) {
+      li.append(editor(room, m));
+    } else {
+      li.append(el('p', 'msg-text', m.text));
+    }
+    if (m.streaming && !m.deleted) {
+      const note = el('span', 'msg-streaming', 'writing');
+      note.setAttribute('role', 'status');
+      note.append(el('span', 'dots', '…'));
+      li.append(note);
+    }
+    if (!room || m.deleted) return li;
+    const reactions = el('div', 'msg-reactions');
+    for (const r of m.reactions || []) {
+      const chip = button('reaction', `${r.emoji} ${r.count}`, `chip:${r.emoji}`, () => toggleReaction(room, m, r.emoji),
+        `${r.emoji}: ${r.count} ${r.count === 1 ? 'reaction' : 'reactions'}${r.me ? ', including yours' : ''}`);
+      chip.setAttribute('aria-pressed', r.me ? 'true' : 'false');
+      reactions.append(chip);
+    }
+    if (m.reply_count > 0 && !inThread) {
+      const n = m.reply_count;
+      reactions.append(button('msg-thread', `${n} ${n === 1 ? 'reply' : 'replies'}`, 'thread', () => openThread(room, m.seq)));
+    }
+    if (reactions.childElementCount > 0) li.append(reactions);
+    const actions = el('div', 'msg-actions');
+    for (const emoji of QUICK_EMOJI) {
+      actions.append(button('quick', emoji, `react:${emoji}`, () => toggleReaction(room, m, emoji), `React with ${emoji}`));
+    }
+    if (!inThread || m.seq === (state.thread && state.thread.root)) {
+      actions.append(button('small', 'Reply', 'reply', () => openThread(room, threadRoot(m)), 'Reply in a thread'));
+    }
+    const confirming = state.confirming && state.confirming.room === room.name && state.confirming.seq === m.seq;
+    if (mine && confirming) {
+      actions.append(el('span', 'msg-note', 'Delete this message?'),
+        button('small danger', 'Delete', 'confirm-delete', () => deleteMessage(room, m), 'Yes, delete it'),
+        button('small', 'Keep', 'keep', () => askDelete(room, m, false), 'No, keep it'));
+    } else if (mine) {
+      if (!m.streaming && !editing) actions.append(button('small', 'Edit', 'edit', () => startEdit(room, m), 'Edit'));
+      actions.append(button('small', 'Delete', 'delete', () => askDelete(room, m, true), 'Delete'));
+    }
+    li.append(actions);
     return li;
+  }
+
+  /// The inline editor of one's message: Enter saves, Escape cancels.
+  function editor(room, m) {
+    const form = el('form', 'msg-edit');
+    form.noValidate = true;
+    const box = el('textarea');
+    box.rows = 2;
+    box.value = state.editing.text;
+    box.setAttribute('aria-label', 'Edit your message');
+    box.addEventListener('input', () => {
+      if (state.editing) state.editing.text = box.value;
+    });
+    box.addEventListener('keydown', (event) => {
+      if (event.key === 'Escape') {
+        event.preventDefault();
+        stopEdit(room, m);
+      } else if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        saveEdit(room, m, box.value);
+      }
+    });
+    const save = el('button', 'small', 'Save');
+    save.type = 'submit';
+    save.dataset.action = 'save';
+    const cancel = button('small', 'Cancel', 'cancel', () => stopEdit(room, m));
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      saveEdit(room, m, box.value);
+    });
+    const row = el('div', 'msg-head');
+    row.append(save, cancel, el('span', 'hint', 'Enter saves, Escape cancels.'));
+    form.append(box, row);
+    return form;
+  }
+
+  function renderThread() {
+    const panel = $('thread-panel');
+    const t = state.thread;
+    const room = t && state.rooms.get(t.room);
+    panel.hidden = !room || t.room !== state.current;
+    $('chat-view').classList.toggle('with-thread', !panel.hidden);
+    if (panel.hidden) return;
+    const list = $('thread-messages');
+    list.replaceChildren();
+    if (t.rootMessage) list.append(messageItem(t.rootMessage, true));
+    const replies = Array.from(t.replies.values()).sort((a, b) => a.seq - b.seq);
+    for (const m of replies) list.append(messageItem(m, true));
+    let status = '';
+    if (t.error) status = t.error;
+    else if (t.loading) status = 'Loading the thread…';
+    else if (replies.length === 0) status = 'No replies yet.';
+    else status = `${replies.length} ${replies.length === 1 ? 'reply' : 'replies'}`;
+    $('thread-status').textContent = status;
+    $('thread-label').textContent = `Reply in the thread`;
   }
 
   function nearBottom() {
@@ -704,13 +1306,16 @@ import { Client } from './bavard.js';
         const button = el('button');
         button.type = 'button';
         button.dataset.room = name;
-        button.append(el('span', 'room-name', `#${name}`));
+        button.append(el('span', 'room-name', roomLabel(name)));
         button.addEventListener('click', () => switchTo(name));
         li.append(button);
         room.li = li;
       }
       if (list.children[index] !== room.li) list.insertBefore(room.li, list.children[index] || null);
       const button = room.li.firstElementChild;
+      const label = roomLabel(name);
+      const shown = button.querySelector('.room-name');
+      if (shown.textContent !== label) shown.textContent = label;
       const current = name === state.current;
       button.setAttribute('aria-current', current ? 'true' : 'false');
       let badge = button.querySelector('.badge');
@@ -798,16 +1403,24 @@ import { Client } from './bavard.js';
     $('login-view').hidden = true;
     $('chat-view').hidden = false;
     $('me-box').hidden = false;
-    $('me-name').textContent = state.name;
+    $('me-name').textContent = state.name || '…';
+    $('logout').textContent = state.token ? 'Sign out' : 'Change nickname';
+    renderDmBox();
     if (window.matchMedia('(max-width: 700px)').matches) $('people').open = false;
   }
 
-  function start(name) {
-    state.name = name;
-    save(STORAGE.name, name);
+  /// Starts the chat as the guest `name`, or as the user of `token` (name null).
+  function start(name, token = null) {
+    state.name = token ? null : name;
+    state.token = token;
+    if (token) save(STORAGE.token, token);
+    else save(STORAGE.name, name);
+    const peers = load(STORAGE.peers, {});
+    state.peers = peers && typeof peers === 'object' ? peers : {};
     let names = load(STORAGE.rooms, null);
     if (!Array.isArray(names)) names = ['general'];
-    names = names.filter((n) => typeof n === 'string' && ROOM_NAME.test(n));
+    // Guests have no direct rooms (the server refuses them).
+    names = names.filter((n) => typeof n === 'string' && ROOM_NAME.test(n) && (token || !n.startsWith('dm-')));
     state.rooms.clear();
     state.order = [];
     for (const n of names) {
@@ -834,7 +1447,10 @@ import { Client } from './bavard.js';
 
   function logout() {
     state.name = null;
+    state.token = null;
+    state.thread = null;
     forget(STORAGE.name);
+    forget(STORAGE.token);
     forget(STORAGE.pending);
     for (const room of state.rooms.values()) room.pending = [];
     if (state.client) state.client.close();
@@ -850,6 +1466,14 @@ import { Client } from './bavard.js';
   function wire() {
     $('login-form').addEventListener('submit', (event) => {
       event.preventDefault();
+      const token = $('login-token').value.trim();
+      if (token) {
+        $('login-error').textContent = '';
+        $('login-token').value = '';
+        start(null, token);
+        $('composer-text').focus();
+        return;
+      }
       const name = $('login-name').value.trim();
       if (!validName(name)) {
         $('login-error').textContent = `Use 1 to ${MAX_NAME_CHARS} characters, without control characters.`;
@@ -901,6 +1525,43 @@ import { Client } from './bavard.js';
 
     $('scroller').addEventListener('scroll', () => {
       if ($('scroller').scrollTop < NEAR_TOP_PX) loadOlder(currentRoom());
+      if (nearBottom()) scheduleRead();
+    });
+
+    $('search-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      search($('search-q').value);
+    });
+    $('search-q').addEventListener('keydown', (event) => {
+      if (event.key === 'Escape') $('search-results').hidden = true;
+    });
+
+    $('thread-close').addEventListener('click', closeThread);
+    $('thread-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      sendThreadReply();
+    });
+    $('thread-text').addEventListener('keydown', (event) => {
+      if (event.key === 'Enter' && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+        event.preventDefault();
+        sendThreadReply();
+      } else if (event.key === 'Escape') {
+        closeThread();
+      }
+    });
+
+    $('dm-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      const user = $('dm-user').value.trim();
+      if (!user) {
+        $('dm-error').textContent = 'Type the user id of the person to write to.';
+        return;
+      }
+      if (user.startsWith('g_')) {
+        $('dm-error').textContent = `${user} is a guest: guests have no direct messages.`;
+        return;
+      }
+      openDm(user);
     });
 
     window.addEventListener('online', reconnectNow);
@@ -908,12 +1569,36 @@ import { Client } from './bavard.js';
       if (state.client) state.client.drop('The network is down');
     });
     document.addEventListener('visibilitychange', () => {
-      if (document.visibilityState === 'visible') reconnectNow();
+      if (document.visibilityState === 'visible') {
+        reconnectNow();
+        scheduleRead();
+        if (state.online && state.token) loadDirectory();
+      }
     });
+    // Signed-in users learn of direct rooms opened with them from the directory.
+    setInterval(() => {
+      if (state.online && state.token && document.visibilityState === 'visible') loadDirectory();
+    }, DIRECTORY_EVERY_MS);
+  }
+
+  /// A token handed over in the address (`/#token=JWT`, for applications that link to
+  /// the page): kept, and taken out of the address bar and history.
+  function tokenFromAddress() {
+    const match = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+    if (!match) return null;
+    history.replaceState(null, '', location.pathname + location.search);
+    try {
+      return decodeURIComponent(match[1]);
+    } catch {
+      return null;
+    }
   }
 
   wire();
+  const linked = tokenFromAddress();
+  const savedToken = linked || load(STORAGE.token, null);
   const saved = load(STORAGE.name, null);
-  if (typeof saved === 'string' && validName(saved)) start(saved);
+  if (typeof savedToken === 'string' && savedToken) start(null, savedToken);
+  else if (typeof saved === 'string' && validName(saved)) start(saved);
   else showLogin();
 })();

@@ -224,6 +224,17 @@ async fn a_direct_room_is_the_same_for_both_users_and_closed_to_everyone_else() 
     let mut guest = server.json_guest("gus").await;
     assert_eq!(guest.refused(json!({"op": "dm", "user": "alice"})).await, "forbidden");
     assert_eq!(alice.refused(json!({"op": "dm", "user": "alice"})).await, "bad_request");
+
+    // The room directory lists a direct room to its two users only (with their unread).
+    let listed = |body: Value| body["rooms"].as_array().unwrap().iter().find(|r| r["room"] == room).cloned();
+    let url = server.http("/api/rooms");
+    let for_bob = listed(rest("GET", &url, Some(&token("bob")), None).await.json());
+    assert_eq!(for_bob.expect("bob's directory lists his direct room")["unread"], 1);
+    assert!(listed(rest("GET", &url, Some(&token("alice")), None).await.json()).is_some());
+    for caller in [None, Some(token("carol")), Some(admin_token("root"))] {
+        let body = rest("GET", &url, caller.as_deref(), None).await.json();
+        assert!(listed(body.clone()).is_none(), "{caller:?} sees the direct room of alice and bob: {body}");
+    }
 }
 
 #[tokio::test]
