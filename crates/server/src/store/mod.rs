@@ -413,6 +413,11 @@ pub struct Changed {
     pub count: u32,
 }
 
+/// A search ranks the newest this many matches of its words in the room: a word most
+/// messages of a large room have would otherwise cost a rank per message (seconds in a
+/// room of a million). Older matches of such words are not found; rarer words' are.
+pub const RANKED_MATCHES: u32 = 10_000;
+
 /// Where reads of the store start from: what `annotate` adds depends on the reader.
 pub type Viewer = Option<String>;
 

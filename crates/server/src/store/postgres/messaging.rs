@@ -17,7 +17,9 @@ use bavard_protocol::{Message, Reaction, RoomName, Timestamp, MAX_REACTIONS_PER_
 use tokio_postgres::{Client, Transaction};
 
 use super::{row_to_message, COLUMNS};
-use crate::store::{ChangeMessage, ChangeRefused, Changed, MessageChange, MessageState, PageQuery, StoreError};
+use crate::store::{
+    ChangeMessage, ChangeRefused, Changed, MessageChange, MessageState, PageQuery, StoreError, RANKED_MATCHES,
+};
 
 /// A seq as PostgreSQL's bigint (seqs past i64::MAX do not exist).
 fn db_seq(seq: u64) -> i64 {
@@ -367,10 +369,14 @@ pub(super) async fn search(
     let Some(query) = ts_query(q) else { return Ok((Vec::new(), false)) };
     let rows = client
         .query(
-            "SELECT seq FROM messages, to_tsquery('simple', $2) AS q
-             WHERE room = $1 AND NOT deleted AND to_tsvector('simple', text) @@ q
-             ORDER BY ts_rank(to_tsvector('simple', text), q) DESC, seq DESC LIMIT $3 OFFSET $4",
-            &[&room.as_str(), &query, &(i64::from(limit) + 1), &i64::from(offset)],
+            // Ranked among the newest matches only (see `RANKED_MATCHES`).
+            "SELECT seq FROM (
+               SELECT seq, text FROM messages
+               WHERE room = $1 AND NOT deleted AND to_tsvector('simple', text) @@ to_tsquery('simple', $2)
+               ORDER BY seq DESC LIMIT $5) AS newest
+             ORDER BY ts_rank(to_tsvector('simple', text), to_tsquery('simple', $2)) DESC, seq DESC
+             LIMIT $3 OFFSET $4",
+            &[&room.as_str(), &query, &(i64::from(limit) + 1), &i64::from(offset), &(RANKED_MATCHES as i64)],
         )
         .await?;
     seqs_and_more(&rows, limit)

@@ -25,7 +25,9 @@ use bavard_protocol::{Message, Reaction, RoomName, Timestamp, MAX_REACTIONS_PER_
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::{row_to_message, tail::Tail, COLUMNS};
-use crate::store::{ChangeMessage, ChangeRefused, Changed, MessageChange, MessageState, PageQuery, StoreError};
+use crate::store::{
+    ChangeMessage, ChangeRefused, Changed, MessageChange, MessageState, PageQuery, StoreError, RANKED_MATCHES,
+};
 
 /// Version 4 of the writer's file: the overlay of changed messages, reactions, threads,
 /// read positions, and each room's change number.
@@ -578,14 +580,17 @@ pub(super) fn search(
         .optional()?;
     let Some(number) = number else { return Ok(Vec::new()) };
     let low = number << 32;
+    // Ranked among the newest matches only (see `RANKED_MATCHES`): FTS5 walks a term's
+    // row ids newest first and stops there, instead of ranking every match.
     let mut statement = conn.prepare_cached(
-        "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3
-         ORDER BY rank LIMIT ?4 OFFSET ?5",
+        "SELECT id FROM (
+           SELECT rowid AS id, rank FROM messages_fts WHERE messages_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3
+           ORDER BY rowid DESC LIMIT ?6)
+         ORDER BY rank, id DESC LIMIT ?4 OFFSET ?5",
     )?;
-    let rows = statement
-        .query_map(params![query, low, low + INDEXED_SEQS - 1, i64::from(limit) + 1, i64::from(offset)], |row| {
-            row.get::<_, i64>(0)
-        })?;
+    let high = low + INDEXED_SEQS - 1;
+    let page = (i64::from(limit) + 1, i64::from(offset), i64::from(RANKED_MATCHES));
+    let rows = statement.query_map(params![query, low, high, page.0, page.1, page.2], |row| row.get::<_, i64>(0))?;
     Ok(rows.map(|id| id.map(|id| (id & (INDEXED_SEQS - 1)) as u64)).collect::<Result<_, _>>()?)
 }
 
