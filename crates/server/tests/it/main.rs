@@ -6,6 +6,7 @@ mod abuse;
 mod auth;
 mod cluster;
 mod cors;
+mod faults;
 mod guarantees;
 mod helpers;
 mod json;
