@@ -48,6 +48,10 @@ pub struct SlowConsumerArgs {
     /// Seconds to wait after the stuck members are gone before the "after" reading.
     #[arg(long, default_value_t = 3.0)]
     pub settle_secs: f64,
+
+    /// Run without the stuck members: the same traffic's own cost, to compare with.
+    #[arg(long)]
+    pub no_stuck: bool,
 }
 
 /// Runs the scenario; true when the reading members got every message.
@@ -71,11 +75,19 @@ fn rss(common: &Common) -> Option<u64> {
     (!common.server_pid.is_empty()).then(|| stats::rss_total(&common.server_pid).ok()).flatten()
 }
 
+/// The server's anonymous RSS (`RssAnon`: its heap, not the database's mapped pages).
+fn rss_anon(common: &Common) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", common.server_pid.first()?)).ok()?;
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
 async fn phase(common: &Common, args: &SlowConsumerArgs, kind: &str, filler: char) -> anyhow::Result<bool> {
     let endpoint = Endpoint::parse(&common.url)?;
     let run = format!("{:x}", now_us() ^ u64::from(std::process::id()));
     let rooms: Vec<String> = (0..args.rooms).map(|i| format!("slow-{run}-{i}")).collect();
     let before = rss(common);
+    let anon_before = rss_anon(common);
     let mut stuck = Vec::new();
     let mut readers = Vec::new();
     let received = Arc::new(AtomicU64::new(0));
@@ -83,9 +95,11 @@ async fn phase(common: &Common, args: &SlowConsumerArgs, kind: &str, filler: cha
     for room in &rooms {
         // A small read buffer, never read: what the server queues stays on its side
         // once the kernel's buffers are full.
-        let mut conn = jsonws::connect_with_buffer(&endpoint, "stuck", None, 1024).await?;
-        jsonws::request(&mut conn, 1, json!({"op": "join", "room": room, "limit": 0})).await?;
-        stuck.push(conn);
+        if !args.no_stuck {
+            let mut conn = jsonws::connect_with_buffer(&endpoint, "stuck", None, 1024).await?;
+            jsonws::request(&mut conn, 1, json!({"op": "join", "room": room, "limit": 0})).await?;
+            stuck.push(conn);
+        }
         let mut reader = jsonws::connect(&endpoint, "reader", None).await?;
         jsonws::request(&mut reader, 1, json!({"op": "join", "room": room, "limit": 0})).await?;
         let (received, histogram) = (received.clone(), histogram.clone());
@@ -132,9 +146,11 @@ async fn phase(common: &Common, args: &SlowConsumerArgs, kind: &str, filler: cha
         anyhow::Ok(publisher)
     });
     let mut highest = before.unwrap_or(0);
+    let mut highest_anon = anon_before.unwrap_or(0);
     while now_us() < end {
         tokio::time::sleep(Duration::from_millis(250)).await;
         highest = highest.max(rss(common).unwrap_or(0));
+        highest_anon = highest_anon.max(rss_anon(common).unwrap_or(0));
     }
     let publisher = publishing.await.context("the publisher died")??;
     // Wait for the reading members' last messages.
@@ -156,13 +172,16 @@ async fn phase(common: &Common, args: &SlowConsumerArgs, kind: &str, filler: cha
     drop(publisher);
     tokio::time::sleep(Duration::from_secs_f64(args.settle_secs)).await;
     let after = rss(common);
+    let anon_after = rss_anon(common);
     let got = received.load(Relaxed);
     let histogram = histogram.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let show = |bytes: Option<u64>| bytes.map_or("?".to_owned(), |b| format!("{:.1} MiB", mib(b)));
     println!(
-        "slow consumers, {kind} text: {} rooms x {} msg/s of {} chars for {} s; server RSS before {}, highest during {}, \
-         at the end of traffic {}, {} s after the stuck members left {}; stuck members closed with {codes:?}; \
-         reading members received {got} of {expected} ({}); failed sends {}",
+        "slow consumers{}, {kind} text: {} rooms x {} msg/s of {} chars for {} s; server RSS before {}, highest \
+         during {}, at the end of traffic {}, {} s after the stuck members left {}; anonymous RSS {} -> at most {} \
+         -> {}; stuck members closed with {codes:?}; reading members received {got} of {expected} ({}); failed \
+         sends {}",
+        if args.no_stuck { " (none stuck: the baseline)" } else { "" },
         args.rooms,
         args.rate,
         args.text_chars,
@@ -172,6 +191,9 @@ async fn phase(common: &Common, args: &SlowConsumerArgs, kind: &str, filler: cha
         show(during_end),
         args.settle_secs,
         show(after),
+        show(anon_before),
+        show(Some(highest_anon).filter(|_| anon_before.is_some())),
+        show(anon_after),
         stats::summary(&histogram),
         errors.load(Relaxed),
     );
