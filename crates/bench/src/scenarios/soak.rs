@@ -203,6 +203,10 @@ async fn member(
                 }
             },
             _ = ticker.tick(), if shared.sending.load(Relaxed) => {
+                // The guard is read when the select starts: a tick after the end sends nothing.
+                if !shared.sending.load(Relaxed) {
+                    continue;
+                }
                 let key = format!("{}-{index}-{n}", shared.run);
                 let text = format!("{index}:{n}:{}", now_us());
                 let frame = json!({"op": "send", "id": send_id(n, false), "room": room, "text": text, "key": key});
@@ -337,14 +341,21 @@ async fn soak(common: &Common, args: &SoakArgs) -> anyhow::Result<bool> {
     stats::sleep_until_us(end).await;
     shared.sending.store(false, Relaxed);
     let drain_deadline = now_us() + (args.drain_secs * 1e6) as u64;
-    let all_received = || {
-        shared.seen.iter().enumerate().all(|(index, seen)| {
-            let room = shared.acked[index / shared.room_size].lock().unwrap_or_else(|p| p.into_inner());
-            room.iter().max().is_none_or(|&max| seen.last.load(Relaxed) >= max)
-        })
+    let last_acked = || -> Vec<u64> {
+        let rooms = shared.acked.iter();
+        rooms.map(|room| room.lock().unwrap_or_else(|p| p.into_inner()).iter().max().copied().unwrap_or(0)).collect()
     };
-    while (shared.in_flight.load(Relaxed) > 0 || !all_received()) && now_us() < drain_deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let all_received = || {
+        let last = last_acked();
+        shared.seen.iter().enumerate().all(|(index, seen)| seen.last.load(Relaxed) >= last[index / shared.room_size])
+    };
+    // Settled: every send answered and delivered, twice in a row a second apart.
+    let mut settled = 0;
+    while settled < 2 && now_us() < drain_deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let done =
+            shared.in_flight.load(Relaxed) == 0 && c.acked.load(Relaxed) == c.sent.load(Relaxed) && all_received();
+        settled = if done { settled + 1 } else { 0 };
     }
     let final_rss = rss_line("after the last delivery: ");
     if let Some(rss) = final_rss {
