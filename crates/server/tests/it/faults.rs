@@ -216,6 +216,7 @@ async fn sigterm_under_load_drains_within_the_grace_time_and_keeps_what_was_ackn
     kill(Pid::from_raw(server.child.id() as i32), Signal::SIGTERM).unwrap();
     assert_eq!(server.wait_exit(), Some(0), "{}", server.log());
     let took = signalled.elapsed();
+    println!("SIGTERM under load: the server exited after {took:?} (grace {grace:?})");
     // The grace bounds each stage of the shutdown; under load the whole stays within it
     // (one second of margin for a loaded machine).
     assert!(took < grace + Duration::from_secs(1), "the shutdown took {took:?} with a grace of {grace:?}");
