@@ -21,6 +21,8 @@ use scenarios::{
     many_rooms::{self, ManyRoomsArgs},
     reconnect::{self, ReconnectArgs},
     rest_publish::{self, RestPublishArgs},
+    slow_consumer::{self, SlowConsumerArgs},
+    soak::{self, SoakArgs},
 };
 
 /// Load generator for Bavard chat servers.
@@ -139,6 +141,23 @@ enum Scenario {
         #[command(flatten)]
         args: FloodArgs,
     },
+    /// Slow consumers: in each of 2 rooms a member that never reads and one that does,
+    ///    200 messages/s of 4,000 characters per room (ASCII, then NUL); the server's RSS
+    ///    before, during and after the stuck members leave, and what the readers got.
+    SlowConsumer {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: SlowConsumerArgs,
+    },
+    /// Soak (not for CI): 10,000 JSON connections for 30 minutes with steady keyed
+    ///    traffic; asserts no loss, duplicate or reordering and an RSS drift under 5 %.
+    Soak {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: SoakArgs,
+    },
     /// A few seconds of scenarios 1 and 4 at a low rate, and of REST publish; exits
     /// non-zero if anything was lost or failed (for CI).
     Smoke {
@@ -161,6 +180,8 @@ fn main() -> ExitCode {
             rest_publish::run(common, args).map(|r| r.errors == 0 && r.missing == 0)
         }
         Scenario::Flood { common, args } => flood::run(common, args),
+        Scenario::SlowConsumer { common, args } => slow_consumer::run(common, args),
+        Scenario::Soak { common, args } => soak::run(common, args),
         Scenario::Smoke { common } => smoke(common),
     };
     match outcome {

@@ -9,3 +9,5 @@ pub mod join_storm;
 pub mod many_rooms;
 pub mod reconnect;
 pub mod rest_publish;
+pub mod slow_consumer;
+pub mod soak;

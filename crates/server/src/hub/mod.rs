@@ -612,13 +612,7 @@ impl Hub {
         let joined = self.subscribe(subscriber, room, JOIN_REPLY_MEMBERS).await?;
         self.recheck_join(subscriber, room).await?;
         let last_seq = joined.last_seq;
-        let (query, recovery) = match since {
-            Some(since) => {
-                let limit = self.settings.recovery_limit;
-                (PageQuery::After { after: since, before: Some(last_seq + 1), limit }, true)
-            }
-            None => (PageQuery::Before { before: Some(last_seq + 1), limit }, false),
-        };
+        let (query, recovery) = join_query(since, last_seq, limit, self.settings.recovery_limit);
         let page = if query_is_empty(query) {
             Page { messages: Vec::new(), has_more: false }
         } else {
@@ -889,10 +883,7 @@ impl Hub {
         limit: u32,
     ) -> Result<HistoryReply, HubError> {
         self.check_read(who, room).await?;
-        let query = match after {
-            Some(after) => PageQuery::After { after, before, limit },
-            None => PageQuery::Before { before, limit },
-        };
+        let query = history_query(before, after, limit);
         let Page { messages, has_more } = self.store.page(room.clone(), query).await?;
         let messages = self.current(room, messages, Some(who.id)).await?;
         Ok(HistoryReply { messages, has_more })
@@ -995,7 +986,29 @@ fn parse_cursor(text: &str) -> Option<u64> {
     canonical.then(|| text.parse().ok()).flatten()
 }
 
-fn query_is_empty(query: PageQuery) -> bool {
+/// The store query that answers a `join` whose subscription started after `last_seq`,
+/// and whether it recovers a gap: with `since`, the oldest `recovery_limit` messages
+/// after it, up to `last_seq` (the reply's `recovered` is then "the page holds the whole
+/// gap", i.e. the store has no more in that range); without, the newest `limit`.
+pub(crate) fn join_query(since: Option<u64>, last_seq: u64, limit: u32, recovery_limit: u32) -> (PageQuery, bool) {
+    let before = Some(last_seq.saturating_add(1));
+    match since {
+        Some(since) => (PageQuery::After { after: since, before, limit: recovery_limit }, true),
+        None => (PageQuery::Before { before, limit }, false),
+    }
+}
+
+/// The store query of a `history` request: with `after`, the oldest `limit` after it
+/// (and before `before`); otherwise the newest `limit` before `before`.
+pub(crate) fn history_query(before: Option<u64>, after: Option<u64>, limit: u32) -> PageQuery {
+    match after {
+        Some(after) => PageQuery::After { after, before, limit },
+        None => PageQuery::Before { before, limit },
+    }
+}
+
+/// Whether `query` can only find nothing (no store read needed).
+pub(crate) fn query_is_empty(query: PageQuery) -> bool {
     match query {
         PageQuery::Before { before, limit } => limit == 0 || before == Some(1),
         PageQuery::After { after, before, limit } => limit == 0 || before.is_some_and(|b| b <= after.saturating_add(1)),

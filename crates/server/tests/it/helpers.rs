@@ -392,6 +392,8 @@ pub struct ChildServer {
     pub addr: SocketAddr,
     /// Whether its listening line said `https://`.
     pub https: bool,
+    /// What it wrote on stderr so far (its log), line by line.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl ChildServer {
@@ -409,9 +411,15 @@ impl ChildServer {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (found, addr) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let log_lines = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = log_lines.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+                drop(log);
                 if !sent {
                     if let Some(url) = line.split("listening on ").nth(1) {
                         let url = url.split_whitespace().next().unwrap_or_default().to_owned();
@@ -426,11 +434,16 @@ impl ChildServer {
             (None, Some(addr)) => (false, addr),
             _ => panic!("unexpected listening line: {url}"),
         };
-        Self { child, addr: addr.parse().unwrap(), https }
+        Self { child, addr: addr.parse().unwrap(), https, log }
     }
 
     pub fn ws(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 
     /// Waits for the process to exit; returns its exit code.

@@ -9,6 +9,7 @@ mod chat;
 mod cluster;
 mod conformance;
 mod cors;
+mod faults;
 mod guarantees;
 mod helpers;
 mod http_edges;

@@ -184,7 +184,8 @@ async fn missing_or_bad_tls_files_stop_the_start_with_a_message_naming_them() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let code = ChildServer { child, addr: "127.0.0.1:0".parse().unwrap(), https: false }.wait_exit();
+    let code =
+        ChildServer { child, addr: "127.0.0.1:0".parse().unwrap(), https: false, log: Default::default() }.wait_exit();
     let stderr = std::fs::read_to_string(&log).unwrap();
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("holds no certificate") && stderr.contains("garbage.pem"), "{stderr}");

@@ -204,6 +204,10 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and starts the writer thread.
     /// Commits are reported on `commits`, their duration and size in `metrics`.
     pub fn open(path: &Path, commits: CommitSender, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+        Self::open_files(path, commits, metrics).map_err(|error| explain_unwritable(path, error))
+    }
+
+    fn open_files(path: &Path, commits: CommitSender, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
         let log_path = journal_path(path);
         let mut archive = open_connection(path, false)?;
         archive.execute_batch(SCHEMA)?;
@@ -311,6 +315,26 @@ fn start_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreE
         })
         .map_err(|e| StoreError::Database(format!("cannot start the checkpointer thread: {e}")))?;
     Ok(stop)
+}
+
+/// `error` (from opening the database at `path`), with the reason when it is that the
+/// file cannot be written: SQLite only says "unable to open database file".
+fn explain_unwritable(path: &Path, error: StoreError) -> StoreError {
+    let probe = if path.exists() {
+        std::fs::OpenOptions::new().append(true).open(path).map(drop)
+    } else {
+        std::fs::OpenOptions::new().write(true).create_new(true).open(path).and_then(|_| std::fs::remove_file(path))
+    };
+    let why = match probe {
+        Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
+            "it is on a read-only file system: remount it read-write, or give --db a path on a writable disk"
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            "the server may not write it: give its user write permission on the file and its folder, or another --db"
+        }
+        _ => return error,
+    };
+    StoreError::Database(format!("{error}; {} cannot be written: {why}", path.display()))
 }
 
 fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreError> {

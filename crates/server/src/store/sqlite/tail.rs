@@ -163,4 +163,143 @@ mod tests {
         let after = merge(PageQuery::After { after: 0, before: None, limit: 15 }, stored, recent);
         assert_eq!((seqs(&after.messages), after.has_more), ((1..=15).collect(), true));
     }
+
+    /// The recovery window and history paging, as properties over rooms of any length
+    /// whose messages are split between the archive and the tail in any way a reader can
+    /// see (the tail is a suffix of the room; it may overlap the archive while the
+    /// archiver moves messages).
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::hub::{history_query, join_query, query_is_empty};
+
+        /// A room of `last` messages: the archive holds 1..=archived, the tail
+        /// tail_from..=last (tail_from <= archived + 1: together they hold them all).
+        struct Split {
+            archive: Vec<Message>,
+            tail: Tail,
+        }
+
+        impl Split {
+            fn new(last: u64, archived: u64, tail_from: u64) -> Self {
+                let tail = Tail::default();
+                tail.extend(&(tail_from..=last).map(message).collect::<Vec<_>>());
+                let archive = (1..=archived).map(|seq| Message::clone(&message(seq))).collect();
+                Self { archive, tail }
+            }
+
+            /// What the store's `page_of` answers: the tail's slice, then the archive
+            /// (as its SQL reads it: `limit + 1` rows in the range from the asked end)
+            /// when the tail does not cover the range, merged.
+            fn page(&self, query: PageQuery) -> Page {
+                let recent = self.tail.slice(&RoomName::new("r").unwrap(), query);
+                if recent.complete {
+                    return merge(query, Vec::new(), recent.messages);
+                }
+                let stored: Vec<Message> = match query {
+                    PageQuery::Before { before, limit } => {
+                        let below = self.archive.iter().filter(|m| before.is_none_or(|b| m.seq < b));
+                        let mut newest: Vec<Message> = below.rev().take(limit as usize + 1).cloned().collect();
+                        newest.reverse();
+                        newest
+                    }
+                    PageQuery::After { after, before, limit } => {
+                        let range = |m: &&Message| m.seq > after && before.is_none_or(|b| m.seq < b);
+                        self.archive.iter().filter(range).take(limit as usize + 1).cloned().collect()
+                    }
+                };
+                merge(query, stored, recent.messages)
+            }
+
+            /// What `Hub::join` reads: nothing when the query cannot find anything.
+            fn join_page(&self, query: PageQuery) -> Page {
+                if query_is_empty(query) {
+                    return Page { messages: Vec::new(), has_more: false };
+                }
+                self.page(query)
+            }
+        }
+
+        /// A room of 0 to 60 messages split between the archive and the tail.
+        fn split() -> impl Strategy<Value = (u64, u64, u64)> {
+            (0_u64..60)
+                .prop_flat_map(|last| (Just(last), 0..=last))
+                .prop_flat_map(|(last, archived)| (Just(last), Just(archived), 1..=archived + 1))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3_000))]
+
+            /// Any page: exactly the room's messages in the range, oldest first, the
+            /// `limit` nearest the asked end, `has_more` iff more are in the range.
+            #[test]
+            fn a_page_is_the_range_limited_from_its_end(
+                (last, archived, tail_from) in split(),
+                before in proptest::option::of(0_u64..70),
+                after in proptest::option::of(0_u64..70),
+                limit in 0_u32..30,
+            ) {
+                let room = Split::new(last, archived, tail_from);
+                let query = history_query(before, after, limit);
+                let page = room.page(query);
+                let in_range: Vec<u64> = (1..=last)
+                    .filter(|&s| after.is_none_or(|a| s > a) && before.is_none_or(|b| s < b))
+                    .collect();
+                let expected: Vec<u64> = if after.is_some() {
+                    in_range.iter().copied().take(limit as usize).collect()
+                } else {
+                    in_range[in_range.len().saturating_sub(limit as usize)..].to_vec()
+                };
+                prop_assert_eq!(seqs(&page.messages), expected);
+                prop_assert_eq!(page.has_more, in_range.len() > limit as usize);
+            }
+
+            /// `join` with `since`: the messages after `since` up to the room's last seq,
+            /// oldest first, without gap or duplicate, at most the recovery limit of them;
+            /// `recovered` iff that is the whole gap. Paging on with `history` after the
+            /// last one received, until `has_more` is false, brings the rest exactly once.
+            #[test]
+            fn join_since_recovers_the_gap_and_paging_completes_it(
+                (last, archived, tail_from) in split(),
+                since in 0_u64..70,
+                recovery_limit in 1_u32..40,
+                page_limit in 1_u32..40,
+            ) {
+                let room = Split::new(last, archived, tail_from);
+                let (query, recovery) = join_query(Some(since), last, 50, recovery_limit);
+                prop_assert!(recovery);
+                let page = room.join_page(query);
+                let recovered = !page.has_more;
+                let gap: Vec<u64> = (since + 1..=last).collect();
+                let fits = gap.len() <= recovery_limit as usize;
+                prop_assert_eq!(recovered, fits, "gap of {} with a limit of {}", gap.len(), recovery_limit);
+                let mut received = seqs(&page.messages);
+                prop_assert_eq!(&received[..], &gap[..received.len().min(gap.len())]);
+                prop_assert_eq!(received.len(), gap.len().min(recovery_limit as usize));
+                let mut more = page.has_more;
+                let mut pages = 0;
+                while more {
+                    let after = received.last().copied().unwrap_or(since);
+                    let next = room.page(history_query(Some(last + 1), Some(after), page_limit));
+                    prop_assert!(!next.messages.is_empty(), "has_more promised a message after {}", after);
+                    received.extend(seqs(&next.messages));
+                    more = next.has_more;
+                    pages += 1;
+                    prop_assert!(pages <= 100, "paging does not end");
+                }
+                prop_assert_eq!(received, gap);
+            }
+
+            /// `join` without `since`: the newest `limit` messages, oldest first.
+            #[test]
+            fn join_without_since_returns_the_latest((last, archived, tail_from) in split(), limit in 0_u32..70) {
+                let room = Split::new(last, archived, tail_from);
+                let (query, recovery) = join_query(None, last, limit, 1000);
+                prop_assert!(!recovery);
+                let expected: Vec<u64> = (1..=last).skip((last as usize).saturating_sub(limit as usize)).collect();
+                prop_assert_eq!(seqs(&room.join_page(query).messages), expected);
+            }
+        }
+    }
 }
