@@ -5,9 +5,10 @@
 
 use bavard_protocol::{
     ClientFrame, CreateReply, CreateRequest, ErrorBody, ErrorCode, HistoryReply, HistoryRequest, JoinReply,
-    JoinRequest, Limits, MembersReply, MembersRequest, Message, ModerationReply, ModerationRequest, OccupancyEvent,
-    PresenceEvent, RefreshReply, RemovedBecause, RemovedEvent, ReplyFrame, Request, RequestId, Role, RoleRequest,
-    RoomKind, RoomName, SendReply, SendRequest, ServerFrame, Timestamp, TypingEvent, User, UserInRoom, Welcome,
+    JoinRequest, Limits, MembersReply, MembersRequest, Message, MessageRef, ModerationReply, ModerationRequest,
+    OccupancyEvent, PresenceEvent, ReactRequest, RefreshReply, RemovedBecause, RemovedEvent, ReplyFrame, Request,
+    RequestId, Role, RoleRequest, RoomKind, RoomName, SearchRequest, SendReply, SendRequest, ServerFrame, TextChange,
+    Timestamp, TypingEvent, User, UserInRoom, Welcome,
 };
 use proptest::{collection::vec, option, prelude::*};
 use serde_json::{Map, Value};
@@ -46,16 +47,25 @@ fn role_request() -> impl Strategy<Value = RoleRequest> {
 fn request() -> impl Strategy<Value = Request> {
     let (opt_u64, opt_u32) = (|| option::of(any::<u64>()), || option::of(any::<u32>()));
     prop_oneof![
-        (room(), opt_u64(), opt_u32()).prop_map(|(room, since, limit)| Request::Join(JoinRequest {
-            room,
-            since,
-            limit
-        })),
+        (room(), opt_u64(), opt_u32(), opt_u64()).prop_map(|(room, since, limit, since_rev)| {
+            Request::Join(JoinRequest { room, since, limit, since_rev })
+        }),
         room().prop_map(|room| Request::Leave { room }),
-        (room(), text(), option::of(text()), opt_u64())
-            .prop_map(|(room, text, key, reply_to)| Request::Send(SendRequest { room, text, key, reply_to })),
-        (room(), opt_u64(), opt_u64(), opt_u32())
-            .prop_map(|(room, before, after, limit)| Request::History(HistoryRequest { room, before, after, limit })),
+        (room(), text(), option::of(text()), opt_u64(), any::<bool>()).prop_map(
+            |(room, text, key, reply_to, stream)| { Request::Send(SendRequest { room, text, key, reply_to, stream }) }
+        ),
+        (room(), opt_u64(), opt_u64(), opt_u32(), opt_u64()).prop_map(|(room, before, after, limit, thread)| {
+            Request::History(HistoryRequest { room, before, after, limit, thread })
+        }),
+        (room(), any::<u64>(), text()).prop_map(|(room, seq, text)| Request::Edit(TextChange { room, seq, text })),
+        (room(), any::<u64>()).prop_map(|(room, seq)| Request::Delete(MessageRef { room, seq })),
+        (room(), any::<u64>(), text()).prop_map(|(room, seq, emoji)| Request::React(ReactRequest { room, seq, emoji })),
+        (room(), text(), opt_u32(), opt_u32()).prop_map(|(room, q, limit, offset)| Request::Search(SearchRequest {
+            room,
+            q,
+            limit,
+            offset
+        })),
         room().prop_map(|room| Request::Typing { room }),
         Just(Request::Ping),
         (room(), option::of(text()), opt_u32()).prop_map(|(room, cursor, limit)| Request::Members(MembersRequest {
@@ -90,8 +100,13 @@ fn user() -> impl Strategy<Value = User> {
 }
 
 fn message() -> impl Strategy<Value = Message> {
-    (room(), any::<u64>(), timestamp(), user(), text(), option::of(text()), option::of(any::<u64>()))
-        .prop_map(|(room, seq, ts, from, text, key, reply_to)| Message { room, seq, ts, from, text, key, reply_to })
+    (room(), any::<u64>(), timestamp(), user(), text(), option::of(text()), option::of(any::<u64>())).prop_map(
+        |(room, seq, ts, from, text, key, reply_to)| Message {
+            key,
+            reply_to,
+            ..Message::new(room, seq, ts, from, text)
+        },
+    )
 }
 
 fn error_body() -> impl Strategy<Value = ErrorBody> {
@@ -110,6 +125,9 @@ fn join_reply() -> impl Strategy<Value = JoinReply> {
             members_cursor,
             messages,
             recovered,
+            rev: 0,
+            changed: Vec::new(),
+            unread: None,
         })
 }
 

@@ -65,7 +65,15 @@ fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("BAVARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal: logs redirected to a file or a collector stay plain.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    // A log that cannot be written (a full disk) is dropped: tracing-subscriber would
+    // report its own write error with `eprint!`, which panics when stderr fails and so
+    // killed the thread that logged (the SQLite writer once, which closed the store for
+    // good; see RELIABILITY.md).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

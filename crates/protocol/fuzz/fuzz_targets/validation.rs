@@ -37,14 +37,14 @@ fuzz_target!(|data: &[u8]| {
     // Message texts: 1 to max_text_chars characters (too_large past it); keys: 1 to 64.
     let room = RoomName::new("fuzz").ok();
     let Some(room) = room else { return };
-    let send = SendRequest { room: room.clone(), text: text.to_owned(), key: None, reply_to: None };
+    let send = SendRequest { room: room.clone(), text: text.to_owned(), key: None, reply_to: None, stream: false };
     let expected = match chars {
         0 => Some(ErrorCode::BadRequest),
         n if n > max_text_chars => Some(ErrorCode::TooLarge),
         _ => None,
     };
     assert_eq!(send.validate(max_text_chars).err().map(|e| e.code), expected, "text {text:?}");
-    let keyed = SendRequest { room, text: "x".to_owned(), key: Some(text.to_owned()), reply_to: None };
+    let keyed = SendRequest { room, text: "x".to_owned(), key: Some(text.to_owned()), reply_to: None, stream: false };
     let key_ok = (1..=MAX_KEY_CHARS).contains(&chars);
     assert_eq!(keyed.validate(max_text_chars).is_ok(), key_ok, "key {text:?}");
 

@@ -126,7 +126,8 @@ async fn whole_history(conn: &mut Connection, room: &RoomName) -> Vec<Message> {
     let mut messages: Vec<Message> = Vec::new();
     loop {
         let after = messages.last().map_or(0, |m| m.seq);
-        let request = HistoryRequest { room: room.clone(), before: None, after: Some(after), limit: Some(200) };
+        let request =
+            HistoryRequest { room: room.clone(), before: None, after: Some(after), limit: Some(200), thread: None };
         let page = within(conn.history(request)).await.unwrap();
         messages.extend(page.messages);
         if !page.has_more {
@@ -450,8 +451,13 @@ async fn members_that_never_read_stay_bounded_in_memory_while_the_others_keep_re
         for (r, room) in rooms.iter().enumerate() {
             let mut ids = Vec::new();
             for _ in 0..10 {
-                let send =
-                    bavard_protocol::SendRequest { room: room.clone(), text: text.clone(), key: None, reply_to: None };
+                let send = bavard_protocol::SendRequest {
+                    room: room.clone(),
+                    text: text.clone(),
+                    key: None,
+                    reply_to: None,
+                    stream: false,
+                };
                 ids.push(within(writer.submit(bavard_protocol::Request::Send(send))).await.unwrap());
             }
             for id in &ids {
@@ -484,4 +490,57 @@ async fn members_that_never_read_stay_bounded_in_memory_while_the_others_keep_re
     let closes = metrics.lines().find_map(|line| line.strip_prefix("bavard_slow_consumer_closes_total "));
     assert_eq!(closes, Some("2"), "{metrics}");
     drop(stuck);
+}
+
+/// A log that cannot be written (its disk is full: here /dev/full, whose every write
+/// fails with ENOSPC) must not stop the server. tracing-subscriber reports its own write
+/// errors with `eprint!`, which panics when stderr fails: the thread that logged died
+/// (the main thread at start; in the soak run of RELIABILITY.md, the SQLite writer,
+/// which left the store closed for good once the disk had filled).
+#[tokio::test]
+async fn a_log_on_a_full_disk_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let mut child = bavard_command()
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--rate-per-second",
+            "0",
+            "--user-rate-per-second",
+            "0",
+            "--db",
+        ])
+        .arg(dir.path().join("log.db"))
+        .env("BAVARD_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(full)
+        .spawn()
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{port}/ws?name=logger");
+    let mut conn = within(async {
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the server exited ({status}) because its log could not be written");
+            }
+            match Connection::connect(&url).await {
+                Ok(conn) => break conn,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    let busy = room("logged");
+    within(conn.join(&busy, None)).await.unwrap();
+    // Enough sends for the writer and the archiver to log (at debug) many times.
+    for i in 0..300 {
+        within(conn.send(&busy, &format!("m{i}"), None)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let last = within(conn.send(&busy, "still here", None)).await.unwrap();
+    assert_eq!(last.seq, 301);
+    assert!(child.try_wait().unwrap().is_none(), "the server died");
+    let _ = child.kill();
+    let _ = child.wait();
 }
