@@ -57,13 +57,16 @@ pub struct ActingBody {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ReadBody {
     /// The last seq read (a position never moves back; past the end counts as the end).
-    seq: u64,
+    #[serde(deserialize_with = "super::rooms::integral_no_null")]
+    #[schema(value_type = i64, minimum = 0)]
+    seq: Option<u64>,
 }
 
 /// The body of `POST /api/dm`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct DmBody {
-    /// The other user's id.
+    /// The other user's id (1 to 128 printable characters).
+    #[schema(pattern = r"^[^\x00-\x1F\x7F-\x9F]{1,128}$")]
     user: String,
 }
 
@@ -71,8 +74,8 @@ pub struct DmBody {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
-    /// The words to look for (1 to 200 characters, at least one letter or digit): a
-    /// message matches when it has them all, the last as a prefix.
+    /// The words to look for (1 to 200 characters): a message matches when it has them
+    /// all, the last as a prefix; a query without a letter or digit finds nothing.
     #[param(min_length = 1, max_length = 200)]
     q: String,
     /// Page size, 1 to 50 (default 20).
@@ -191,9 +194,10 @@ pub async fn finish(
 #[utoipa::path(put, path = "/api/rooms/{room}/messages/{seq}/reactions/{emoji}", tag = "messages",
     security(("api_key" = [])),
     params(("room" = RoomName, Path, description = "the room's name"), ("seq" = u64, Path, minimum = 1, description = SEQ_PATH),
-        ("emoji" = String, Path, description = "the reaction: 1 to 16 characters, no spaces or control characters")),
+        ("emoji" = String, Path, pattern = r"^[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]{1,16}$", description = "the reaction: 1 to 16 characters, no spaces or control characters")),
     responses((status = 200, body = ChangeReply), (status = 400, body = ErrorReply), (status = 401, body = ErrorReply),
-        (status = 403, body = ErrorReply), (status = 404, body = ErrorReply), (status = 429, body = ErrorReply)))]
+        (status = 403, body = ErrorReply), (status = 404, body = ErrorReply),
+        (status = 409, description = "the message was deleted", body = ErrorReply), (status = 429, body = ErrorReply)))]
 pub async fn react(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<Peer>,
@@ -208,9 +212,10 @@ pub async fn react(
 #[utoipa::path(delete, path = "/api/rooms/{room}/messages/{seq}/reactions/{emoji}", tag = "messages",
     security(("api_key" = [])),
     params(("room" = RoomName, Path, description = "the room's name"), ("seq" = u64, Path, minimum = 1, description = SEQ_PATH),
-        ("emoji" = String, Path, description = "the reaction: 1 to 16 characters, no spaces or control characters")),
+        ("emoji" = String, Path, pattern = r"^[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]{1,16}$", description = "the reaction: 1 to 16 characters, no spaces or control characters")),
     responses((status = 200, body = ChangeReply), (status = 400, body = ErrorReply), (status = 401, body = ErrorReply),
-        (status = 403, body = ErrorReply), (status = 404, body = ErrorReply), (status = 429, body = ErrorReply)))]
+        (status = 403, body = ErrorReply), (status = 404, body = ErrorReply),
+        (status = 409, description = "the message was deleted", body = ErrorReply), (status = 429, body = ErrorReply)))]
 pub async fn unreact(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<Peer>,
@@ -235,8 +240,12 @@ pub async fn read(
     ApiJson(body): ApiJson<ReadBody>,
 ) -> Result<Json<ReadReply>, ApiError> {
     let caller = access::check_write(&state, &headers, peer)?;
+    let seq = body.seq.ok_or_else(|| ApiError::new(ErrorCode::BadRequest, "seq is required"))?;
+    if seq > i64::MAX as u64 {
+        return Err(ApiError::new(ErrorCode::BadRequest, "seq must be at most 2^63-1"));
+    }
     let actor = caller.actor()?;
-    Ok(Json(state.hub.mark_read(actor.who(), &actor.user, &room, body.seq).await?))
+    Ok(Json(state.hub.mark_read(actor.who(), &actor.user, &room, seq).await?))
 }
 
 /// Searches a room's messages, best first: the `search` op over HTTP.

@@ -211,6 +211,7 @@ pub async fn list(
 /// Creates a room.
 #[utoipa::path(post, path = "/api/rooms", tag = "rooms", request_body = NewRoom, security(("api_key" = [])),
     responses((status = 201, body = RoomView), (status = 400, body = ErrorReply), (status = 401, body = ErrorReply), (status = 429, description = "too many writes from this address", body = ErrorReply),
+        (status = 403, description = "a kind the caller may not create (direct rooms are made by POST /api/dm)", body = ErrorReply),
         (status = 409, description = "the name is taken", body = ErrorReply), (status = 413, body = ErrorReply),
         (status = 415, body = ErrorReply)))]
 pub async fn create(
@@ -278,6 +279,9 @@ pub async fn messages(
     check_seq("before", before)?;
     check_seq("after", after)?;
     check_seq("thread", thread)?;
+    if thread == Some(0) {
+        return Err(ApiError::new(ErrorCode::BadRequest, "thread is a message's seq: at least 1"));
+    }
     Request::History(HistoryRequest { room: room.clone(), before, after, limit, thread }).validate(usize::MAX)?;
     exists(&state, &room).await?;
     let caller = state.auth.rest(&headers, peer.0)?;
