@@ -253,10 +253,13 @@ pub fn check_search_page(limit: Option<u32>, offset: Option<u32>) -> Result<(), 
     if limit == 0 || limit > MAX_SEARCH_LIMIT {
         return Err(ErrorBody::new(ErrorCode::BadRequest, format!("limit must be 1 to {MAX_SEARCH_LIMIT}")));
     }
-    if offset.unwrap_or(0).saturating_add(limit) > MAX_SEARCH_RESULTS {
+    if offset.unwrap_or(0) >= MAX_SEARCH_RESULTS {
         return Err(ErrorBody::new(
             ErrorCode::BadRequest,
-            format!("a search pages through its first {MAX_SEARCH_RESULTS} results: offset + limit is at most that"),
+            format!(
+                "a search pages through its first {MAX_SEARCH_RESULTS} results: offset is at most {}",
+                MAX_SEARCH_RESULTS - 1
+            ),
         ));
     }
     Ok(())
@@ -336,7 +339,7 @@ mod tests {
         assert!(check_query(&"q".repeat(201)).is_err());
         assert!(check_search_page(None, None).is_ok());
         assert!(check_search_page(Some(0), None).is_err());
-        assert!(check_search_page(Some(50), Some(950)).is_ok());
-        assert!(check_search_page(Some(50), Some(951)).is_err());
+        assert!(check_search_page(Some(50), Some(999)).is_ok());
+        assert!(check_search_page(Some(50), Some(1000)).is_err());
     }
 }

@@ -253,7 +253,13 @@ impl Hub {
         offset: u32,
     ) -> Result<SearchReply, HubError> {
         self.check_read(who, room).await?;
+        // A page reaching past the first results a search pages through is cut there.
+        let limit = limit.min(bavard_protocol::MAX_SEARCH_RESULTS.saturating_sub(offset));
+        if limit == 0 {
+            return Ok(SearchReply { messages: Vec::new(), has_more: false });
+        }
         let (seqs, has_more) = self.store.search(room.clone(), q.to_owned(), limit, offset).await?;
+        let has_more = has_more && offset + limit < bavard_protocol::MAX_SEARCH_RESULTS;
         let mut messages = self.current_at(room, seqs, Some(who.id)).await?;
         messages.retain(|m| !m.deleted);
         self.metrics.searched();
