@@ -9,12 +9,17 @@
 //! and only in rooms that have one (the writer keeps that set, [`Overlaid`], in
 //! memory), so the common read of a room no one edits costs nothing more.
 //!
-//! The search index is an FTS5 table in the main file, written by the archiver only:
-//! it indexes messages as it archives them (their current text), and re-indexes those
-//! changed since its last pass (`change_id` orders changes across rooms). A message's
-//! row id there is its room's number (`fts_rooms`) times 2^32 plus its seq, so a search
-//! is a row-id range of one room. Search sees a message once archived (within about
-//! half a second); a delete hides it at once.
+//! The search index is an FTS5 table in the main file, written by the archiver only
+//! (`archiver.rs` says when). It is contentless: it keeps the words, not a second
+//! copy of every text. A message's row id there is its room's number (`fts_rooms`)
+//! times 2^32 plus its seq, so a search is a row-id range of one room. Each room has a
+//! watermark, `indexed_seq`: its messages up to there are indexed with their current
+//! text (a deleted one is left out), those after it not yet. Changes to indexed
+//! messages are applied in `change_id` order (which orders changes across rooms);
+//! changes to later ones are picked up when those are indexed. A search first brings
+//! its room's index up to its last acknowledged message, archived or still in the
+//! journal, so it sees every acknowledged message and change; a delete also hides a
+//! message from results at once.
 
 use std::{
     collections::HashMap,
@@ -74,11 +79,40 @@ COMMIT;
 ";
 
 /// The search index in the main file (idempotent statements, applied on every start).
-pub(super) const SEARCH_SCHEMA: &str = "
-CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(text, tokenize = 'unicode61 remove_diacritics 2');
-CREATE TABLE IF NOT EXISTS fts_rooms (name TEXT PRIMARY KEY, no INTEGER NOT NULL UNIQUE) WITHOUT ROWID;
+/// Contentless (`content = ''`) made indexing about a third cheaper than keeping the
+/// texts a second time; `contentless_delete` lets edits and deletes replace or drop a
+/// message's row.
+const SEARCH_SCHEMA: &str = "
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
+    text, content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 2');
+CREATE TABLE IF NOT EXISTS fts_rooms (
+    name        TEXT    PRIMARY KEY,
+    no          INTEGER NOT NULL UNIQUE,
+    indexed_seq INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS fts_state (id INTEGER PRIMARY KEY CHECK (id = 1), changes_through INTEGER NOT NULL);
 ";
+
+/// Creates the search index, or replaces one from before it was contentless and kept
+/// per-room watermarks: the archiver fills the new one in the background.
+pub(super) fn create_search_index(conn: &Connection) -> Result<(), StoreError> {
+    let declared: Option<String> =
+        conn.query_row("SELECT sql FROM sqlite_master WHERE name = 'messages_fts'", [], |row| row.get(0)).optional()?;
+    let watermarks: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('fts_rooms') WHERE name = 'indexed_seq'",
+        [],
+        |row| row.get(0),
+    )?;
+    if declared.is_some_and(|sql| !sql.contains("contentless_delete") || !watermarks) {
+        tracing::info!("replacing the search index with a contentless one, rebuilt in the background");
+        conn.execute_batch(
+            "BEGIN; DROP TABLE IF EXISTS messages_fts; DROP TABLE IF EXISTS fts_rooms;
+             DROP TABLE IF EXISTS fts_state; COMMIT;",
+        )?;
+    }
+    conn.execute_batch(SEARCH_SCHEMA)?;
+    Ok(())
+}
 
 /// Seqs at or above this are not indexed (their row id would not fit).
 const INDEXED_SEQS: i64 = 1 << 32;
@@ -596,36 +630,97 @@ pub(super) fn search(
 
 // ---- the index (written by the archiver, on the main file's connection) ----
 
-/// Gives every room of the journal rows `(after, through]` a number in the index.
-fn number_rooms(tx: &Transaction<'_>, after: i64, through: i64) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO fts_rooms (name, no)
-         SELECT room, (SELECT COALESCE(MAX(no), 0) FROM fts_rooms) + ROW_NUMBER() OVER (ORDER BY room)
-         FROM (SELECT DISTINCT room FROM log.journal WHERE id > ?1 AND id <= ?2
-               AND room NOT IN (SELECT name FROM fts_rooms))",
-    )?
-    .execute(params![after, through])?;
-    Ok(())
+/// The rooms with messages the index has not taken, and how many (at start).
+pub(super) fn unindexed_rooms(conn: &Connection) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut statement = conn.prepare(
+        "SELECT r.name, r.last_seq - COALESCE(f.indexed_seq, 0) FROM log.rooms r
+         LEFT JOIN fts_rooms f ON f.name = r.name WHERE r.last_seq > COALESCE(f.indexed_seq, 0)",
+    )?;
+    let rooms = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rooms.collect::<Result<_, _>>()?)
 }
 
-/// Indexes the journal rows `(after, through]` with their current text, in the
-/// archiver's copy transaction.
-pub(super) fn index_copied(tx: &Transaction<'_>, after: i64, through: i64) -> Result<(), StoreError> {
-    number_rooms(tx, after, through)?;
+/// Indexes up to `budget` of `room`'s archived messages after its watermark, with
+/// their current text, and with `journal` also those not archived yet once the
+/// archived ones are all in. Returns how many archived seqs it covered and whether the
+/// room is now indexed through its last archived message (and with `journal`, its
+/// last acknowledged one).
+///
+/// Callers index several rooms in one transaction, in the order of their numbers
+/// ([`index_order`]): FTS5 writes what it holds as a new segment at every commit and
+/// whenever a row id is lower than the last one, and many small segments made indexing
+/// five times dearer.
+pub(super) fn index_room(
+    tx: &Transaction<'_>,
+    room: &str,
+    budget: i64,
+    journal: bool,
+) -> Result<(i64, bool), StoreError> {
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO messages_fts (rowid, text)
-         SELECT (r.no << 32) | j.seq, COALESCE(c.text, j.text)
-         FROM log.journal j JOIN fts_rooms r ON r.name = j.room
-         LEFT JOIN log.message_changes c ON c.room = j.room AND c.seq = j.seq
-         WHERE j.id > ?1 AND j.id <= ?2 AND j.seq < ?3 AND COALESCE(c.deleted, 0) = 0",
+        "INSERT OR IGNORE INTO fts_rooms (name, no) VALUES (?1, (SELECT COALESCE(MAX(no), 0) + 1 FROM fts_rooms))",
     )?
-    .execute(params![after, through, INDEXED_SEQS])?;
-    Ok(())
+    .execute([room])?;
+    let (number, indexed): (i64, i64) = tx
+        .prepare_cached("SELECT no, indexed_seq FROM fts_rooms WHERE name = ?1")?
+        .query_row([room], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let archived: i64 = tx
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room = ?1")?
+        .query_row([room], |row| row.get(0))?;
+    // The last seq of this batch: `budget` archived messages on, or the last archived.
+    let upto: i64 = tx
+        .prepare_cached("SELECT seq FROM messages WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT 1 OFFSET ?3")?
+        .query_row(params![room, indexed, budget - 1], |row| row.get(0))
+        .optional()?
+        .unwrap_or(archived)
+        .max(indexed);
+    // Plain inserts: the rows after the watermark were never indexed (the watermark
+    // moves in the same transaction), and FTS5 takes them at a third of the cost of
+    // `INSERT OR REPLACE`, which looks for a row to replace first.
+    tx.prepare_cached(
+        "INSERT INTO messages_fts (rowid, text)
+         SELECT (?2 << 32) | m.seq, COALESCE(c.text, m.text) FROM messages m
+         LEFT JOIN log.message_changes c ON c.room = m.room AND c.seq = m.seq
+         WHERE m.room = ?1 AND m.seq > ?3 AND m.seq <= ?4 AND m.seq < ?5 AND COALESCE(c.deleted, 0) = 0",
+    )?
+    .execute(params![room, number, indexed, upto, INDEXED_SEQS])?;
+    // The watermark may be past the archive already (a search indexed the journal).
+    let caught_up = upto >= archived;
+    let mut through = upto;
+    if caught_up && journal {
+        // Not archived yet: the journal has no index by room, but it holds a few
+        // thousand rows at most (the archiver copies them within half a second).
+        tx.prepare_cached(
+            "INSERT INTO messages_fts (rowid, text)
+             SELECT (?2 << 32) | j.seq, COALESCE(c.text, j.text) FROM log.journal j
+             LEFT JOIN log.message_changes c ON c.room = j.room AND c.seq = j.seq
+             WHERE j.room = ?1 AND j.seq > ?3 AND j.seq < ?4 AND COALESCE(c.deleted, 0) = 0",
+        )?
+        .execute(params![room, number, upto, INDEXED_SEQS])?;
+        through = tx
+            .prepare_cached("SELECT COALESCE(MAX(seq), ?2) FROM log.journal WHERE room = ?1")?
+            .query_row(params![room, upto], |row| row.get::<_, i64>(0))?
+            .max(upto);
+    }
+    tx.prepare_cached("UPDATE fts_rooms SET indexed_seq = ?2 WHERE name = ?1")?.execute(params![room, through])?;
+    Ok((upto - indexed, caught_up))
 }
 
-/// Re-indexes the archived messages changed since the last pass (up to `upto`): a
+/// `rooms` in the order their rows sort in the index: by number, rooms without one
+/// last (they are numbered in that order as they are indexed).
+pub(super) fn index_order(conn: &Connection, mut rooms: Vec<String>) -> Result<Vec<String>, StoreError> {
+    let mut number = conn.prepare_cached("SELECT no FROM fts_rooms WHERE name = ?1")?;
+    let mut numbered = Vec::with_capacity(rooms.len());
+    for room in rooms.drain(..) {
+        let no: Option<i64> = number.query_row([&room], |row| row.get(0)).optional()?;
+        numbered.push((no.unwrap_or(i64::MAX), room));
+    }
+    numbered.sort_unstable();
+    Ok(numbered.into_iter().map(|(_, room)| room).collect())
+}
+
+/// Re-indexes the indexed messages changed since the last pass (up to `upto`): a
 /// deleted one leaves the index, an edited or finished one is indexed with its text.
-/// Messages not archived yet are indexed when they are.
+/// Messages after their room's watermark are indexed with their text when they are.
 pub(super) fn reindex_changes(conn: &mut Connection, upto: i64) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     let through: i64 = tx
@@ -637,7 +732,8 @@ pub(super) fn reindex_changes(conn: &mut Connection, upto: i64) -> Result<(), St
     }
     tx.prepare_cached(
         "DELETE FROM messages_fts WHERE rowid IN (
-           SELECT (r.no << 32) | c.seq FROM log.message_changes c JOIN fts_rooms r ON r.name = c.room
+           SELECT (r.no << 32) | c.seq FROM log.message_changes c
+           JOIN fts_rooms r ON r.name = c.room AND c.seq <= r.indexed_seq
            WHERE c.change_id > ?1 AND c.change_id <= ?2 AND c.seq < ?3
              AND (c.deleted = 1 OR (c.text IS NOT NULL AND c.streaming = 0)))",
     )?
@@ -645,41 +741,13 @@ pub(super) fn reindex_changes(conn: &mut Connection, upto: i64) -> Result<(), St
     tx.prepare_cached(
         "INSERT OR REPLACE INTO messages_fts (rowid, text)
          SELECT (r.no << 32) | c.seq, c.text FROM log.message_changes c
-         JOIN fts_rooms r ON r.name = c.room
-         JOIN messages m ON m.room = c.room AND m.seq = c.seq
+         JOIN fts_rooms r ON r.name = c.room AND c.seq <= r.indexed_seq
          WHERE c.change_id > ?1 AND c.change_id <= ?2 AND c.seq < ?3 AND c.deleted = 0 AND c.streaming = 0
            AND c.text IS NOT NULL",
     )?
     .execute(params![through, upto, INDEXED_SEQS])?;
     tx.prepare_cached("INSERT OR REPLACE INTO fts_state (id, changes_through) VALUES (1, ?1)")?.execute([upto])?;
     tx.commit()?;
-    Ok(())
-}
-
-/// Indexes every archived message when the index is new (a database from before
-/// search): one pass, at start.
-pub(super) fn backfill_index(conn: &mut Connection) -> Result<(), StoreError> {
-    let started: bool = conn.query_row("SELECT COUNT(*) > 0 FROM fts_state", [], |row| row.get(0))?;
-    if started {
-        return Ok(());
-    }
-    let tx = conn.transaction()?;
-    tx.execute(
-        "INSERT OR IGNORE INTO fts_rooms (name, no)
-         SELECT room, (SELECT COALESCE(MAX(no), 0) FROM fts_rooms) + ROW_NUMBER() OVER (ORDER BY room)
-         FROM (SELECT DISTINCT room FROM messages WHERE room NOT IN (SELECT name FROM fts_rooms))",
-        [],
-    )?;
-    let indexed = tx.execute(
-        "INSERT OR REPLACE INTO messages_fts (rowid, text)
-         SELECT (r.no << 32) | m.seq, m.text FROM messages m JOIN fts_rooms r ON r.name = m.room WHERE m.seq < ?1",
-        [INDEXED_SEQS],
-    )?;
-    tx.execute("INSERT INTO fts_state (id, changes_through) VALUES (1, 0)", [])?;
-    tx.commit()?;
-    if indexed > 0 {
-        tracing::info!(indexed, "indexed the stored messages for search");
-    }
     Ok(())
 }
 

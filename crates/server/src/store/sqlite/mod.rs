@@ -182,8 +182,9 @@ pub struct SqliteStore {
     overlaid: Arc<messaging::Overlaid>,
     /// Dropping it stops the checkpointer thread.
     _checkpointer: std::sync::mpsc::Sender<()>,
-    /// Dropping it stops the archiver thread.
-    _archiver: std::sync::mpsc::Sender<()>,
+    /// Asks the archiver to index a room before a search; dropping it stops the
+    /// archiver thread.
+    archiver: std::sync::mpsc::Sender<archiver::Command>,
 }
 
 /// The journal's database file beside the main one: `bavard.db` -> `bavard.db-log`.
@@ -211,7 +212,7 @@ impl SqliteStore {
         let log_path = journal_path(path);
         let mut archive = open_connection(path, false)?;
         archive.execute_batch(SCHEMA)?;
-        archive.execute_batch(messaging::SEARCH_SCHEMA)?;
+        messaging::create_search_index(&archive)?;
         let journal = open_connection(&log_path, false)?;
         journal.execute_batch(JOURNAL_SCHEMA)?;
         // Checkpoints copy pages into the database file and fsync it: that is the
@@ -220,7 +221,6 @@ impl SqliteStore {
         attach(&journal, path, "archive")?;
         attach(&archive, &log_path, "log")?;
         migrate_journal(&journal)?;
-        messaging::backfill_index(&mut archive)?;
         // A journal left by a crash holds acknowledged messages: archive them first.
         let recovered = archiver::archive_all(&mut archive)?;
         if recovered > 0 {
@@ -246,11 +246,11 @@ impl SqliteStore {
             .name("bavard-sqlite-writer".into())
             .spawn(move || state.run(queue))
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
-        let (stop_archiver, archiver_stopped) = std::sync::mpsc::channel();
+        let (archiver, archiver_commands) = std::sync::mpsc::channel();
         let to_writer = writer.clone();
         thread::Builder::new()
             .name("bavard-sqlite-archiver".into())
-            .spawn(move || archiver::run(archive, last_id, last_change_id, to_writer, archiver_stopped))
+            .spawn(move || archiver::run(archive, last_id, last_change_id, to_writer, archiver_commands))
             .map_err(|e| StoreError::Database(format!("cannot start the archiver thread: {e}")))?;
         let readers = Arc::new(ReadPool {
             path: path.to_owned(),
@@ -258,7 +258,7 @@ impl SqliteStore {
             idle: Mutex::new(Vec::new()),
             running: tokio::sync::Semaphore::new(READS_AT_ONCE),
         });
-        Ok(Self { writer, readers, tail, overlaid, _checkpointer: checkpointer, _archiver: stop_archiver })
+        Ok(Self { writer, readers, tail, overlaid, _checkpointer: checkpointer, archiver })
     }
 
     /// Sends the writer a command that answers on a oneshot, and waits for the answer.
@@ -627,6 +627,11 @@ impl MessageStore for SqliteStore {
         offset: u32,
     ) -> BoxFuture<'_, Result<(Vec<u64>, bool), StoreError>> {
         Box::pin(async move {
+            // The index may lag behind the archive: the archiver brings the room's up
+            // to date first, so the search sees every acknowledged message.
+            let (reply, indexed) = oneshot::channel();
+            self.archiver.send(archiver::Command::IndexRoom(room.clone(), reply)).map_err(|_| StoreError::Closed)?;
+            indexed.await.map_err(|_| StoreError::Closed)??;
             let mut seqs = self.read(move |conn| messaging::search(conn, &room, &q, limit, offset)).await?;
             Ok(trim(&mut seqs, limit))
         })
@@ -1133,6 +1138,82 @@ mod tests {
             (RoomKind::Public, Timestamp(10), 2, Timestamp(20), 0, false)
         );
         assert_eq!(append(&store, new_message("a", "three", None)).await.seq, 3);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_search_indexes_its_room_first_across_archive_and_journal_and_idle_rooms_catch_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = open_store(&path);
+        let indexed_seq = |room: &str| -> Option<i64> {
+            let conn = Connection::open(&path).unwrap();
+            conn.query_row("SELECT indexed_seq FROM fts_rooms WHERE name = ?1", [room], |row| row.get(0))
+                .optional()
+                .unwrap()
+        };
+        let wait = |what: &'static str, done: Box<dyn Fn() -> bool>| async move {
+            let waited = async {
+                while !done() {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(20), waited).await.expect(what);
+        };
+        for i in 1..=5 {
+            append(&store, new_message("a", &format!("common archived{i}"), None)).await;
+        }
+        append(&store, new_message("b", "idle room", None)).await;
+        let journal = path.clone();
+        wait("the archiver copies the journal", Box::new(move || journal_rows(&journal) == 0)).await;
+        for i in 6..=8 {
+            append(&store, new_message("a", &format!("common journal{i}"), None)).await;
+        }
+        let (mut found, more) = store.search(room("a"), "common".into(), 20, 0).await.unwrap();
+        found.sort_unstable();
+        assert_eq!((found, more), ((1..=8).collect(), false), "archived and journal rows alike");
+        assert_eq!(indexed_seq("a"), Some(8));
+        // Room b was never searched: the archiver indexes it on its own, in time.
+        let idle = path.clone();
+        let b_indexed = move || {
+            let conn = Connection::open(&idle).unwrap();
+            conn.query_row("SELECT indexed_seq FROM fts_rooms WHERE name = 'b'", [], |row| row.get::<_, i64>(0))
+                .optional()
+                .unwrap()
+                == Some(1)
+        };
+        wait("the archiver indexes an idle room", Box::new(b_indexed)).await;
+        assert_eq!(store.search(room("b"), "idle".into(), 20, 0).await.unwrap(), (vec![1], false));
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_search_index_keeping_the_texts_is_rebuilt_contentless_and_still_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let archive = Connection::open(&path).unwrap();
+        archive.execute_batch(SCHEMA).unwrap();
+        archive
+            .execute_batch(
+                "INSERT INTO messages (room, seq, ts, user_id, user_name, text) VALUES
+                   ('a', 1, 10, 'u_1', 'u_1', 'hello old index'), ('a', 2, 20, 'u_1', 'u_1', 'two');
+                 CREATE VIRTUAL TABLE messages_fts USING fts5(text, tokenize = 'unicode61 remove_diacritics 2');
+                 CREATE TABLE fts_rooms (name TEXT PRIMARY KEY, no INTEGER NOT NULL UNIQUE) WITHOUT ROWID;
+                 CREATE TABLE fts_state (id INTEGER PRIMARY KEY CHECK (id = 1), changes_through INTEGER NOT NULL);
+                 INSERT INTO fts_rooms VALUES ('a', 1);
+                 INSERT INTO messages_fts (rowid, text) VALUES ((1 << 32) | 1, 'hello old index');
+                 INSERT INTO fts_state VALUES (1, 0);",
+            )
+            .unwrap();
+        drop(archive);
+        let store = open_store(&path);
+        let declared: String = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT sql FROM sqlite_master WHERE name = 'messages_fts'", [], |row| row.get(0))
+            .unwrap();
+        assert!(declared.contains("content = ''"), "{declared}");
+        assert_eq!(store.search(room("a"), "hello".into(), 10, 0).await.unwrap(), (vec![1], false));
+        assert_eq!(store.search(room("a"), "tw".into(), 10, 0).await.unwrap(), (vec![2], false));
         store.close().await;
     }
 
