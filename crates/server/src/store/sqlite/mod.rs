@@ -45,6 +45,9 @@ const READ_POOL: usize = 4;
 /// per read (suspected of the idle memory regression of issue 11: 10,000 idle
 /// connections in 1,000 rooms cost 4.2 KiB each instead of 2.9; see BENCHMARKS.md).
 const READS_AT_ONCE: usize = READ_POOL;
+/// The most memory SQLite keeps for all connections together (page caches first give
+/// back what they hold beyond it; a process-wide soft limit).
+const SQLITE_MEMORY: i64 = 64 * 1024 * 1024;
 /// How often the checkpointer copies the WAL into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -347,9 +350,13 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreErro
         .map_err(|e| StoreError::Database(format!("cannot open {}: {e}", path.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // A page cache large enough for the hot ends of busy rooms' indexes (SQLite's
-    // default is 2 MiB), and reads through mmap instead of a copy per page.
+    // default is 2 MiB), all connections' caches together bounded by
+    // [`SQLITE_MEMORY`]. No mmap: every page read through the map stayed in the
+    // process's resident memory, which then grew with the database file (to 350 MiB
+    // in a 30-minute soak, RELIABILITY.md) instead of staying bounded.
     conn.pragma_update(None, "cache_size", -32_768)?;
-    conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)?;
+    conn.pragma_update(None, "mmap_size", 0)?;
+    conn.pragma_update(None, "soft_heap_limit", SQLITE_MEMORY)?;
     if !read_only {
         // WAL lets readers run beside the writer; FULL fsyncs each commit, so an
         // acknowledged message survives a crash or a power cut.
