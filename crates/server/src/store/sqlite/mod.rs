@@ -47,7 +47,7 @@ const READ_POOL: usize = 4;
 const READS_AT_ONCE: usize = READ_POOL;
 /// The most memory SQLite keeps for all connections together (page caches first give
 /// back what they hold beyond it; a process-wide soft limit).
-const SQLITE_MEMORY: i64 = 64 * 1024 * 1024;
+const SQLITE_MEMORY: i64 = 16 * 1024 * 1024;
 /// How often the checkpointer copies the WAL into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
