@@ -72,6 +72,7 @@ fn check(config: &ServeConfig) -> anyhow::Result<()> {
     ensure!(config.max_connections >= 1, "--max-connections must be at least 1");
     ensure!(config.max_unfinished_requests >= 1, "--max-unfinished-requests must be at least 1");
     ensure!(config.request_head_timeout_secs > 0.0, "--request-head-timeout-secs must be positive");
+    ensure!(config.request_body_timeout_secs > 0.0, "--request-body-timeout-secs must be positive");
     ensure!(config.max_rooms_per_connection >= 1, "--max-rooms-per-connection must be at least 1");
     ensure!(config.heartbeat_secs > 0.0, "--heartbeat-secs must be positive");
     ensure!(
@@ -234,6 +235,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         }),
         ip_connections: Arc::new(api::IpConnections::new(config.max_connections_per_ip)),
         write_rate: Arc::new(api::WriteRate::new(config.api_rate_per_second, config.api_rate_burst)),
+        body_timeout: config.request_body_timeout(),
         metrics,
     };
     let grace = config.shutdown_grace();

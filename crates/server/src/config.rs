@@ -256,6 +256,12 @@ pub struct ServeConfig {
     #[arg(long, env = "BAVARD_REQUEST_HEAD_TIMEOUT_SECS", default_value_t = 10.0)]
     pub request_head_timeout_secs: f64,
 
+    /// Seconds a request has, from its complete head, to send its whole body; a slower
+    /// body is answered 408 and its connection closed (slow-loris on bodies). Requests
+    /// without a body, WebSockets among them, are not concerned.
+    #[arg(long, env = "BAVARD_REQUEST_BODY_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub request_body_timeout_secs: f64,
+
     /// Most connections at once that have not yet sent a complete first request head
     /// (TLS handshakes included); a new connection past it closes the oldest of them.
     #[arg(long, env = "BAVARD_MAX_UNFINISHED_REQUESTS", default_value_t = 1024)]
@@ -325,6 +331,11 @@ impl ServeConfig {
     /// `--request-head-timeout-secs` as a duration.
     pub fn request_head_timeout(&self) -> Duration {
         secs(self.request_head_timeout_secs)
+    }
+
+    /// `--request-body-timeout-secs` as a duration.
+    pub fn request_body_timeout(&self) -> Duration {
+        secs(self.request_body_timeout_secs)
     }
 
     /// Shutdown grace as a duration.

@@ -63,16 +63,19 @@ pub enum Limit {
     RequestHead,
     /// Connections closed as the oldest of too many waiting for a first request head.
     UnfinishedRequests,
+    /// Requests answered 408 for a body not complete in time (`net.rs`).
+    RequestBody,
 }
 
 impl Limit {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::UserRate,
         Self::ConnectionsPerIp,
         Self::RoomsPerConnection,
         Self::SlowMode,
         Self::RequestHead,
         Self::UnfinishedRequests,
+        Self::RequestBody,
     ];
 
     fn label(self) -> &'static str {
@@ -83,6 +86,7 @@ impl Limit {
             Self::SlowMode => "slow_mode",
             Self::RequestHead => "request_head",
             Self::UnfinishedRequests => "unfinished_requests",
+            Self::RequestBody => "request_body",
         }
     }
 }
@@ -140,7 +144,7 @@ pub struct Metrics {
     commit_batch: Histogram,
     delivery_latency: Histogram,
     http_requests: Family<HttpLabels, Counter>,
-    limit_refusals: [Counter; 6],
+    limit_refusals: [Counter; Limit::ALL.len()],
     auth_failures: Family<ReasonLabel, Counter>,
     moderation_actions: Family<ActionLabel, Counter>,
     message_changes: Family<ActionLabel, Counter>,
@@ -240,7 +244,8 @@ impl Metrics {
              connections_per_ip (upgrades answered 429), rooms_per_connection (joins refused), slow_mode \
              (sends refused by a room's slow mode), request_head (connections closed without a complete \
              request head within --request-head-timeout-secs), unfinished_requests (connections closed as \
-             the oldest past --max-unfinished-requests)",
+             the oldest past --max-unfinished-requests), request_body (requests answered 408 for a body \
+             not complete within --request-body-timeout-secs)",
             limits,
         );
 

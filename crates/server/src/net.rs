@@ -11,8 +11,9 @@
 //!   finish its TLS handshake (if any) and send a complete first request head; then it
 //!   is closed. Every later request head on a keep-alive connection has the same time,
 //!   counted from the end of the previous response, so an idle keep-alive connection is
-//!   closed after that time too (hyper's `header_read_timeout`). Bodies and upgraded
-//!   WebSockets are not bounded here (the sessions have their own idle timeout).
+//!   closed after that time too (hyper's `header_read_timeout`). Bodies are bounded
+//!   by the router (`api/body_timeout.rs`, `--request-body-timeout-secs`), upgraded
+//!   WebSockets not at all here (the sessions have their own idle timeout).
 //! - **Number.** At most [`ConnectionLimits::max_unfinished`] connections may be
 //!   waiting for their first request head at once. A new connection past that closes
 //!   the *oldest* unfinished one: a legitimate client sends its head within a round

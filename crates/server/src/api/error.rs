@@ -35,8 +35,8 @@ impl ApiError {
         Self::from(ErrorBody::new(code, message.into()))
     }
 
-    /// The same error with another status (415, for which the protocol has no code).
-    fn with_status(self, status: StatusCode) -> Self {
+    /// The same error with another status (415, 408, for which the protocol has no code).
+    pub(super) fn with_status(self, status: StatusCode) -> Self {
         Self { status, ..self }
     }
 }

@@ -4,10 +4,11 @@
 //! call the hub, and map errors to status codes. The `/api` routes get the CORS layer
 //! of `--cors-origins`, when there is one.
 //! Every request is counted by route and status (the `metrics` layer around the whole
-//! router).
+//! router), and has `--request-body-timeout-secs` to send its body ([`body_timeout`]).
 
 mod access;
 pub mod auth;
+mod body_timeout;
 pub mod cors;
 mod error;
 mod messaging;
@@ -17,7 +18,7 @@ mod origin;
 mod rooms;
 mod upgrade;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     http::{header, StatusCode},
@@ -55,6 +56,9 @@ pub struct AppState {
     pub ip_connections: Arc<IpConnections>,
     /// How fast each client address may write through REST.
     pub write_rate: Arc<access::WriteRate>,
+    /// Time a request has, from its complete head, to send its whole body
+    /// (`--request-body-timeout-secs`, [`body_timeout`]).
+    pub body_timeout: Duration,
     /// This server's metrics (`GET /metrics`; the REST routes count what they accept).
     pub metrics: Arc<Metrics>,
 }
@@ -101,6 +105,11 @@ pub fn router(state: AppState, cors: Option<cors::ApiCors>, conformance_echo: bo
         .route("/metrics", get(metrics::serve).with_state(Arc::clone(&state.metrics)))
         .merge(web::router())
         .merge(openapi::router(state.sessions.limits.max_text_chars))
+        // Inside the request counter, so that it counts the 408 of a late body.
+        .layer(middleware::from_fn_with_state(
+            body_timeout::BodyTimeout { limit: state.body_timeout, metrics: Arc::clone(&state.metrics) },
+            body_timeout::bound,
+        ))
         .layer(middleware::from_fn_with_state(Arc::clone(&state.metrics), metrics::track_http))
         .with_state(state)
 }

@@ -22,8 +22,10 @@ pub use memory::MemoryStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-/// What a store failure looks like to its callers.
-#[derive(Debug, thiserror::Error)]
+/// What a store failure looks like to its callers. A failure shared by several callers
+/// (a failed group commit) is cloned to each, not wrapped again: its text would say
+/// "database error: database error: ...".
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database refused or failed the operation.
     #[error("database error: {0}")]

@@ -3,7 +3,8 @@
 //! `--request-head-timeout-secs`, at most `--max-unfinished-requests` of them are held
 //! at once (a newcomer closes the oldest), idle keep-alive connections are closed after
 //! the same time, and clients that are slow but finish in time, and open WebSockets,
-//! are not disturbed.
+//! are not disturbed. A request body not complete within `--request-body-timeout-secs`
+//! of its head is answered 408 and its connection closed.
 
 use std::{
     net::SocketAddr,
@@ -17,18 +18,39 @@ use tokio::{
 };
 
 use crate::{
-    helpers::{http_exchange, spawn_with, within, TestServer},
+    helpers::{http_exchange, http_get, http_json, spawn_with, within, TestServer},
     tls::Pki,
 };
 
-/// A server whose request heads must be complete within `head_timeout` seconds, with
-/// at most `max_unfinished` connections waiting for one.
+/// A server whose request heads must be complete within `head_timeout` seconds (and
+/// request bodies within as long of their heads), with at most `max_unfinished`
+/// connections waiting for a head.
 async fn server(head_timeout: f64, max_unfinished: usize) -> TestServer {
     spawn_with(|c| {
         c.request_head_timeout_secs = head_timeout;
+        c.request_body_timeout_secs = head_timeout;
         c.max_unfinished_requests = max_unfinished;
     })
     .await
+}
+
+/// A server whose request bodies must be complete within 1 s of their heads (heads
+/// have the default 10 s: only the body bound can cut anything off), with a room
+/// `lobby` to post to.
+async fn body_server() -> TestServer {
+    let server = spawn_with(|c| c.request_body_timeout_secs = 1.0).await;
+    let created = http_json("POST", &server.http("/api/rooms"), &json!({"name": "lobby"})).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    server
+}
+
+/// The head of a JSON `POST /api/rooms/lobby/messages` whose body is `body`.
+fn post_head(body: &str) -> String {
+    format!(
+        "POST /api/rooms/lobby/messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )
 }
 
 async fn connect(addr: SocketAddr) -> TcpStream {
@@ -202,6 +224,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_head_timeout() {
     server.stop().await;
 }
 
+/// The body bound too (the server's is 1 s as well): an upgrade has no body.
 #[tokio::test]
 async fn an_open_websocket_outlives_the_head_timeout() {
     let server = server(1.0, 1024).await;
@@ -209,6 +232,78 @@ async fn an_open_websocket_outlives_the_head_timeout() {
     tokio::time::sleep(Duration::from_millis(1800)).await;
     client.ok(json!({"op": "ping"})).await;
     client.close().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_body_dripped_slower_than_the_body_timeout_is_answered_408_and_closed() {
+    let server = body_server().await;
+    let body = json!({"text": "dripped, a byte every 200 ms"}).to_string();
+    let stream = connect(server.addr).await;
+    let (mut reader, mut writer) = stream.into_split();
+    // A complete head at once, then a body that would take some 8 s.
+    writer.write_all(post_head(&body).as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let dripping = tokio::spawn(async move {
+        for byte in body.bytes() {
+            if writer.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    // What the server sends until it closes (a reset after its answer ends it too:
+    // the dripper may still be writing into the closed connection).
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let took = started.elapsed();
+    dripping.abort();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(closed.is_ok(), "the connection dripping its body was still open after 5 s (answer so far: {answer:?})");
+    assert!(took >= Duration::from_millis(900), "cut off after {took:?}, before the bound");
+    assert!(took < Duration::from_secs(4), "cut off only after {took:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "not a 408: {answer:?}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer:?}");
+    assert!(answer.contains(r#""code":"bad_request""#) && answer.contains("--request-body-timeout-secs"), "{answer:?}");
+    let counted = server.metric(r#"bavard_limit_refusals_total{limit="request_body"}"#).await;
+    assert_eq!(counted, Some(1.0), "the 408 is counted");
+    let answered =
+        server.metric(r#"bavard_http_requests_total{route="/api/rooms/{room}/messages",status="408"}"#).await;
+    assert_eq!(answered, Some(1.0), "the request counter saw the 408");
+    // Nothing was stored, and the server serves the next client.
+    let (status, history) = http_get(&server.http("/api/rooms/lobby/messages")).await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&history).unwrap()["messages"], json!([]), "{history}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_body_sent_in_pieces_within_the_body_timeout_is_served() {
+    let server = body_server().await;
+    let body = json!({"text": "in four pieces"}).to_string();
+    let mut stream = connect(server.addr).await;
+    stream.write_all(post_head(&body).as_bytes()).await.unwrap();
+    // 0.6 s of pauses in the body, within the 1 s bound.
+    for piece in body.as_bytes().chunks(body.len() / 4 + 1) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stream.write_all(piece).await.unwrap();
+    }
+    let (status, reply) = read_response(&mut stream).await;
+    assert_eq!(status, 201, "{reply}");
+    // The connection is kept and serves the next request.
+    stream.write_all(HEALTHZ).await.unwrap();
+    assert_eq!(read_response(&mut stream).await, (200, "ok".to_owned()));
+    let counted = server.metric(r#"bavard_limit_refusals_total{limit="request_body"}"#).await;
+    assert_eq!(counted, Some(0.0), "a body in time was counted as cut off");
     server.stop().await;
 }
 

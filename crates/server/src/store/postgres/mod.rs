@@ -182,15 +182,6 @@ impl From<tokio_postgres::Error> for StoreError {
     }
 }
 
-/// The same error again, for each append of a failed batch.
-fn copy_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Database(message) => StoreError::Database(message.clone()),
-        StoreError::Closed => StoreError::Closed,
-        StoreError::Unavailable(message) => StoreError::Unavailable(message.clone()),
-    }
-}
-
 /// Connections for reads and rules: at most [`POOL_SIZE`] at once, idle ones kept.
 struct Pool {
     connector: Connector,

@@ -18,7 +18,7 @@ use bavard_protocol::{Message, RoomName, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Client;
 
-use super::{connect, copy_error, Connector, QUERY_TIMEOUT};
+use super::{connect, Connector, QUERY_TIMEOUT};
 use crate::{
     hub::CommitSender,
     metrics::Metrics,
@@ -260,7 +260,7 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, count, "group commit failed; nothing of the batch was stored");
                 for reply in replies {
-                    let _sender_gone = reply.send(Err(copy_error(&e)));
+                    let _sender_gone = reply.send(Err(e.clone()));
                 }
             }
         }

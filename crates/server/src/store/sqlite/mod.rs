@@ -337,7 +337,12 @@ fn explain_unwritable(path: &Path, error: StoreError) -> StoreError {
         }
         _ => return error,
     };
-    StoreError::Database(format!("{error}; {} cannot be written: {why}", path.display()))
+    // The cause's own text, not its Display: that would say "database error: " twice.
+    let cause = match error {
+        StoreError::Database(message) => message,
+        other => other.to_string(),
+    };
+    StoreError::Database(format!("{cause}; {} cannot be written: {why}", path.display()))
 }
 
 fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreError> {

@@ -233,7 +233,7 @@ impl Writer {
                 tracing::error!(error = %e, "changes to messages failed");
                 self.revisions.forget();
                 for edit in edits {
-                    let error = StoreError::Database(e.to_string());
+                    let error = e.clone();
                     let _caller_gone = match edit {
                         Edit::Change(_, reply) => reply.send(Err(error)).is_ok(),
                         Edit::MarkRead { reply, .. } => reply.send(Err(error)).is_ok(),
@@ -316,7 +316,7 @@ impl Writer {
                 self.last_seq.clear();
                 self.revisions.forget();
                 for reply in replies {
-                    let _sender_gone = reply.send(Err(StoreError::Database(e.to_string())));
+                    let _sender_gone = reply.send(Err(e.clone()));
                 }
             }
         }
