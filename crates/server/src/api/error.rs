@@ -82,6 +82,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        // Every body of the API is an object, but serde takes an array for a struct
+        // whose fields all have defaults (`[]` was a valid `PUT .../members/{user}`,
+        // schemathesis found): refuse arrays before decoding.
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
+            ApiError::new(
+                ErrorCode::TooLarge,
+                format!("cannot read the body whole ({e}): the limit is {BODY_LIMIT} bytes"),
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        })?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return Err(ApiError::new(ErrorCode::BadRequest, "the body must be a JSON object, not an array"));
+        }
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
         match Json::<T>::from_request(request, state).await {
             Ok(Json(value)) => Ok(Self(value)),
             Err(JsonRejection::MissingJsonContentType(_)) => {

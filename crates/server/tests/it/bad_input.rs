@@ -481,6 +481,8 @@ fn http_cases() -> Vec<HttpCase> {
         // REST: bodies.
         rest("malformed JSON body", "POST", "/api/rooms", Some(b"{\"name\":"), 400, "bad_request"),
         rest("body an array", "POST", "/api/rooms", Some(b"[]"), 400, "bad_request"),
+        // serde reads `[]` as a struct whose fields all have defaults: refused as not an object.
+        rest("member body an empty array", "PUT", "/api/rooms/r/members/bob", Some(b"[]"), 400, "bad_request"),
         rest("name missing", "POST", "/api/rooms", Some(b"{}"), 400, "bad_request"),
         rest("name a number", "POST", "/api/rooms", Some(b"{\"name\":42}"), 400, "bad_request"),
         rest("name ../etc", "POST", "/api/rooms", Some(br#"{"name":"../etc"}"#), 400, "bad_request"),
